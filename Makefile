@@ -1,0 +1,44 @@
+# make test: vet, the race-enabled unit and integration tests (against a real
+# local MariaDB primary + replica that it starts), and the MySQL 8
+# performance_schema emulation tests of the nested module.
+# make demo: the example copier, throttled by real replica lag.
+
+GO ?= go
+STATICCHECK_VERSION := v0.8.2
+BIN := $(CURDIR)/.bin
+export THROTTLER_TESTENV_DIR ?= $(or $(TMPDIR),/tmp)/throttler-testenv
+REPLICAPAIR := $(GO) run ./internal/testenv/cmd/replicapair
+
+.PHONY: test unit integration mysql8 vet lint bench demo replica-up replica-down
+
+test: vet replica-up
+	THROTTLER_TESTENV_REQUIRED=1 $(GO) test -race -count=1 ./...
+	cd internal/mysql8test && $(GO) test -race -count=1 ./...
+
+# unit runs what needs no server; integration tests skip with a message.
+unit:
+	THROTTLER_TESTENV_DIR= $(GO) test -race -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+	cd internal/mysql8test && $(GO) vet ./...
+
+lint: vet $(BIN)/staticcheck
+	@out=$$(gofmt -l . ); if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
+	$(BIN)/staticcheck ./...
+	cd internal/mysql8test && $(BIN)/staticcheck ./...
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+replica-up:
+	$(REPLICAPAIR) up -dir "$(THROTTLER_TESTENV_DIR)"
+
+replica-down:
+	$(REPLICAPAIR) down -dir "$(THROTTLER_TESTENV_DIR)"
+
+demo:
+	$(GO) run ./examples/copier

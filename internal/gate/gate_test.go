@@ -1,0 +1,105 @@
+package gate
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestZeroValueIsClear(t *testing.T) {
+	var g Gate
+	assert.False(t, g.Throttled())
+	assert.False(t, g.Released())
+	assert.Equal(t, "", g.Reason())
+	assert.NoError(t, g.Wait(context.Background(), time.Second))
+}
+
+func TestSetReportsFlips(t *testing.T) {
+	var g Gate
+	assert.True(t, g.Set(true, "a"))
+	assert.False(t, g.Set(true, "b"), "a new reason is not a flip")
+	assert.Equal(t, "b", g.Reason())
+	assert.False(t, g.Set(true, "b"))
+	assert.True(t, g.Set(false, "ignored"))
+	assert.Equal(t, "", g.Reason(), "a clear state has no reason")
+	assert.False(t, g.Set(false, ""))
+}
+
+func TestClearWakesEveryWaiter(t *testing.T) {
+	var g Gate
+	g.Set(true, "lag")
+	const n = 100
+	errs := make(chan error, n)
+	for range n {
+		go func() { errs <- g.Wait(context.Background(), 0) }()
+	}
+	g.Set(true, "still lag") // same epoch: must not wake anyone
+	select {
+	case err := <-errs:
+		t.Fatalf("a reason change woke a waiter: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	g.Set(false, "")
+	for range n {
+		assert.NoError(t, <-errs)
+	}
+}
+
+func TestReleaseWakesAndIsFinal(t *testing.T) {
+	var g Gate
+	g.Set(true, "lag")
+	done := make(chan error)
+	go func() { done <- g.Wait(context.Background(), 0) }()
+	assert.True(t, g.Release())
+	assert.ErrorIs(t, <-done, ErrReleased)
+	assert.False(t, g.Release(), "second release")
+	assert.False(t, g.Set(true, "late poll"), "Set after Release is ignored")
+	assert.False(t, g.Throttled())
+	assert.True(t, g.Released())
+	assert.ErrorIs(t, g.Wait(context.Background(), 0), ErrReleased)
+}
+
+func TestReleaseOfClearGate(t *testing.T) {
+	var g Gate
+	assert.True(t, g.Release())
+	assert.False(t, g.Throttled())
+}
+
+func TestWaitEndsOnContextAndMax(t *testing.T) {
+	var g Gate
+	g.Set(true, "lag")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- g.Wait(ctx, 0) }()
+	cancel()
+	assert.ErrorIs(t, <-done, context.Canceled)
+
+	assert.ErrorIs(t, g.Wait(context.Background(), time.Millisecond), ErrMaxWait)
+	assert.True(t, g.Throttled(), "waiting changes nothing")
+}
+
+// TestNoLostWakeup races Set(clear) against waiters arriving: a waiter that
+// loaded the throttled state just before it cleared must still wake.
+func TestNoLostWakeup(t *testing.T) {
+	for range 500 {
+		var g Gate
+		g.Set(true, "lag")
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				require.NoError(t, g.Wait(context.Background(), 0))
+			}()
+		}
+		g.Set(false, "")
+		wg.Wait()
+	}
+}

@@ -1,0 +1,98 @@
+package throttler
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// LagSource measures replication lag on one server. Implementations are
+// stateless or safe for concurrent use; the throttler calls Measure from at
+// most one goroutine at a time, with a context bounded by WithQueryTimeout.
+type LagSource interface {
+	// Measure reads the server once. A replica whose replication is not
+	// running is a successful measurement with NotFlowing set; a server with
+	// no replication channel is ErrNotReplica; a measurement that could not
+	// be taken is any other error.
+	Measure(ctx context.Context, db *sql.DB) (Measurement, error)
+	// String names the source in logs and errors.
+	String() string
+}
+
+// Measurement is one reading of a replica.
+type Measurement struct {
+	// Lag is the worst lag over the replica's flowing channels.
+	Lag time.Duration
+	// Channel names the channel that Lag (or NotFlowing) is about; "" is
+	// the default channel.
+	Channel string
+	// NotFlowing is empty while replication flows on every channel, and
+	// otherwise says why it does not (for example "receiver (IO) thread
+	// Connecting: error 2003 ..."). A measurement with NotFlowing set
+	// throttles whatever its Lag.
+	NotFlowing string
+}
+
+// Flavor is what the server says it is, from @@version and @@version_comment.
+type Flavor struct {
+	Version        string // @@version, for example "8.0.36" or "10.11.6-MariaDB-0+deb12u1"
+	VersionComment string // @@version_comment
+	Major, Minor   int
+	MariaDB        bool
+}
+
+// DetectFlavor reads the server's version.
+func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
+	var f Flavor
+	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment").Scan(&f.Version, &f.VersionComment); err != nil {
+		return f, fmt.Errorf("read server version: %w", err)
+	}
+	f.MariaDB = strings.Contains(strings.ToLower(f.Version+" "+f.VersionComment), "mariadb")
+	major, rest, _ := strings.Cut(f.Version, ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	var err1, err2 error
+	f.Major, err1 = strconv.Atoi(major)
+	f.Minor, err2 = strconv.Atoi(strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return f, fmt.Errorf("cannot parse server version %q", f.Version)
+	}
+	return f, nil
+}
+
+// DefaultLagSource is the source Open chooses when WithLagSource is not given:
+// PerformanceSchemaSource on MySQL 8.0 and later (including Percona Server and
+// Aurora MySQL 3), ReplicaStatusSource on MariaDB and older MySQL.
+func DefaultLagSource(f Flavor) LagSource {
+	if !f.MariaDB && f.Major >= 8 {
+		return PerformanceSchemaSource()
+	}
+	return ReplicaStatusSource()
+}
+
+// mysqlErrorNumber returns the server error number wrapped in err, or 0.
+func mysqlErrorNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// Server error numbers the sources branch on.
+const (
+	erParseError             = 1064 // ER_PARSE_ERROR
+	erSpecificAccessDenied   = 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR
+	erTableAccessDenied      = 1142 // ER_TABLEACCESS_DENIED_ERROR
+	erColumnAccessDenied     = 1143 // ER_COLUMNACCESS_DENIED_ERROR
+	erDBAccessDenied         = 1044 // ER_DBACCESS_DENIED_ERROR
+	erNoSuchTable            = 1146 // ER_NO_SUCH_TABLE
+	erBadField               = 1054 // ER_BAD_FIELD_ERROR
+	erUnknownSystemVariable  = 1193 // ER_UNKNOWN_SYSTEM_VARIABLE
+	erAccessDeniedNoPassword = 1045 // ER_ACCESS_DENIED_ERROR (login)
+)

@@ -1,0 +1,118 @@
+package throttler
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every error a constructor returns for bad
+// input: the message names the argument and the value.
+var ErrInvalidConfig = errors.New("invalid throttler configuration")
+
+// Option configures a throttler built by NewReplicationThrottler.
+type Option func(*options)
+
+type options struct {
+	interval     time.Duration
+	maxWait      time.Duration
+	staleAfter   time.Duration // 0: 3 × interval
+	queryTimeout time.Duration // 0: min(interval, 5s)
+	source       LagSource
+	sourceSet    bool
+	errs         []error
+}
+
+const (
+	defaultInterval        = time.Second
+	defaultMaxWait         = 60 * time.Second
+	defaultStaleIntervals  = 3
+	maxDefaultQueryTimeout = 5 * time.Second
+)
+
+// WithInterval sets how often the monitor measures (default 1s).
+func WithInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("WithInterval(%v): the poll interval must be positive", d))
+		}
+		o.interval = d
+	}
+}
+
+// WithMaxWait caps how long one BlockWait call blocks while throttled
+// (default 60s). 0 means no cap: BlockWait then returns only when the
+// throttle clears, its context is done, or the throttler stops.
+func WithMaxWait(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			o.errs = append(o.errs, fmt.Errorf("WithMaxWait(%v): the maximum wait must not be negative (0 means no cap)", d))
+		}
+		o.maxWait = d
+	}
+}
+
+// WithStaleAfter sets how long the throttler trusts its last successful
+// measurement when polls fail (default 3 poll intervals). Past it, the
+// throttler throttles until a poll succeeds again. It must not be shorter
+// than the poll interval.
+func WithStaleAfter(d time.Duration) Option {
+	return func(o *options) {
+		if d <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("WithStaleAfter(%v): the stale window must be positive", d))
+		}
+		o.staleAfter = d
+	}
+}
+
+// WithQueryTimeout bounds each measurement (default the poll interval, at
+// most 5s). A hung replica then costs one timed-out poll at a time, never a
+// pile of goroutines or connections.
+func WithQueryTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("WithQueryTimeout(%v): the query timeout must be positive", d))
+		}
+		o.queryTimeout = d
+	}
+}
+
+// WithLagSource sets how lag is measured. By default Open chooses from the
+// server's flavor and version: PerformanceSchemaSource on MySQL 8.0 and later,
+// ReplicaStatusSource everywhere else (MariaDB, MySQL 5.7).
+func WithLagSource(s LagSource) Option {
+	return func(o *options) {
+		if s == nil {
+			o.errs = append(o.errs, errors.New("WithLagSource(nil): the lag source must not be nil"))
+		}
+		o.source = s
+		o.sourceSet = true
+	}
+}
+
+func buildOptions(opts []Option) (options, error) {
+	o := options{interval: defaultInterval, maxWait: defaultMaxWait}
+	for i, opt := range opts {
+		if opt == nil {
+			o.errs = append(o.errs, fmt.Errorf("option %d is nil", i))
+			continue
+		}
+		opt(&o)
+	}
+	if len(o.errs) == 0 {
+		if o.staleAfter == 0 {
+			o.staleAfter = defaultStaleIntervals * o.interval
+		} else if o.staleAfter < o.interval {
+			o.errs = append(o.errs, fmt.Errorf("WithStaleAfter(%v) is shorter than the poll interval %v: every measurement would be stale before the next one", o.staleAfter, o.interval))
+		}
+		if o.queryTimeout == 0 {
+			o.queryTimeout = min(o.interval, maxDefaultQueryTimeout)
+		} else if o.queryTimeout > o.staleAfter {
+			o.errs = append(o.errs, fmt.Errorf("WithQueryTimeout(%v) is longer than the stale window %v: a hung poll would outlive it", o.queryTimeout, o.staleAfter))
+		}
+	}
+	if len(o.errs) > 0 {
+		return o, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(o.errs...))
+	}
+	return o, nil
+}

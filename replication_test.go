@@ -1,0 +1,302 @@
+package throttler
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestNewReplicationThrottlerRejectsBadInput(t *testing.T) {
+	src := &fakeSource{}
+	cases := []struct {
+		name      string
+		db        bool
+		tolerance time.Duration
+		opts      []Option
+		want      string
+	}{
+		{"nil db", false, time.Second, nil, "replica *sql.DB is nil"},
+		{"zero tolerance", true, 0, nil, "lag tolerance 0s must be positive"},
+		{"negative tolerance", true, -time.Second, nil, "lag tolerance -1s must be positive"},
+		{"zero interval", true, time.Second, []Option{WithInterval(0)}, "WithInterval(0s)"},
+		{"negative interval", true, time.Second, []Option{WithInterval(-time.Second)}, "WithInterval(-1s)"},
+		{"negative max wait", true, time.Second, []Option{WithMaxWait(-1)}, "WithMaxWait(-1ns)"},
+		{"zero stale", true, time.Second, []Option{WithStaleAfter(0)}, "WithStaleAfter(0s)"},
+		{"stale shorter than interval", true, time.Second, []Option{WithInterval(time.Second), WithStaleAfter(500 * time.Millisecond)}, "shorter than the poll interval"},
+		{"zero query timeout", true, time.Second, []Option{WithQueryTimeout(0)}, "WithQueryTimeout(0s)"},
+		{"query timeout past stale window", true, time.Second, []Option{WithStaleAfter(3 * time.Second), WithQueryTimeout(4 * time.Second)}, "longer than the stale window"},
+		{"nil source", true, time.Second, []Option{WithLagSource(nil)}, "WithLagSource(nil)"},
+		{"nil option", true, time.Second, []Option{nil}, "option 0 is nil"},
+		{"two problems", false, 0, []Option{WithInterval(0)}, "WithInterval(0s)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			db := fakeDB
+			if !c.db {
+				db = nil
+			}
+			r, err := NewReplicationThrottler(db, c.tolerance, nil, append(c.opts, WithLagSource(src))...)
+			assert.Nil(t, r)
+			assert.ErrorIs(t, err, ErrInvalidConfig)
+			assert.ErrorContains(t, err, c.want)
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	r, err := NewReplicationThrottler(fakeDB, time.Second, nil)
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, r.opt.interval)
+	assert.Equal(t, 60*time.Second, r.opt.maxWait)
+	assert.Equal(t, 3*time.Second, r.opt.staleAfter)
+	assert.Equal(t, time.Second, r.opt.queryTimeout)
+	assert.Nil(t, r.Source(), "chosen at Open")
+
+	r, err = NewReplicationThrottler(fakeDB, time.Second, nil, WithInterval(10*time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Second, r.opt.queryTimeout, "the default query timeout is capped at 5s")
+	assert.Equal(t, 30*time.Second, r.opt.staleAfter)
+}
+
+func TestOpenMeasuresSynchronously(t *testing.T) {
+	r, src := newFake(t, 10*time.Second, lagOf(12*time.Second), WithInterval(time.Hour))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	assert.True(t, r.IsThrottled(), "Open's own measurement is published before it returns")
+	assert.Equal(t, "replica lag 12s >= 10s", r.ThrottleReason())
+	assert.Equal(t, 12*time.Second, r.Lag())
+	assert.EqualValues(t, 1, src.calls.Load())
+}
+
+func TestOpenReturnsTheMeasurementError(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{})
+	src.set(Measurement{}, fmt.Errorf("%w: no rows", ErrNotReplica))
+	err := r.Open(context.Background())
+	require.ErrorIs(t, err, ErrNotReplica)
+	assert.Contains(t, err.Error(), "fake: ")
+	assert.False(t, r.IsThrottled(), "false after a failed Open")
+	assert.ErrorIs(t, r.UpdateLag(context.Background()), ErrNotOpen)
+
+	src.set(Measurement{}, nil) // a failed Open may be retried
+	require.NoError(t, r.Open(context.Background()))
+	require.NoError(t, r.Close())
+}
+
+func TestOpenTwiceAndAfterClose(t *testing.T) {
+	r, _ := newFake(t, time.Second, Measurement{})
+	require.NoError(t, r.Open(context.Background()))
+	assert.ErrorIs(t, r.Open(context.Background()), ErrAlreadyOpen)
+	require.NoError(t, r.Close())
+	require.NoError(t, r.Close(), "Close is idempotent")
+	assert.ErrorIs(t, r.Open(context.Background()), ErrClosed)
+	assert.ErrorIs(t, r.UpdateLag(context.Background()), ErrClosed)
+
+	never, _ := newFake(t, time.Second, Measurement{})
+	require.NoError(t, never.Close(), "Close before Open")
+	assert.ErrorIs(t, never.Open(context.Background()), ErrClosed)
+}
+
+func TestOpenWithCancelledContext(t *testing.T) {
+	r, _ := newFake(t, time.Second, Measurement{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, r.Open(ctx), context.Canceled)
+	assert.False(t, r.IsThrottled())
+}
+
+func TestNotThrottledBeforeOpen(t *testing.T) {
+	r, _ := newFake(t, time.Second, lagOf(time.Hour))
+	assert.False(t, r.IsThrottled())
+	assert.Equal(t, "", r.ThrottleReason())
+	r.BlockWait(context.Background()) // returns at once
+	assert.NoError(t, r.Wait(context.Background()))
+}
+
+func TestVerdicts(t *testing.T) {
+	cases := []struct {
+		name   string
+		m      Measurement
+		reason string // "" means not throttled
+	}{
+		{"under tolerance", lagOf(9999 * time.Millisecond), ""},
+		{"at tolerance", lagOf(10 * time.Second), "replica lag 10s >= 10s"},
+		{"over tolerance", lagOf(12345 * time.Millisecond), "replica lag 12.3s >= 10s"},
+		{"named channel", Measurement{Lag: 11 * time.Second, Channel: "east"}, `replica lag 11s >= 10s (channel "east")`},
+		{"not flowing with no lag", Measurement{NotFlowing: "applier (SQL) thread not running"}, "replication not flowing: applier (SQL) thread not running"},
+		{"not flowing on a channel", Measurement{NotFlowing: "receiver (IO) thread Connecting", Channel: "b"}, `replication not flowing (channel "b"): receiver (IO) thread Connecting`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, _ := newFake(t, 10*time.Second, c.m, WithInterval(time.Hour))
+			require.NoError(t, r.Open(context.Background()))
+			defer r.Close()
+			assert.Equal(t, c.reason != "", r.IsThrottled())
+			assert.Equal(t, c.reason, r.ThrottleReason())
+		})
+	}
+}
+
+func TestMonitorFollowsTheSource(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{})
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	src.set(lagOf(2*time.Second), nil)
+	require.Eventually(t, r.IsThrottled, 2*time.Second, time.Millisecond)
+	src.set(lagOf(0), nil)
+	require.Eventually(t, func() bool { return !r.IsThrottled() }, 2*time.Second, time.Millisecond)
+}
+
+func TestLostSourceThrottlesAtOnce(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	src.set(Measurement{}, fmt.Errorf("%w: no rows", ErrNotReplica))
+	require.ErrorIs(t, r.UpdateLag(context.Background()), ErrNotReplica)
+	assert.True(t, r.IsThrottled(), "losing the source is an observation, not a failed poll")
+	assert.Contains(t, r.ThrottleReason(), "replica lost its source")
+}
+
+func TestFailedPollsThrottleAfterStaleWindow(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithStaleAfter(time.Hour))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	src.set(Measurement{}, fmt.Errorf("%w: SLAVE MONITOR", ErrAccessDenied))
+	err := r.UpdateLag(context.Background())
+	require.ErrorIs(t, err, ErrAccessDenied)
+	assert.False(t, r.IsThrottled(), "one failed poll inside the stale window keeps the last verdict")
+
+	// Age the last success past the window, as the stale timer would see it.
+	r.stateMu.Lock()
+	r.lastOK = time.Now().Add(-2 * time.Hour)
+	r.stateMu.Unlock()
+	r.checkStale()
+	assert.True(t, r.IsThrottled())
+	assert.Contains(t, r.ThrottleReason(), "no lag measurement for")
+	assert.Contains(t, r.ThrottleReason(), "SLAVE MONITOR", "the reason carries the last error")
+
+	src.set(Measurement{}, nil)
+	require.NoError(t, r.UpdateLag(context.Background()))
+	assert.False(t, r.IsThrottled(), "a success clears staleness")
+}
+
+func TestStaleTimerFires(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{}, WithInterval(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	src.set(Measurement{}, errBoom)
+	require.Eventually(t, r.IsThrottled, 2*time.Second, time.Millisecond)
+	assert.Contains(t, r.ThrottleReason(), "boom")
+	src.set(Measurement{}, nil)
+	require.Eventually(t, func() bool { return !r.IsThrottled() }, 2*time.Second, time.Millisecond)
+}
+
+// TestHungReplicaOnePollInFlight: a source that never answers is polled one
+// query at a time, each bounded by the query timeout, and the throttler
+// fails closed once the stale window passes.
+func TestHungReplicaOnePollInFlight(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{},
+		WithInterval(2*time.Millisecond), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	src.setHang(true)
+	var wg sync.WaitGroup
+	for range 5 { // callers pile in alongside the monitor
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+			defer cancel()
+			_ = r.UpdateLag(ctx)
+		}()
+	}
+	require.Eventually(t, r.IsThrottled, 2*time.Second, time.Millisecond)
+	wg.Wait()
+	assert.Contains(t, r.ThrottleReason(), "no lag measurement")
+	assert.EqualValues(t, 1, src.maxSeen.Load(), "never more than one measurement in flight")
+	before := src.calls.Load()
+	require.Eventually(t, func() bool { return src.calls.Load() > before+2 }, 2*time.Second, time.Millisecond,
+		"each hung poll times out and the next starts")
+}
+
+func TestUpdateLagRespectsCallerContext(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithQueryTimeout(time.Hour), WithStaleAfter(time.Hour))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	src.setHang(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, r.UpdateLag(ctx), context.DeadlineExceeded)
+	assert.False(t, r.IsThrottled(), "a caller giving up is not a failed measurement")
+}
+
+func TestUpdateLagWakesWaiters(t *testing.T) {
+	r, src := newFake(t, time.Second, lagOf(time.Hour), WithInterval(time.Hour), WithMaxWait(0))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	done := make(chan struct{})
+	go func() { r.BlockWait(context.Background()); close(done) }()
+	src.set(lagOf(0), nil)
+	require.NoError(t, r.UpdateLag(context.Background()))
+	<-done
+}
+
+func TestLogsOneLinePerStateChange(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
+	src := &fakeSource{}
+	r, err := NewReplicationThrottler(fakeDB, time.Second, logger, WithLagSource(src), WithInterval(time.Hour))
+	require.NoError(t, err)
+	require.NoError(t, r.Open(context.Background()))
+	for _, d := range []time.Duration{2, 3, 4, 0, 0, 5} { // seconds
+		src.set(lagOf(d*time.Second), nil)
+		require.NoError(t, r.UpdateLag(context.Background()))
+	}
+	require.NoError(t, r.Close())
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	assert.Equal(t, 1, strings.Count(out, "throttler: open"))
+	assert.Equal(t, 2, strings.Count(out, "throttler: throttled"), out)
+	assert.Equal(t, 1, strings.Count(out, "throttler: resumed"), out)
+	assert.Equal(t, 1, strings.Count(out, "throttler: closed"), out)
+	assert.Equal(t, 5, strings.Count(out, "\n"), out)
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestWaitSaysWhy(t *testing.T) {
+	r, src := newFake(t, time.Second, lagOf(time.Hour), WithInterval(time.Hour), WithMaxWait(5*time.Millisecond))
+	require.NoError(t, r.Open(context.Background()))
+	err := r.Wait(context.Background())
+	require.ErrorIs(t, err, ErrMaxWait)
+	assert.Contains(t, err.Error(), "replica lag 1h0m0s >= 1s")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.ErrorIs(t, r.Wait(ctx), context.Canceled)
+
+	src.set(lagOf(0), nil)
+	require.NoError(t, r.UpdateLag(context.Background()))
+	assert.NoError(t, r.Wait(context.Background()))
+
+	require.NoError(t, r.Close())
+	assert.ErrorIs(t, r.Wait(context.Background()), ErrClosed)
+}

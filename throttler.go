@@ -1,0 +1,117 @@
+// Package throttler keeps bulk database work (online schema-change copiers,
+// backfills, archivers) from hurting production MySQL.
+//
+// A copier calls BlockWait before each chunk:
+//
+//	for chunk := range chunks {
+//		t.BlockWait(ctx) // returns at once unless the replicas need a rest
+//		copyChunk(ctx, chunk)
+//	}
+//
+// and the throttler decides, from a live signal such as replica lag, whether
+// the chunk may go now or must wait. Every implementation keeps one contract:
+//
+//   - Open takes one measurement synchronously and returns its error, then
+//     starts one monitor goroutine bound to Open's context.
+//   - IsThrottled and an unthrottled BlockWait are a single atomic load: no
+//     lock, no allocation, no clock read, no I/O. All I/O happens in the
+//     monitor.
+//   - BlockWait is woken by the state change itself (a broadcast), never by a
+//     sleep loop, and returns when the throttle clears, its context is done,
+//     the throttler is closed or its Open context ends, or the per-call cap
+//     (WithMaxWait) elapses.
+//   - Once the monitor stops for any reason (Close, Open's context cancelled)
+//     the throttler is released: IsThrottled reports false and every waiter
+//     returns. A loop such as `for t.IsThrottled() {}` always terminates.
+//   - While open, a replica that cannot be observed is throttled, with a
+//     reason: a lag that cannot be measured is never read as zero.
+//
+// Most callers want NewReplicationThrottler and BlockWait. Tests of code that
+// takes a Throttler want Mock; code paths that must not throttle want Noop.
+package throttler
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Throttler is the interface every throttler implements. Its method set is
+// fixed; further capabilities are optional interfaces (Reasoner, LagReporter,
+// Waiter) that callers discover with a type assertion.
+type Throttler interface {
+	// Open measures once, returns that measurement's error, and then starts
+	// watching in the background until Close is called or ctx is done.
+	Open(ctx context.Context) error
+	// Close stops the background work, waits for it to exit, and releases
+	// every blocked BlockWait. It is idempotent.
+	Close() error
+	// IsThrottled reports whether work should pause now. It does no I/O.
+	IsThrottled() bool
+	// BlockWait returns at once when not throttled; otherwise it blocks
+	// until the throttle clears, ctx is done, the throttler is closed, or
+	// the per-call cap elapses.
+	BlockWait(ctx context.Context)
+	// UpdateLag takes one measurement synchronously and publishes it.
+	UpdateLag(ctx context.Context) error
+}
+
+// Reasoner is implemented by throttlers that can say why they throttle.
+type Reasoner interface {
+	// ThrottleReason is "" when not throttled, and otherwise names the
+	// signal and the comparison, for example "replica lag 12.4s >= 10s".
+	ThrottleReason() string
+}
+
+// LagReporter is implemented by throttlers that measure a lag.
+type LagReporter interface {
+	// Lag is the last lag measured; 0 before the first measurement.
+	Lag() time.Duration
+}
+
+// Waiter is implemented by throttlers whose wait can report why it ended,
+// for callers that must not proceed silently while still throttled.
+type Waiter interface {
+	// Wait is BlockWait that says why it returned: nil when not throttled
+	// (or the throttle cleared), ErrMaxWait when the per-call cap elapsed
+	// while still throttled, ErrClosed when the throttler was closed or its
+	// Open context ended, or ctx's error.
+	Wait(ctx context.Context) error
+}
+
+// Sentinel errors, for callers that branch on a condition. Errors returned by
+// this package wrap them (and their cause) with %w: test with errors.Is.
+var (
+	// ErrNotReplica means the server is not replicating from anything: it
+	// has no replication channel at all. Open returns it wrapped; while
+	// open, a replica that loses its source throttles with that reason.
+	ErrNotReplica = errors.New("server is not a replica")
+	// ErrNotFlowing means the server is a replica but replication is not
+	// running: a stopped or disconnected receiver (IO) thread, a stopped
+	// applier (SQL) thread, or an unknown lag.
+	ErrNotFlowing = errors.New("replication not flowing")
+	// ErrAccessDenied means the lag source lacks a privilege it needs; the
+	// message names the privilege.
+	ErrAccessDenied = errors.New("missing privilege")
+	// ErrUnavailable means the server cannot provide the lag source's data
+	// (for example performance_schema=OFF); the message names the setting.
+	ErrUnavailable = errors.New("lag source unavailable")
+	// ErrAlreadyOpen is returned by a second Open.
+	ErrAlreadyOpen = errors.New("throttler already open")
+	// ErrClosed is returned by Open after Close, by UpdateLag after the
+	// throttler stopped, and by Wait when the throttler stopped.
+	ErrClosed = errors.New("throttler closed")
+	// ErrNotOpen is returned by UpdateLag before Open.
+	ErrNotOpen = errors.New("throttler not open")
+	// ErrMaxWait is returned by Wait when the per-call cap elapsed while the
+	// throttler was still throttled.
+	ErrMaxWait = errors.New("throttled past the maximum wait")
+)
+
+var (
+	_ Throttler = Noop{}
+	_ Throttler = (*Mock)(nil)
+	_ Throttler = (*Replication)(nil)
+	_ Waiter    = (*Replication)(nil)
+	_ Waiter    = (*Mock)(nil)
+)
