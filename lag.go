@@ -49,18 +49,25 @@ type Flavor struct {
 
 // DetectFlavor reads the server's version.
 func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
-	var f Flavor
-	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment").Scan(&f.Version, &f.VersionComment); err != nil {
-		return f, fmt.Errorf("read server version: %w", err)
+	var version, comment string
+	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment").Scan(&version, &comment); err != nil {
+		return Flavor{}, fmt.Errorf("read server version: %w", err)
 	}
-	f.MariaDB = strings.Contains(strings.ToLower(f.Version+" "+f.VersionComment), "mariadb")
-	major, rest, _ := strings.Cut(f.Version, ".")
+	return ParseFlavor(version, comment)
+}
+
+// ParseFlavor interprets @@version and @@version_comment.
+func ParseFlavor(version, comment string) (Flavor, error) {
+	f := Flavor{Version: version, VersionComment: comment}
+	f.MariaDB = strings.Contains(strings.ToLower(version+" "+comment), "mariadb")
+	major, rest, _ := strings.Cut(version, ".")
 	minor, _, _ := strings.Cut(rest, ".")
+	minor = strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' })
 	var err1, err2 error
 	f.Major, err1 = strconv.Atoi(major)
-	f.Minor, err2 = strconv.Atoi(strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' }))
+	f.Minor, err2 = strconv.Atoi(minor)
 	if err1 != nil || err2 != nil {
-		return f, fmt.Errorf("cannot parse server version %q", f.Version)
+		return f, fmt.Errorf("cannot parse server version %q", version)
 	}
 	return f, nil
 }

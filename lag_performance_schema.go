@@ -104,7 +104,7 @@ func (performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measure
 		if err := rows.Scan(&now, &r.Channel, &r.ReceiverState, &cErrNo, &cErr,
 			&hb, &lastQueued, &qCommit, &qEnd,
 			&wID, &wState, &wErrNo, &wErr, &lastApplied, &applied, &applyingTrx, &applying); err != nil {
-			return Measurement{}, fmt.Errorf("performance_schema: read row: %w", err)
+			return Measurement{}, fmt.Errorf("read row: %w", err)
 		}
 		r.Now, r.LastHeartbeat, r.LastQueuedCommit, r.LastQueuedEnqueue = now.t, hb.t, qCommit.t, qEnd.t
 		r.ReceiverErrNo, r.ReceiverError, r.LastQueued = cErrNo.Int64, cErr.String, lastQueued.String
@@ -131,11 +131,11 @@ func (performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measure
 func performanceSchemaError(err error) error {
 	switch mysqlErrorNumber(err) {
 	case erTableAccessDenied, erColumnAccessDenied, erDBAccessDenied:
-		return fmt.Errorf("performance_schema: %w: grant SELECT ON performance_schema.* (or on replication_connection_status and replication_applier_status_by_worker) to the monitoring user: %w", ErrAccessDenied, err)
+		return fmt.Errorf("%w: grant SELECT ON performance_schema.* (or on replication_connection_status and replication_applier_status_by_worker) to the monitoring user: %w", ErrAccessDenied, err)
 	case erNoSuchTable, erBadField:
-		return fmt.Errorf("performance_schema: %w: the server lacks MySQL 8.0's replication tables or columns (MariaDB and MySQL 5.7 need ReplicaStatusSource): %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: the server lacks MySQL 8.0's replication tables or columns (MariaDB and MySQL 5.7 need ReplicaStatusSource): %w", ErrUnavailable, err)
 	}
-	return fmt.Errorf("performance_schema: %w", err)
+	return err
 }
 
 // performanceSchemaLag computes a measurement from the query's rows. It does

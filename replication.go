@@ -121,7 +121,9 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 // and returns that measurement's error: a replica that cannot be measured, or
 // a server that is not a replica (ErrNotReplica), is a configuration error to
 // see at start. It then starts the monitor, which runs until Close or until
-// ctx is done. A failed Open may be retried; a second Open returns
+// ctx is done: ctx bounds the monitor's whole life, so pass the job's
+// context, not a timeout meant for the first measurement (WithQueryTimeout
+// bounds that). A failed Open may be retried; a second Open returns
 // ErrAlreadyOpen, and Open after Close ErrClosed.
 func (r *Replication) Open(ctx context.Context) error {
 	r.mu.Lock()
@@ -212,14 +214,26 @@ func (r *Replication) monitor(ctx context.Context, done chan<- struct{}) {
 	for {
 		select {
 		case <-ctx.Done():
+			r.stopped(ctx)
 			return
 		case <-t.C:
 			m, err := r.measure(ctx)
 			if ctx.Err() != nil {
+				r.stopped(ctx)
 				return
 			}
 			r.apply(m, err, time.Now())
 		}
+	}
+}
+
+// stopped logs why the monitor stopped, unless Close stopped it (Close logs).
+func (r *Replication) stopped(ctx context.Context) {
+	r.mu.Lock()
+	closing := r.phase == phaseClosed
+	r.mu.Unlock()
+	if !closing {
+		r.log.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
 	}
 }
 
