@@ -251,3 +251,28 @@ func TestPropertyNoWaiterLeftBehind(t *testing.T) {
 		}
 	}
 }
+
+// TestHotPathDoesNotAllocate: IsThrottled and an unthrottled BlockWait cost
+// no allocation (the benchmarks measure their speed).
+func TestHotPathDoesNotAllocate(t *testing.T) {
+	r, _ := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour))
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	ctx := context.Background()
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = r.IsThrottled() }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { r.BlockWait(ctx) }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = r.ThrottleReason() }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = r.Lag() }))
+}
+
+// TestCloseWaitsForTheMonitor: once Close returns, nothing polls any more.
+func TestCloseWaitsForTheMonitor(t *testing.T) {
+	r, src := newFake(t, time.Second, Measurement{})
+	require.NoError(t, r.Open(context.Background()))
+	require.Eventually(t, func() bool { return src.calls.Load() > 3 }, 2*time.Second, time.Millisecond)
+	require.NoError(t, r.Close())
+	after := src.calls.Load()
+	time.Sleep(20 * time.Millisecond) // twenty poll intervals
+	assert.Equal(t, after, src.calls.Load(), "a poll after Close returned")
+	assert.Zero(t, src.inFlight.Load())
+}

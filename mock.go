@@ -115,7 +115,7 @@ func (m *Mock) Wait(ctx context.Context) error {
 	if d <= 0 {
 		d = time.Second
 	}
-	return gateError(m.gate.Wait(ctx, d))
+	return waitError(m.gate.Wait(ctx, d), m)
 }
 
 // UpdateLag returns the error set with SetError.

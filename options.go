@@ -3,7 +3,11 @@ package throttler
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
+
+	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/poller"
 )
 
 // ErrInvalidConfig is wrapped by every error a constructor returns for bad
@@ -115,4 +119,41 @@ func buildOptions(opts []Option) (options, error) {
 		return o, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(o.errs...))
 	}
 	return o, nil
+}
+
+func (o options) pollerConfig(logger *slog.Logger, what string) poller.Config {
+	return poller.Config{
+		Interval:     o.interval,
+		StaleAfter:   o.staleAfter,
+		QueryTimeout: o.queryTimeout,
+		MaxWait:      o.maxWait,
+		Logger:       logger,
+		What:         what,
+	}
+}
+
+// lifecycleError maps the poller's lifecycle errors to the package's
+// sentinels; other errors pass through.
+func lifecycleError(err error) error {
+	switch {
+	case errors.Is(err, poller.ErrAlreadyOpen):
+		return ErrAlreadyOpen
+	case errors.Is(err, poller.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, poller.ErrNotOpen):
+		return ErrNotOpen
+	}
+	return err
+}
+
+// waitError maps the gate's errors to the package's sentinels, adding the
+// reason to ErrMaxWait.
+func waitError(err error, r Reasoner) error {
+	switch {
+	case errors.Is(err, gate.ErrReleased):
+		return ErrClosed
+	case errors.Is(err, gate.ErrMaxWait):
+		return fmt.Errorf("%w: %s", ErrMaxWait, r.ThrottleReason())
+	}
+	return err
 }

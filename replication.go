@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/poller"
 )
 
 // Replication throttles while a replica lags, or while its lag cannot be
@@ -38,49 +38,12 @@ type Replication struct {
 	db        *sql.DB
 	tolerance time.Duration
 	log       *slog.Logger
-	opt       options
+	poll      *poller.Poller
+	lag       atomic.Int64 // nanoseconds; written by the probe
 
-	gate gate.Gate
-	lag  atomic.Int64 // nanoseconds; written by apply
-
-	// poll is a one-slot semaphore: at most one measurement in flight, so
-	// a hung replica costs one connection and one goroutine, not a pile.
-	poll chan struct{}
-
-	mu      sync.Mutex // guards the lifecycle fields below
-	phase   phase
-	source  LagSource
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the monitor has exited
-	unwatch func() bool   // stops the context.AfterFunc that releases on cancel
-
-	stateMu    sync.Mutex // guards the verdict fields below; held briefly, never during I/O
-	lastOK     time.Time
-	lastErr    error
-	kind       verdictKind
-	staleTimer *time.Timer
+	mu     sync.Mutex // guards source
+	source LagSource  // nil until Open chooses one, unless WithLagSource gave it
 }
-
-type phase int
-
-const (
-	phaseNew phase = iota
-	phaseOpening
-	phaseOpen
-	phaseClosed
-)
-
-// verdictKind is what the published state is about; a log line is written
-// when it changes, never once per poll.
-type verdictKind int
-
-const (
-	kindClear verdictKind = iota
-	kindLag
-	kindNotFlowing
-	kindNotReplica
-	kindStale
-)
 
 // NewReplicationThrottler returns a throttler that watches replica and
 // throttles while its lag is at or above lagTolerance. It does no I/O; Open
@@ -107,14 +70,9 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Replication{
-		db:        replica,
-		tolerance: lagTolerance,
-		log:       logger,
-		opt:       o,
-		poll:      make(chan struct{}, 1),
-		source:    o.source,
-	}, nil
+	r := &Replication{db: replica, tolerance: lagTolerance, log: logger, source: o.source}
+	r.poll = poller.New(o.pollerConfig(logger, "lag measurement"), r.probe)
+	return r, nil
 }
 
 // Open chooses the lag source (unless WithLagSource gave one), measures once
@@ -126,183 +84,54 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 // bounds that). A failed Open may be retried; a second Open returns
 // ErrAlreadyOpen, and Open after Close ErrClosed.
 func (r *Replication) Open(ctx context.Context) error {
-	r.mu.Lock()
-	switch r.phase {
-	case phaseOpening, phaseOpen:
-		r.mu.Unlock()
-		return ErrAlreadyOpen
-	case phaseClosed:
-		r.mu.Unlock()
-		return ErrClosed
+	if err := r.poll.Open(ctx); err != nil {
+		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
 	}
-	r.phase = phaseOpening
-	r.mu.Unlock()
-
-	m, err := r.openMeasure(ctx)
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.phase == phaseClosed { // Close ran while we measured
-		return ErrClosed
-	}
-	if err != nil {
-		r.phase = phaseNew
-		return fmt.Errorf("throttler: open: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		r.phase = phaseNew
-		return fmt.Errorf("throttler: open: %w", err)
-	}
-	r.phase = phaseOpen
-	now := time.Now()
-	r.stateMu.Lock()
-	r.staleTimer = time.AfterFunc(r.opt.staleAfter, r.checkStale)
-	r.stateMu.Unlock()
-	r.apply(m, nil, now)
-
-	mctx, cancel := context.WithCancel(ctx)
-	r.cancel = cancel
-	r.done = make(chan struct{})
-	// Release the moment the context ends, not when the monitor next looks:
-	// waiters must not wait out a poll in flight.
-	r.unwatch = context.AfterFunc(mctx, func() { r.gate.Release() })
-	go r.monitor(mctx, r.done)
-	r.log.Info("throttler: open", "source", r.source.String(), "lag", m.Lag, "tolerance", r.tolerance, "interval", r.opt.interval)
+	r.log.Info("throttler: open", "source", r.Source().String(), "lag", r.Lag(), "tolerance", r.tolerance)
 	return nil
 }
 
-func (r *Replication) openMeasure(ctx context.Context) (Measurement, error) {
-	if r.Source() == nil {
-		qctx, cancel := context.WithTimeout(ctx, r.opt.queryTimeout)
-		f, err := DetectFlavor(qctx, r.db)
-		cancel()
+// probe measures once and says what the measurement calls for. The poller
+// never runs two probes at once.
+func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
+	src := r.Source()
+	if src == nil {
+		f, err := DetectFlavor(ctx, r.db)
 		if err != nil {
-			return Measurement{}, err
+			return poller.Verdict{}, err
 		}
+		src = DefaultLagSource(f)
 		r.mu.Lock()
-		r.source = DefaultLagSource(f)
+		r.source = src
 		r.mu.Unlock()
 	}
-	return r.measure(ctx)
-}
-
-// measure takes the poll slot (waiting for a poll in flight, or ctx) and
-// measures once within the query timeout.
-func (r *Replication) measure(ctx context.Context) (Measurement, error) {
-	select {
-	case r.poll <- struct{}{}:
-	case <-ctx.Done():
-		return Measurement{}, ctx.Err()
-	}
-	defer func() { <-r.poll }()
-	qctx, cancel := context.WithTimeout(ctx, r.opt.queryTimeout)
-	defer cancel()
-	m, err := r.source.Measure(qctx, r.db)
+	m, err := src.Measure(ctx, r.db)
 	if err != nil {
-		return m, fmt.Errorf("%s: %w", r.source, err)
-	}
-	return m, nil
-}
-
-func (r *Replication) monitor(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
-	// Whatever ends the monitor releases the throttler: nothing may stay
-	// throttled with no one left to clear it.
-	defer r.gate.Release()
-	t := time.NewTicker(r.opt.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			r.stopped(ctx)
-			return
-		case <-t.C:
-			m, err := r.measure(ctx)
-			if ctx.Err() != nil {
-				r.stopped(ctx)
-				return
-			}
-			r.apply(m, err, time.Now())
-		}
-	}
-}
-
-// stopped logs why the monitor stopped, unless Close stopped it (Close logs).
-func (r *Replication) stopped(ctx context.Context) {
-	r.mu.Lock()
-	closing := r.phase == phaseClosed
-	r.mu.Unlock()
-	if !closing {
-		r.log.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
-	}
-}
-
-// UpdateLag measures once, synchronously, and publishes the result; a clear
-// result wakes every waiter. It waits for a poll already in flight rather
-// than starting a second one. It returns ErrNotOpen before Open and ErrClosed
-// after the throttler stopped.
-func (r *Replication) UpdateLag(ctx context.Context) error {
-	if err := r.openForUpdate(); err != nil {
-		return err
-	}
-	m, err := r.measure(ctx)
-	if ctx.Err() != nil && err != nil {
-		return fmt.Errorf("throttler: update lag: %w", err) // the caller gave up: not the replica's fault
-	}
-	r.apply(m, err, time.Now())
-	if err != nil {
-		return fmt.Errorf("throttler: update lag: %w", err)
-	}
-	return nil
-}
-
-func (r *Replication) openForUpdate() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case r.phase == phaseClosed || r.gate.Released():
-		return ErrClosed
-	case r.phase != phaseOpen:
-		return ErrNotOpen
-	}
-	return nil
-}
-
-// apply turns one poll's outcome into the published state.
-func (r *Replication) apply(m Measurement, err error, now time.Time) {
-	r.stateMu.Lock()
-	defer r.stateMu.Unlock()
-	if err != nil {
-		r.lastErr = err
+		err = fmt.Errorf("%s: %w", src, err)
 		if errors.Is(err, ErrNotReplica) {
 			// An observation, not a failure to observe: the replica lost
 			// its source. Throttle now rather than after the stale window.
-			r.publish(kindNotReplica, "replica lost its source: "+err.Error())
+			return poller.Verdict{Throttled: true, Kind: "not a replica", Reason: "replica lost its source: " + err.Error()}, err
 		}
-		return // otherwise the last verdict stands until checkStale
-	}
-	r.lastOK, r.lastErr = now, nil
-	if r.staleTimer != nil {
-		r.staleTimer.Reset(r.opt.staleAfter)
+		return poller.Verdict{}, err
 	}
 	r.lag.Store(int64(m.Lag))
-	kind, reason := r.verdict(m)
-	r.publish(kind, reason)
+	return r.verdict(m), nil
 }
 
 // verdict is the state a successful measurement calls for.
-func (r *Replication) verdict(m Measurement) (verdictKind, string) {
+func (r *Replication) verdict(m Measurement) poller.Verdict {
 	where := ""
 	if m.Channel != "" {
 		where = fmt.Sprintf(" (channel %q)", m.Channel)
 	}
 	switch {
 	case m.NotFlowing != "":
-		return kindNotFlowing, "replication not flowing" + where + ": " + m.NotFlowing
+		return poller.Verdict{Throttled: true, Kind: "not flowing", Reason: "replication not flowing" + where + ": " + m.NotFlowing}
 	case m.Lag >= r.tolerance:
-		return kindLag, fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), r.tolerance, where)
+		return poller.Verdict{Throttled: true, Kind: "lag", Reason: fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), r.tolerance, where)}
 	}
-	return kindClear, ""
+	return poller.Verdict{}
 }
 
 func roundLag(d time.Duration) time.Duration {
@@ -312,112 +141,46 @@ func roundLag(d time.Duration) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-// checkStale runs on the stale timer, staleAfter after the last success.
-func (r *Replication) checkStale() {
-	r.stateMu.Lock()
-	defer r.stateMu.Unlock()
-	if r.gate.Released() {
-		return
+// UpdateLag measures once, synchronously, and publishes the result; a clear
+// result wakes every waiter. It waits for a measurement already in flight
+// rather than starting a second one. It returns ErrNotOpen before Open and
+// ErrClosed after the throttler stopped.
+func (r *Replication) UpdateLag(ctx context.Context) error {
+	if err := r.poll.Update(ctx); err != nil {
+		return fmt.Errorf("throttler: update lag: %w", lifecycleError(err))
 	}
-	age := time.Since(r.lastOK)
-	if age < r.opt.staleAfter { // a success raced the timer
-		return
-	}
-	reason := fmt.Sprintf("no lag measurement for %v (stale after %v)", age.Round(time.Millisecond), r.opt.staleAfter)
-	if r.lastErr != nil {
-		reason += ": " + r.lastErr.Error()
-	} else {
-		reason += ": a measurement is still in flight"
-	}
-	r.publish(kindStale, reason)
-	// Keep the reason's age and error current while nothing succeeds.
-	r.staleTimer.Reset(r.opt.interval)
-}
-
-// publish sets the gate and logs a change of kind. Caller holds stateMu.
-func (r *Replication) publish(kind verdictKind, reason string) {
-	r.gate.Set(kind != kindClear, reason)
-	if kind == r.kind {
-		return
-	}
-	prev := r.kind
-	r.kind = kind
-	switch {
-	case kind == kindClear:
-		r.log.Info("throttler: resumed", "lag", time.Duration(r.lag.Load()), "tolerance", r.tolerance)
-	case prev == kindClear:
-		r.log.Warn("throttler: throttled", "reason", reason)
-	default:
-		r.log.Warn("throttler: still throttled, for another reason", "reason", reason)
-	}
+	return nil
 }
 
 // Close stops the monitor, waits for it to exit, and releases every blocked
 // BlockWait. It is idempotent and always returns nil.
 func (r *Replication) Close() error {
-	r.mu.Lock()
-	if r.phase == phaseClosed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.phase = phaseClosed
-	cancel, done, unwatch := r.cancel, r.done, r.unwatch
-	r.mu.Unlock()
-
-	r.gate.Release()
-	if cancel != nil {
-		cancel()
-		<-done
-		unwatch()
-	}
-	r.stateMu.Lock()
-	if r.staleTimer != nil {
-		r.staleTimer.Stop()
-	}
-	r.stateMu.Unlock()
-	r.log.Info("throttler: closed")
+	r.poll.Close()
 	return nil
 }
 
 // IsThrottled reports whether work should wait: one atomic load. It is false
 // before Open, after a failed Open, after Close, and after Open's context
 // ends.
-func (r *Replication) IsThrottled() bool { return r.gate.Throttled() }
+func (r *Replication) IsThrottled() bool { return r.poll.Throttled() }
 
 // BlockWait returns at once when not throttled. Otherwise it blocks until the
 // throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
 // Callers that must know why it returned use Wait.
 func (r *Replication) BlockWait(ctx context.Context) {
-	if r.gate.Throttled() { // inlined: the unthrottled call costs one atomic load
-		_ = r.gate.Wait(ctx, r.opt.maxWait)
+	if r.poll.Throttled() { // inlined: the unthrottled call costs one atomic load
+		_ = r.poll.Wait(ctx)
 	}
 }
 
 // Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
 // when WithMaxWait elapsed while still throttled, ErrClosed when the
 // throttler stopped, or ctx's error.
-func (r *Replication) Wait(ctx context.Context) error {
-	err := gateError(r.gate.Wait(ctx, r.opt.maxWait))
-	if errors.Is(err, ErrMaxWait) {
-		return fmt.Errorf("%w (%v): %s", err, r.opt.maxWait, r.ThrottleReason())
-	}
-	return err
-}
-
-// gateError maps the gate's errors to the package's sentinels.
-func gateError(err error) error {
-	switch {
-	case errors.Is(err, gate.ErrReleased):
-		return ErrClosed
-	case errors.Is(err, gate.ErrMaxWait):
-		return ErrMaxWait
-	}
-	return err
-}
+func (r *Replication) Wait(ctx context.Context) error { return waitError(r.poll.Wait(ctx), r) }
 
 // ThrottleReason is "" when not throttled; otherwise it names the signal and
 // the comparison, for example "replica lag 12.4s >= 10s".
-func (r *Replication) ThrottleReason() string { return r.gate.Reason() }
+func (r *Replication) ThrottleReason() string { return r.poll.Reason() }
 
 // Lag is the last successfully measured lag (the worst channel's); 0 before
 // the first measurement.

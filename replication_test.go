@@ -52,18 +52,21 @@ func TestNewReplicationThrottlerRejectsBadInput(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
+	o, err := buildOptions(nil)
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, o.interval)
+	assert.Equal(t, 60*time.Second, o.maxWait)
+	assert.Equal(t, 3*time.Second, o.staleAfter)
+	assert.Equal(t, time.Second, o.queryTimeout)
+
+	o, err = buildOptions([]Option{WithInterval(10 * time.Second)})
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Second, o.queryTimeout, "the default query timeout is capped at 5s")
+	assert.Equal(t, 30*time.Second, o.staleAfter)
+
 	r, err := NewReplicationThrottler(fakeDB, time.Second, nil)
 	require.NoError(t, err)
-	assert.Equal(t, time.Second, r.opt.interval)
-	assert.Equal(t, 60*time.Second, r.opt.maxWait)
-	assert.Equal(t, 3*time.Second, r.opt.staleAfter)
-	assert.Equal(t, time.Second, r.opt.queryTimeout)
 	assert.Nil(t, r.Source(), "chosen at Open")
-
-	r, err = NewReplicationThrottler(fakeDB, time.Second, nil, WithInterval(10*time.Second))
-	require.NoError(t, err)
-	assert.Equal(t, 5*time.Second, r.opt.queryTimeout, "the default query timeout is capped at 5s")
-	assert.Equal(t, 30*time.Second, r.opt.staleAfter)
 }
 
 func TestOpenMeasuresSynchronously(t *testing.T) {
@@ -173,11 +176,7 @@ func TestFailedPollsThrottleAfterStaleWindow(t *testing.T) {
 	require.ErrorIs(t, err, ErrAccessDenied)
 	assert.False(t, r.IsThrottled(), "one failed poll inside the stale window keeps the last verdict")
 
-	// Age the last success past the window, as the stale timer would see it.
-	r.stateMu.Lock()
-	r.lastOK = time.Now().Add(-2 * time.Hour)
-	r.stateMu.Unlock()
-	r.checkStale()
+	r.poll.ExpireForTest() // as the stale timer would, an hour from now
 	assert.True(t, r.IsThrottled())
 	assert.Contains(t, r.ThrottleReason(), "no lag measurement for")
 	assert.Contains(t, r.ThrottleReason(), "SLAVE MONITOR", "the reason carries the last error")

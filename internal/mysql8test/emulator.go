@@ -1,0 +1,586 @@
+// Package mysql8test emulates the part of a MySQL 8.0 replica that the
+// throttler's performance_schema lag source reads, so that the real query runs
+// over the real MySQL protocol through github.com/go-sql-driver/mysql.
+//
+// An Emulator is an in-process github.com/dolthub/go-mysql-server listening on
+// 127.0.0.1 with a free port. It hosts a database named performance_schema
+// holding MySQL 8.0's definitions of replication_connection_status (20
+// columns) and replication_applier_status_by_worker (24 columns), minus
+// ENGINE=PERFORMANCE_SCHEMA. Tests write the rows a real replica would show
+// (InsertConnection, InsertWorker) and measure.
+//
+// What it emulates beyond the tables, per Emulator: @@performance_schema (1
+// unless SetPerformanceSchema(false)), @@version and @@version_comment
+// ("8.0.36", "MySQL Community Server - GPL" unless WithVersion).
+//
+// Gaps of go-mysql-server that matter here (see shared/notes/mysql8-emulation.md):
+//   - an unset timestamp is written as '0000-00-00 00:00:00': the engine
+//     rejects the zero timestamp with a fraction that MySQL shows;
+//   - NOW() follows the process's local time zone, so timestamps are written
+//     as local wall-clock times, computed in Go (SQL date arithmetic drops
+//     fractional seconds);
+//   - system variables are process-wide in go-mysql-server; the per-emulator
+//     ones above are served by a wrapper registered once (see emuVar);
+//   - starting an engine resets process-wide status variables, so emulators
+//     must not be started while another one serves queries (tests in this
+//     module do not run emulators in parallel).
+package mysql8test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sqle "github.com/dolthub/go-mysql-server"
+	"github.com/dolthub/go-mysql-server/memory"
+	"github.com/dolthub/go-mysql-server/server"
+	gms "github.com/dolthub/go-mysql-server/sql"
+	"github.com/dolthub/vitess/go/mysql"
+	_ "github.com/go-sql-driver/mysql" // the client under test
+	"github.com/sirupsen/logrus"
+)
+
+// Table definitions from the MySQL 8.0 reference manual (SHOW CREATE TABLE on
+// 8.0.36), without ENGINE=PERFORMANCE_SCHEMA. The collation makes string
+// comparisons case-insensitive, as on MySQL.
+const (
+	createConnectionStatus = "CREATE TABLE performance_schema.replication_connection_status (\n" +
+		"  CHANNEL_NAME char(64) NOT NULL,\n" +
+		"  GROUP_NAME char(36) NOT NULL,\n" +
+		"  SOURCE_UUID char(36) NOT NULL,\n" +
+		"  THREAD_ID bigint unsigned DEFAULT NULL,\n" +
+		"  SERVICE_STATE enum('ON','OFF','CONNECTING') NOT NULL,\n" +
+		"  COUNT_RECEIVED_HEARTBEATS bigint unsigned NOT NULL DEFAULT '0',\n" +
+		"  LAST_HEARTBEAT_TIMESTAMP timestamp(6) NOT NULL COMMENT 'Shows when the most recent heartbeat signal was received.',\n" +
+		"  RECEIVED_TRANSACTION_SET longtext NOT NULL,\n" +
+		"  LAST_ERROR_NUMBER int NOT NULL,\n" +
+		"  LAST_ERROR_MESSAGE varchar(1024) NOT NULL,\n" +
+		"  LAST_ERROR_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_QUEUED_TRANSACTION char(57) DEFAULT NULL,\n" +
+		"  LAST_QUEUED_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_QUEUED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_QUEUED_TRANSACTION_START_QUEUE_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_QUEUED_TRANSACTION_END_QUEUE_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  QUEUEING_TRANSACTION char(57) DEFAULT NULL,\n" +
+		"  QUEUEING_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  QUEUEING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  QUEUEING_TRANSACTION_START_QUEUE_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  PRIMARY KEY (CHANNEL_NAME),\n" +
+		"  KEY THREAD_ID (THREAD_ID)\n" +
+		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"
+
+	createApplierStatusByWorker = "CREATE TABLE performance_schema.replication_applier_status_by_worker (\n" +
+		"  CHANNEL_NAME char(64) NOT NULL,\n" +
+		"  WORKER_ID bigint unsigned NOT NULL,\n" +
+		"  THREAD_ID bigint unsigned DEFAULT NULL,\n" +
+		"  SERVICE_STATE enum('ON','OFF') NOT NULL,\n" +
+		"  LAST_ERROR_NUMBER int NOT NULL,\n" +
+		"  LAST_ERROR_MESSAGE varchar(1024) NOT NULL,\n" +
+		"  LAST_ERROR_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION char(57) DEFAULT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_START_APPLY_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_END_APPLY_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  APPLYING_TRANSACTION char(57) DEFAULT NULL,\n" +
+		"  APPLYING_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  APPLYING_TRANSACTION_START_APPLY_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_RETRIES_COUNT bigint unsigned NOT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_LAST_TRANSIENT_ERROR_NUMBER int NOT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_LAST_TRANSIENT_ERROR_MESSAGE varchar(1024) DEFAULT NULL,\n" +
+		"  LAST_APPLIED_TRANSACTION_LAST_TRANSIENT_ERROR_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  APPLYING_TRANSACTION_RETRIES_COUNT bigint unsigned NOT NULL,\n" +
+		"  APPLYING_TRANSACTION_LAST_TRANSIENT_ERROR_NUMBER int NOT NULL,\n" +
+		"  APPLYING_TRANSACTION_LAST_TRANSIENT_ERROR_MESSAGE varchar(1024) DEFAULT NULL,\n" +
+		"  APPLYING_TRANSACTION_LAST_TRANSIENT_ERROR_TIMESTAMP timestamp(6) NOT NULL,\n" +
+		"  PRIMARY KEY (CHANNEL_NAME,WORKER_ID),\n" +
+		"  KEY THREAD_ID (THREAD_ID)\n" +
+		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"
+)
+
+// Table names, for DropTable.
+const (
+	ConnectionStatusTable = "replication_connection_status"
+	WorkerStatusTable     = "replication_applier_status_by_worker"
+)
+
+// Defaults an Emulator reports unless WithVersion says otherwise.
+const (
+	DefaultVersion        = "8.0.36"
+	DefaultVersionComment = "MySQL Community Server - GPL"
+)
+
+// Connection is one row of performance_schema.replication_connection_status:
+// the receiver (IO) thread of one channel. A zero time.Time is written as the
+// unset timestamp; an empty ServiceState as ON. THREAD_ID is NULL when the
+// state is OFF, as on MySQL, and a made-up thread id otherwise.
+type Connection struct {
+	Channel                   string // "" is the default channel
+	GroupName                 string
+	SourceUUID                string
+	ServiceState              string // ON, OFF, CONNECTING
+	CountReceivedHeartbeats   uint64
+	LastHeartbeat             time.Time
+	ReceivedTransactionSet    string
+	LastErrorNumber           int
+	LastErrorMessage          string
+	LastErrorTime             time.Time
+	LastQueued                string // a GTID, ANONYMOUS, or ""
+	LastQueuedOriginalCommit  time.Time
+	LastQueuedImmediateCommit time.Time
+	LastQueuedStartQueue      time.Time
+	LastQueuedEndQueue        time.Time
+	Queueing                  string
+	QueueingOriginalCommit    time.Time
+	QueueingImmediateCommit   time.Time
+	QueueingStartQueue        time.Time
+}
+
+// Worker is one row of performance_schema.replication_applier_status_by_worker:
+// one applier worker of one channel (WORKER_ID 0 for a single-threaded
+// applier, 1..N for replica_parallel_workers=N). Zero values as in Connection.
+type Worker struct {
+	Channel                          string
+	WorkerID                         uint64
+	ServiceState                     string // ON, OFF
+	LastErrorNumber                  int
+	LastErrorMessage                 string
+	LastErrorTime                    time.Time
+	LastApplied                      string
+	LastAppliedOriginalCommit        time.Time
+	LastAppliedImmediateCommit       time.Time
+	LastAppliedStartApply            time.Time
+	LastAppliedEndApply              time.Time
+	Applying                         string
+	ApplyingOriginalCommit           time.Time
+	ApplyingImmediateCommit          time.Time
+	ApplyingStartApply               time.Time
+	LastAppliedRetries               uint64
+	LastAppliedTransientErrorNumber  int
+	LastAppliedTransientErrorMessage string
+	LastAppliedTransientErrorTime    time.Time
+	ApplyingRetries                  uint64
+	ApplyingTransientErrorNumber     int
+	ApplyingTransientErrorMessage    string
+	ApplyingTransientErrorTime       time.Time
+}
+
+// Option configures Start.
+type Option func(*config)
+
+type config struct {
+	version, comment string
+	perfSchema       bool
+}
+
+// WithVersion sets what the emulator reports as @@version and
+// @@version_comment, and in the protocol handshake.
+func WithVersion(version, comment string) Option {
+	return func(c *config) { c.version, c.comment = version, comment }
+}
+
+// WithPerformanceSchema sets @@performance_schema at start (default ON).
+func WithPerformanceSchema(on bool) Option {
+	return func(c *config) { c.perfSchema = on }
+}
+
+// Emulator is a running emulated MySQL 8.0 replica.
+type Emulator struct {
+	// Addr is the host:port it listens on (127.0.0.1).
+	Addr string
+	// DSN connects as root to no default database, without parseTime.
+	DSN string
+	// DB is an admin pool for writing rows (default database
+	// performance_schema, interpolateParams=true).
+	DB *sql.DB
+
+	version, comment string
+	perfSchema       atomic.Bool
+
+	engine   *sqle.Engine
+	srv      *server.Server
+	ln       *trackingListener
+	served   chan struct{}
+	mu       sync.Mutex
+	dbs      []*sql.DB
+	closed   bool
+	closeErr error
+}
+
+// startMu serializes engine start-up: sqle.New resets process-wide status
+// variables.
+var startMu sync.Mutex
+
+// Start starts an emulator with empty tables and registers its Close with
+// tb.Cleanup. It fails tb if the server cannot start.
+func Start(tb testing.TB, opts ...Option) *Emulator {
+	tb.Helper()
+	e, err := New(opts...)
+	if err != nil {
+		tb.Fatalf("mysql8test: start: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			tb.Errorf("mysql8test: close: %v", err)
+		}
+	})
+	return e
+}
+
+// New starts an emulator; the caller must Close it. Most tests want Start.
+func New(opts ...Option) (*Emulator, error) {
+	cfg := config{version: DefaultVersion, comment: DefaultVersionComment, perfSchema: true}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	registerVariables()
+
+	startMu.Lock()
+	defer startMu.Unlock()
+	e := &Emulator{version: cfg.version, comment: cfg.comment, served: make(chan struct{})}
+	e.perfSchema.Store(cfg.perfSchema)
+
+	pro := memory.NewDBProvider(memory.NewDatabase("performance_schema"))
+	e.engine = sqle.NewDefault(pro)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	e.ln = &trackingListener{Listener: raw, open: map[*trackedConn]struct{}{}}
+	e.Addr = raw.Addr().String()
+	builder := memory.NewSessionBuilder(pro)
+	sb := func(ctx context.Context, conn *mysql.Conn, addr string) (gms.Session, error) {
+		s, err := builder(ctx, conn, addr)
+		if err == nil {
+			sessions.Store(s, e)
+		}
+		return s, err
+	}
+	e.srv, err = server.NewServer(server.Config{
+		Protocol: "tcp",
+		Address:  e.Addr,
+		Listener: e.ln,
+		Version:  cfg.version,
+	}, e.engine, gms.NewContext, sb, nil)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	go func() {
+		defer close(e.served)
+		_ = e.srv.Start() // returns when the listener closes
+	}()
+
+	e.DSN = "root@tcp(" + e.Addr + ")/"
+	// go-mysql-server resolves DELETE FROM db.table through the current
+	// database, so the admin pool uses performance_schema.
+	e.DB, err = sql.Open("mysql", e.DSN+"performance_schema?interpolateParams=true")
+	if err == nil {
+		e.dbs = append(e.dbs, e.DB)
+		for _, q := range []string{createConnectionStatus, createApplierStatusByWorker} {
+			if _, err = e.DB.Exec(q); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Open returns a new client pool on the emulator, with params (for example
+// "parseTime=true") appended to DSN. Close closes it.
+func (e *Emulator) Open(tb testing.TB, params string) *sql.DB {
+	tb.Helper()
+	dsn := e.DSN
+	if params != "" {
+		dsn += "?" + params
+	}
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		tb.Fatalf("mysql8test: open %s: %v", dsn, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		db.Close()
+		tb.Fatalf("mysql8test: open after Close")
+	}
+	e.dbs = append(e.dbs, db)
+	return db
+}
+
+// Close closes every pool Open returned and DB, stops the server and waits
+// until every server connection has been closed. It is idempotent.
+func (e *Emulator) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return e.closeErr
+	}
+	e.closed = true
+	var errs []error
+	for _, db := range e.dbs {
+		errs = append(errs, db.Close())
+	}
+	if e.srv != nil {
+		errs = append(errs, e.srv.Close())
+		<-e.served
+	} else {
+		errs = append(errs, e.ln.Close())
+	}
+	// The clients have hung up; give the handlers a moment to notice, then
+	// hang up on whatever is left (a pool the test opened itself).
+	if !e.ln.wait(500 * time.Millisecond) {
+		e.ln.closeAll()
+		if !e.ln.wait(3 * time.Second) {
+			errs = append(errs, errors.New("server connections still open 3.5s after Close"))
+		}
+	}
+	if err := e.engine.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		errs = append(errs, err) // its background threads stop with context.Canceled
+	}
+	sessions.Range(func(k, v any) bool {
+		if v == e {
+			sessions.Delete(k)
+		}
+		return true
+	})
+	e.closeErr = errors.Join(errs...)
+	return e.closeErr
+}
+
+// SetPerformanceSchema sets what @@performance_schema reports, at once, on
+// every connection.
+func (e *Emulator) SetPerformanceSchema(on bool) { e.perfSchema.Store(on) }
+
+// Exec runs a statement on DB, failing tb on error.
+func (e *Emulator) Exec(tb testing.TB, query string, args ...any) {
+	tb.Helper()
+	if _, err := e.DB.Exec(query, args...); err != nil {
+		tb.Fatalf("mysql8test: %s: %v", firstLine(query), err)
+	}
+}
+
+// Clear deletes every row of both tables (the state of a server that is not a
+// replica, or of performance_schema=OFF).
+func (e *Emulator) Clear(tb testing.TB) {
+	tb.Helper()
+	e.Exec(tb, "DELETE FROM performance_schema."+ConnectionStatusTable)
+	e.Exec(tb, "DELETE FROM performance_schema."+WorkerStatusTable)
+}
+
+// DropTable drops one of the tables (for example ConnectionStatusTable, as
+// on MariaDB, which lacks it).
+func (e *Emulator) DropTable(tb testing.TB, name string) {
+	tb.Helper()
+	e.Exec(tb, "DROP TABLE performance_schema."+name)
+}
+
+// InsertConnection writes one replication_connection_status row.
+func (e *Emulator) InsertConnection(tb testing.TB, c Connection) {
+	tb.Helper()
+	state := orDefault(c.ServiceState, "ON")
+	e.Exec(tb, "INSERT INTO performance_schema."+ConnectionStatusTable+" VALUES ("+placeholders(20)+")",
+		c.Channel, c.GroupName, c.SourceUUID, threadID(state, 30+uint64(len(c.Channel))), state,
+		c.CountReceivedHeartbeats, Timestamp(c.LastHeartbeat), c.ReceivedTransactionSet,
+		c.LastErrorNumber, c.LastErrorMessage, Timestamp(c.LastErrorTime),
+		c.LastQueued, Timestamp(c.LastQueuedOriginalCommit), Timestamp(c.LastQueuedImmediateCommit),
+		Timestamp(c.LastQueuedStartQueue), Timestamp(c.LastQueuedEndQueue),
+		c.Queueing, Timestamp(c.QueueingOriginalCommit), Timestamp(c.QueueingImmediateCommit),
+		Timestamp(c.QueueingStartQueue))
+}
+
+// InsertWorker writes one replication_applier_status_by_worker row.
+func (e *Emulator) InsertWorker(tb testing.TB, w Worker) {
+	tb.Helper()
+	state := orDefault(w.ServiceState, "ON")
+	e.Exec(tb, "INSERT INTO performance_schema."+WorkerStatusTable+" VALUES ("+placeholders(24)+")",
+		w.Channel, w.WorkerID, threadID(state, 50+w.WorkerID), state,
+		w.LastErrorNumber, w.LastErrorMessage, Timestamp(w.LastErrorTime),
+		w.LastApplied, Timestamp(w.LastAppliedOriginalCommit), Timestamp(w.LastAppliedImmediateCommit),
+		Timestamp(w.LastAppliedStartApply), Timestamp(w.LastAppliedEndApply),
+		w.Applying, Timestamp(w.ApplyingOriginalCommit), Timestamp(w.ApplyingImmediateCommit),
+		Timestamp(w.ApplyingStartApply),
+		w.LastAppliedRetries, w.LastAppliedTransientErrorNumber, w.LastAppliedTransientErrorMessage,
+		Timestamp(w.LastAppliedTransientErrorTime),
+		w.ApplyingRetries, w.ApplyingTransientErrorNumber, w.ApplyingTransientErrorMessage,
+		Timestamp(w.ApplyingTransientErrorTime))
+}
+
+// ZeroTimestamp is how an unset timestamp is written. MySQL shows
+// '0000-00-00 00:00:00.000000'; go-mysql-server rejects a zero timestamp with
+// a fraction and accepts it without one.
+const ZeroTimestamp = "0000-00-00 00:00:00"
+
+// Timestamp formats t as the emulator must receive it: the local wall clock
+// with microseconds (NOW() follows the process's local time zone), or
+// ZeroTimestamp for the zero time.
+func Timestamp(t time.Time) string {
+	if t.IsZero() {
+		return ZeroTimestamp
+	}
+	return t.In(time.Local).Format("2006-01-02 15:04:05.000000")
+}
+
+func threadID(state string, id uint64) any {
+	if strings.EqualFold(state, "OFF") {
+		return nil
+	}
+	return id
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+// --- per-emulator system variables ---
+
+// sessions maps each go-mysql-server session to the Emulator that built it.
+var sessions sync.Map // gms.Session -> *Emulator
+
+var registerOnce sync.Once
+
+// registerVariables replaces, once per process, the system variables an
+// Emulator answers for itself. go-mysql-server keeps system variables in one
+// process-wide registry, copies them into each session when it starts, and
+// reads an unqualified @@name through the variable's session scope. The
+// wrapper's scope asks the session's Emulator first, so each Emulator has its
+// own values and a change shows at once on every connection. Its
+// performance_schema defaults to 1 (go-mysql-server's own is 0, because it
+// has no performance_schema).
+func registerVariables() {
+	registerOnce.Do(func() {
+		// go-mysql-server logs every connection at Info level, failed
+		// queries and its start-up advice at Warn.
+		logrus.SetLevel(logrus.ErrorLevel)
+		var vars []gms.SystemVariable
+		for _, name := range []string{"performance_schema", "version", "version_comment"} {
+			v, _, ok := gms.SystemVariables.GetGlobal(name)
+			msv, isMySQL := v.(*gms.MysqlSystemVariable)
+			if !ok || !isMySQL {
+				panic(fmt.Sprintf("mysql8test: go-mysql-server has no system variable %s", name))
+			}
+			cp := *msv
+			if name == "performance_schema" {
+				cp.Default = int8(1)
+			}
+			vars = append(vars, emuVar{&cp})
+		}
+		gms.SystemVariables.AddSystemVariables(vars)
+	})
+}
+
+type emuVar struct{ *gms.MysqlSystemVariable }
+
+func (v emuVar) GetSessionScope() gms.SystemVariableScope {
+	return emuScope{gms.GetMysqlScope(gms.SystemVariableScope_Session)}
+}
+
+type emuScope struct{ *gms.MysqlScope }
+
+func (s emuScope) GetValue(ctx *gms.Context, name string, coll gms.CollationID) (any, error) {
+	if e, ok := sessions.Load(ctx.Session); ok {
+		if v, ok := e.(*Emulator).variable(name); ok {
+			return v, nil
+		}
+	}
+	return s.MysqlScope.GetValue(ctx, name, coll)
+}
+
+func (e *Emulator) variable(name string) (any, bool) {
+	switch strings.ToLower(name) {
+	case "performance_schema":
+		if e.perfSchema.Load() {
+			return int8(1), true
+		}
+		return int8(0), true
+	case "version":
+		return e.version, true
+	case "version_comment":
+		return e.comment, true
+	}
+	return nil, false
+}
+
+// --- connection tracking, so that Close leaves no goroutine behind ---
+
+type trackingListener struct {
+	net.Listener
+	mu   sync.Mutex
+	open map[*trackedConn]struct{}
+	wg   sync.WaitGroup
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.open[tc] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	return tc, nil
+}
+
+// wait reports whether every accepted connection was closed within d.
+func (l *trackingListener) wait(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func (l *trackingListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.open {
+		_ = c.Conn.Close() // the handler's own Close still marks it done
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *trackingListener
+	once sync.Once
+}
+
+// Close is the last thing go-mysql-server's connection handler does.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.open, c)
+		c.l.mu.Unlock()
+		c.l.wg.Done()
+	})
+	return err
+}

@@ -1,0 +1,329 @@
+// Package poller is the lifecycle every polling throttler shares: measure
+// once in Open, then one monitor goroutine that probes every interval, one
+// probe in flight at a time with a timeout, a stale window after which a
+// signal that cannot be read throttles, logging on changes only, and a
+// release for good when the monitor stops.
+//
+// A throttler supplies a Probe that reads its signal and says what it calls
+// for; the Poller owns the state (an internal/gate.Gate), the goroutine and
+// the timers.
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/throttlekit/throttler/internal/gate"
+)
+
+// Errors the Poller returns; the root package maps them to its sentinels.
+var (
+	ErrAlreadyOpen = errors.New("already open")
+	ErrClosed      = errors.New("closed")
+	ErrNotOpen     = errors.New("not open")
+)
+
+// Verdict is what one successful probe calls for.
+type Verdict struct {
+	Throttled bool
+	// Kind names what the verdict is about ("lag", "not flowing", ...); a
+	// log line is written when it changes, never once per probe. Clear
+	// verdicts need no kind.
+	Kind string
+	// Reason is what ThrottleReason reports while throttled.
+	Reason string
+}
+
+// Probe reads the signal once. It returns:
+//   - a verdict and nil: a successful reading;
+//   - an error and a zero verdict: the signal could not be read. The last
+//     verdict stands until the stale window passes, then the throttler
+//     throttles with the error in its reason;
+//   - an error and a throttled verdict: an observation that is also an
+//     error for the caller (a replica that lost its source): the verdict is
+//     published at once and the error returned.
+//
+// Probes are never called concurrently.
+type Probe func(ctx context.Context) (Verdict, error)
+
+// Config is the Poller's timing; the root package validates it.
+type Config struct {
+	Interval     time.Duration
+	StaleAfter   time.Duration
+	QueryTimeout time.Duration
+	MaxWait      time.Duration
+	Logger       *slog.Logger // never nil
+	// What a probe reads, for the stale reason: "no <What> for 3s"; empty
+	// means "measurement".
+	What string
+}
+
+// Poller runs a Probe on a schedule and publishes its verdicts.
+type Poller struct {
+	cfg   Config
+	probe Probe
+	gate  gate.Gate
+
+	// slot is a one-place semaphore: at most one probe in flight, so a hung
+	// server costs one connection and one goroutine, not a pile.
+	slot chan struct{}
+
+	mu      sync.Mutex // guards the lifecycle fields below
+	phase   phase
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the monitor has exited
+	unwatch func() bool   // stops the context.AfterFunc that releases on cancel
+
+	stateMu sync.Mutex // guards the verdict fields below; never held during I/O
+	lastOK  time.Time
+	lastErr error
+	kind    string // the published verdict's kind; "" when clear
+	stale   *time.Timer
+}
+
+type phase int
+
+const (
+	phaseNew phase = iota
+	phaseOpening
+	phaseOpen
+	phaseClosed
+)
+
+const kindStale = "stale"
+
+// New returns an unopened Poller.
+func New(cfg Config, probe Probe) *Poller {
+	return &Poller{cfg: cfg, probe: probe, slot: make(chan struct{}, 1)}
+}
+
+// Open probes once and returns that error; on success it publishes the
+// verdict and starts the monitor, which runs until Close or until ctx is
+// done. A failed Open may be retried.
+func (p *Poller) Open(ctx context.Context) error {
+	p.mu.Lock()
+	switch p.phase {
+	case phaseOpening, phaseOpen:
+		p.mu.Unlock()
+		return ErrAlreadyOpen
+	case phaseClosed:
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.phase = phaseOpening
+	p.mu.Unlock()
+
+	v, err := p.run(ctx)
+	if err == nil {
+		err = ctx.Err()
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.phase == phaseClosed { // Close ran while we probed
+		return ErrClosed
+	}
+	if err != nil {
+		p.phase = phaseNew
+		return err
+	}
+	p.phase = phaseOpen
+	p.stateMu.Lock()
+	p.stale = time.AfterFunc(p.cfg.StaleAfter, p.checkStale)
+	p.stateMu.Unlock()
+	p.apply(v, nil, time.Now())
+
+	mctx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	p.done = make(chan struct{})
+	// Release the moment the context ends, not when the monitor next looks:
+	// waiters must not wait out a probe in flight.
+	p.unwatch = context.AfterFunc(mctx, func() { p.gate.Release() })
+	go p.monitor(mctx, p.done)
+	return nil
+}
+
+// run takes the probe slot (waiting for a probe in flight, or ctx) and probes
+// once within the query timeout.
+func (p *Poller) run(ctx context.Context) (Verdict, error) {
+	select {
+	case p.slot <- struct{}{}:
+	case <-ctx.Done():
+		return Verdict{}, ctx.Err()
+	}
+	defer func() { <-p.slot }()
+	qctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
+	defer cancel()
+	return p.probe(qctx)
+}
+
+func (p *Poller) monitor(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	// Whatever ends the monitor releases the throttler: nothing may stay
+	// throttled with no one left to clear it.
+	defer p.gate.Release()
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.stopped(ctx)
+			return
+		case <-t.C:
+			v, err := p.run(ctx)
+			if ctx.Err() != nil {
+				p.stopped(ctx)
+				return
+			}
+			p.apply(v, err, time.Now())
+		}
+	}
+}
+
+// stopped logs why the monitor stopped, unless Close stopped it (Close logs).
+func (p *Poller) stopped(ctx context.Context) {
+	p.mu.Lock()
+	closing := p.phase == phaseClosed
+	p.mu.Unlock()
+	if !closing {
+		p.cfg.Logger.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
+	}
+}
+
+// Update probes once, synchronously, and publishes the result. It waits for
+// a probe already in flight rather than starting a second one.
+func (p *Poller) Update(ctx context.Context) error {
+	p.mu.Lock()
+	ph := p.phase
+	p.mu.Unlock()
+	switch {
+	case ph == phaseClosed || p.gate.Released():
+		return ErrClosed
+	case ph != phaseOpen:
+		return ErrNotOpen
+	}
+	v, err := p.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		return err // the caller gave up: not the signal's fault
+	}
+	p.apply(v, err, time.Now())
+	return err
+}
+
+// apply turns one probe's outcome into the published state.
+func (p *Poller) apply(v Verdict, err error, now time.Time) {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	if err != nil {
+		p.lastErr = err
+		if v.Throttled {
+			p.publish(v) // an observation: throttle now, not after the stale window
+		}
+		return // otherwise the last verdict stands until checkStale
+	}
+	p.lastOK, p.lastErr = now, nil
+	if p.stale != nil {
+		p.stale.Reset(p.cfg.StaleAfter)
+	}
+	p.publish(v)
+}
+
+// checkStale runs on the stale timer, StaleAfter after the last success.
+func (p *Poller) checkStale() {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	if p.gate.Released() {
+		return
+	}
+	age := time.Since(p.lastOK)
+	if age < p.cfg.StaleAfter { // a success raced the timer
+		return
+	}
+	what := p.cfg.What
+	if what == "" {
+		what = "measurement"
+	}
+	reason := fmt.Sprintf("no %s for %v (stale after %v)", what, age.Round(time.Millisecond), p.cfg.StaleAfter)
+	if p.lastErr != nil {
+		reason += ": " + p.lastErr.Error()
+	} else {
+		reason += ": a measurement is still in flight"
+	}
+	p.publish(Verdict{Throttled: true, Kind: kindStale, Reason: reason})
+	// Keep the reason's age and error current while nothing succeeds.
+	p.stale.Reset(p.cfg.Interval)
+}
+
+// ExpireForTest ages the last success past the stale window and runs the
+// stale check, as the timer would: tests need no sleep.
+func (p *Poller) ExpireForTest() {
+	p.stateMu.Lock()
+	p.lastOK = time.Now().Add(-2 * p.cfg.StaleAfter)
+	p.stateMu.Unlock()
+	p.checkStale()
+}
+
+// publish sets the gate and logs a change of kind. Caller holds stateMu.
+func (p *Poller) publish(v Verdict) {
+	kind := ""
+	if v.Throttled {
+		kind = v.Kind
+		if kind == "" {
+			kind = "throttled"
+		}
+	}
+	p.gate.Set(v.Throttled, v.Reason)
+	if kind == p.kind {
+		return
+	}
+	prev := p.kind
+	p.kind = kind
+	switch {
+	case kind == "":
+		p.cfg.Logger.Info("throttler: resumed")
+	case prev == "":
+		p.cfg.Logger.Warn("throttler: throttled", "reason", v.Reason)
+	default:
+		p.cfg.Logger.Warn("throttler: still throttled, for another reason", "reason", v.Reason)
+	}
+}
+
+// Close stops the monitor, waits for it to exit, and releases every waiter.
+// It is idempotent and reports whether this call closed the Poller.
+func (p *Poller) Close() bool {
+	p.mu.Lock()
+	if p.phase == phaseClosed {
+		p.mu.Unlock()
+		return false
+	}
+	p.phase = phaseClosed
+	cancel, done, unwatch := p.cancel, p.done, p.unwatch
+	p.mu.Unlock()
+
+	p.gate.Release()
+	if cancel != nil {
+		cancel()
+		<-done
+		unwatch()
+	}
+	p.stateMu.Lock()
+	if p.stale != nil {
+		p.stale.Stop()
+	}
+	p.stateMu.Unlock()
+	p.cfg.Logger.Info("throttler: closed")
+	return true
+}
+
+// Throttled is the hot path: one atomic load.
+func (p *Poller) Throttled() bool { return p.gate.Throttled() }
+
+// Reason is the published reason, "" when clear.
+func (p *Poller) Reason() string { return p.gate.Reason() }
+
+// Wait blocks while throttled, up to MaxWait; see gate.Gate.Wait.
+func (p *Poller) Wait(ctx context.Context) error { return p.gate.Wait(ctx, p.cfg.MaxWait) }
