@@ -32,6 +32,19 @@ func subjects(t *testing.T, maxWait time.Duration) map[string]func() subject {
 				_ = r.UpdateLag(context.Background())
 			}}
 		},
+		"Multi": func() subject {
+			a, srcA := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithStaleAfter(time.Hour), WithMaxWait(maxWait))
+			b, _ := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithStaleAfter(time.Hour), WithMaxWait(maxWait))
+			m := NewMulti(a, b)
+			return subject{t: m, throttle: func(on bool) {
+				lag := time.Duration(0)
+				if on {
+					lag = time.Minute
+				}
+				srcA.set(lagOf(lag), nil)
+				_ = a.UpdateLag(context.Background())
+			}}
+		},
 		"Mock": func() subject {
 			bt := maxWait
 			if bt == 0 {
@@ -143,20 +156,28 @@ func TestMaxWaitCapsBlockWait(t *testing.T) {
 	}
 }
 
-// TestOpenContextCancelReleases: the end of Open's context releases the
-// replication throttler as Close does.
+// TestOpenContextCancelReleases: the end of Open's context releases a
+// throttler as Close does (the Mock has no monitor and ignores the context).
 func TestOpenContextCancelReleases(t *testing.T) {
-	r, _ := newFake(t, time.Second, lagOf(time.Minute), WithInterval(time.Hour), WithMaxWait(0))
-	ctx, cancel := context.WithCancel(context.Background())
-	require.NoError(t, r.Open(ctx))
-	require.True(t, r.IsThrottled())
-	done := waiters(context.Background(), r, 100)
-	requireBlocked(t, done, "throttled")
-	cancel()
-	requireReturns(t, done, time.Second, "Open's context cancelled")
-	assert.False(t, r.IsThrottled())
-	assert.ErrorIs(t, r.UpdateLag(context.Background()), ErrClosed)
-	require.NoError(t, r.Close())
+	for name, mk := range subjects(t, 0) {
+		if name == "Mock" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			s := mk()
+			ctx, cancel := context.WithCancel(context.Background())
+			require.NoError(t, s.t.Open(ctx))
+			s.throttle(true)
+			require.True(t, s.t.IsThrottled())
+			done := waiters(context.Background(), s.t, 100)
+			requireBlocked(t, done, "throttled")
+			cancel()
+			requireReturns(t, done, time.Second, "Open's context cancelled")
+			assert.False(t, s.t.IsThrottled())
+			assert.ErrorIs(t, s.t.UpdateLag(context.Background()), ErrClosed)
+			require.NoError(t, s.t.Close())
+		})
+	}
 }
 
 // TestNoSpinAfterCancel is gh-ost issue #1670 made impossible: a loop that

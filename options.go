@@ -24,6 +24,7 @@ type options struct {
 	queryTimeout time.Duration // 0: min(interval, 5s)
 	source       LagSource
 	sourceSet    bool
+	name         string
 	errs         []error
 }
 
@@ -94,6 +95,12 @@ func WithLagSource(s LagSource) Option {
 	}
 }
 
+// WithName names the throttler in its log lines and in the reasons of a
+// Multi that holds it (for example the replica's host name).
+func WithName(name string) Option {
+	return func(o *options) { o.name = name }
+}
+
 func buildOptions(opts []Option) (options, error) {
 	o := options{interval: defaultInterval, maxWait: defaultMaxWait}
 	for i, opt := range opts {
@@ -119,6 +126,17 @@ func buildOptions(opts []Option) (options, error) {
 		return o, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(o.errs...))
 	}
 	return o, nil
+}
+
+// logger is l (a discard logger when nil) with the throttler's name attached.
+func (o options) logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	if o.name != "" {
+		l = l.With("throttler", o.name)
+	}
+	return l
 }
 
 func (o options) pollerConfig(logger *slog.Logger, what string) poller.Config {

@@ -36,6 +36,7 @@ import (
 // Most callers need only Open, BlockWait before each chunk, and Close.
 type Replication struct {
 	db        *sql.DB
+	name      string
 	tolerance time.Duration
 	log       *slog.Logger
 	poll      *poller.Poller
@@ -67,10 +68,8 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 		}
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	r := &Replication{db: replica, tolerance: lagTolerance, log: logger, source: o.source}
+	logger = o.logger(logger)
+	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, log: logger, source: o.source}
 	r.poll = poller.New(o.pollerConfig(logger, "lag measurement"), r.probe)
 	return r, nil
 }
@@ -192,4 +191,12 @@ func (r *Replication) Source() LagSource {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.source
+}
+
+// String is the name given with WithName, or "replication".
+func (r *Replication) String() string {
+	if r.name != "" {
+		return r.name
+	}
+	return "replication"
 }

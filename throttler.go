@@ -79,6 +79,18 @@ type Waiter interface {
 	Wait(ctx context.Context) error
 }
 
+// CriticalReporter is implemented by throttlers whose signal has a second,
+// critical level past which waiting is not enough and the caller should
+// decide to abort (gh-ost's --critical-load).
+type CriticalReporter interface {
+	// IsCritical reports whether the last reading was at or above the
+	// critical level. Like IsThrottled it does no I/O.
+	IsCritical() bool
+	// CriticalReason is "" when not critical, and otherwise names the
+	// signal and the comparison.
+	CriticalReason() string
+}
+
 // Sentinel errors, for callers that branch on a condition. Errors returned by
 // this package wrap them (and their cause) with %w: test with errors.Is.
 var (
