@@ -297,3 +297,18 @@ func TestCloseWaitsForTheMonitor(t *testing.T) {
 	assert.Equal(t, after, src.calls.Load(), "a poll after Close returned")
 	assert.Zero(t, src.inFlight.Load())
 }
+
+// TestNotThrottledAsSoonAsCancelReturns: the release on cancellation is not
+// left to a goroutine switch; IsThrottled is false the moment cancel returns.
+func TestNotThrottledAsSoonAsCancelReturns(t *testing.T) {
+	for range 200 {
+		r, _ := newFake(t, time.Second, lagOf(time.Minute), WithInterval(time.Hour))
+		ctx, cancel := context.WithCancel(context.Background())
+		require.NoError(t, r.Open(ctx))
+		require.True(t, r.IsThrottled())
+		cancel()
+		require.False(t, r.IsThrottled())
+		require.Equal(t, "", r.ThrottleReason())
+		require.NoError(t, r.Close())
+	}
+}
