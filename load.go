@@ -1,0 +1,513 @@
+package throttler
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/throttlekit/throttler/internal/poller"
+)
+
+// Load throttles while the primary is busy: while a global status variable
+// (Threads_running by default) is at or above a threshold, like gh-ost's
+// --max-load. It watches the server the copier writes to, not a replica.
+//
+// Open reads the variables once and starts one monitor goroutine that reads
+// them every WithInterval with SHOW GLOBAL STATUS. Each reading is published
+// to a gate that IsThrottled and BlockWait read with one atomic load; a
+// reading below every threshold wakes every blocked BlockWait at once. The
+// server reads as throttled, with a reason from ThrottleReason such as
+// "Threads_running 31 >= 25", while
+//
+//   - a variable is at or above its threshold;
+//   - the server's answer cannot be used (a value that is not an integer): a
+//     new reading of "unknown", so it throttles at once;
+//   - no reading has succeeded for WithStaleAfter (a dead, hung or
+//     unreachable server): the last good verdict stands only that long.
+//
+// A second, critical level (LoadConfig.Critical, gh-ost's --critical-load)
+// does not throttle any harder: waiting is not enough past it, and the caller
+// decides what to do, usually abort. IsCritical reports it with one atomic
+// load, and CriticalReason says which variable crossed which level. It
+// follows the last successful reading: a failed read neither raises nor
+// clears it, so a network blip cannot abort a copy (the stale window
+// throttles it instead).
+//
+// Close, or the end of Open's context, stops the monitor and releases the
+// throttler for good: IsThrottled and IsCritical then report false and
+// BlockWait returns at once.
+//
+// Most callers need Open, BlockWait before each chunk, IsCritical to decide
+// whether to abort, and Close.
+type Load struct {
+	db     *sql.DB
+	name   string
+	limits []LoadLimit
+	stmt   string // SHOW GLOBAL STATUS for exactly the limits' variables
+	log    *slog.Logger
+	poll   *poller.Poller
+	values []atomic.Int64 // last reading per limit, in limits' order
+
+	// critical is the published critical reason; nil when not critical.
+	// IsCritical is one load of it.
+	critical atomic.Pointer[string]
+	critMu   sync.Mutex // serialises critical changes with the stop below
+	stopped  bool       // guarded by critMu: the throttler is released for good
+	unwatch  func() bool
+}
+
+// LoadConfig says which status variables Load watches and at which levels.
+//
+// The common case is one variable: set Threshold (and optionally Critical)
+// and leave Variable empty for Threads_running. To watch several variables
+// at once, like gh-ost's --max-load=Threads_running=25,Threads_connected=500,
+// set Limits instead and leave the three single-variable fields zero: the
+// server is then throttled while any variable is at or above its threshold,
+// and critical while any is at or above its critical level.
+type LoadConfig struct {
+	// Variable is the global status variable to watch, for example
+	// Threads_running (the default) or Threads_connected. It must be a
+	// plain name (letters, digits and underscores), not a pattern.
+	Variable string
+	// Threshold throttles while the variable is at or above it. Required,
+	// positive. Threads_running counts the reading's own thread (and, on a
+	// primary, one per connected replica's binlog dump thread), so an idle
+	// primary reads 1 or more.
+	Threshold int64
+	// Critical, if positive, is the level at or above which IsCritical
+	// reports true. It must be above Threshold; 0 means no critical level.
+	Critical int64
+
+	// Limits watches several variables at once, in place of the three
+	// fields above.
+	Limits []LoadLimit
+}
+
+// LoadLimit is one watched status variable: its name and its levels, with the
+// meanings of LoadConfig's fields of the same names (Variable is required).
+type LoadLimit struct {
+	Variable  string
+	Threshold int64
+	Critical  int64
+}
+
+const defaultLoadVariable = "Threads_running"
+
+// loadMaxNameLen is the longest status variable name the servers use; a
+// longer name cannot exist.
+const loadMaxNameLen = 64
+
+// NewLoad returns a throttler that watches db (the primary) and throttles
+// while a status variable is at or above its threshold; see LoadConfig. It
+// does no I/O; Open does. A nil logger logs nothing. Bad input (a nil DB, a
+// variable name that is not a plain identifier, a threshold or option out of
+// range) is an error wrapping ErrInvalidConfig.
+func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*Load, error) {
+	var errs []error
+	if db == nil {
+		errs = append(errs, errors.New("db *sql.DB is nil"))
+	}
+	limits, err := loadLimits(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		if err == nil || len(errs) > 1 {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+		}
+		return nil, err
+	}
+	logger = o.logger(logger)
+	l := &Load{
+		db:     db,
+		name:   o.name,
+		limits: limits,
+		stmt:   loadStatement(limits),
+		log:    logger,
+		values: make([]atomic.Int64, len(limits)),
+	}
+	l.poll = poller.New(o.pollerConfig(logger, "status reading"), l.probe)
+	return l, nil
+}
+
+// loadLimits validates cfg and returns the limits it describes.
+func loadLimits(cfg LoadConfig) ([]LoadLimit, error) {
+	var errs []error
+	var limits []LoadLimit
+	if len(cfg.Limits) == 0 {
+		v := cfg.Variable
+		if v == "" {
+			v = defaultLoadVariable
+		}
+		limits = []LoadLimit{{Variable: v, Threshold: cfg.Threshold, Critical: cfg.Critical}}
+		errs = loadCheckLimit(errs, "LoadConfig.", limits[0])
+	} else {
+		if cfg.Variable != "" || cfg.Threshold != 0 || cfg.Critical != 0 {
+			errs = append(errs, fmt.Errorf("LoadConfig: Limits is set together with Variable %q, Threshold %d or Critical %d: use one or the other", cfg.Variable, cfg.Threshold, cfg.Critical))
+		}
+		seen := make(map[string]int, len(cfg.Limits))
+		for i, lim := range cfg.Limits {
+			field := fmt.Sprintf("LoadConfig.Limits[%d].", i)
+			if lim.Variable == "" {
+				errs = append(errs, fmt.Errorf("%sVariable is empty: name the status variable", field))
+			} else {
+				errs = loadCheckLimit(errs, field, lim)
+			}
+			key := strings.ToLower(lim.Variable)
+			if j, dup := seen[key]; dup && key != "" {
+				errs = append(errs, fmt.Errorf("%sVariable %q repeats Limits[%d]", field, lim.Variable, j))
+			}
+			seen[key] = i
+		}
+		limits = append([]LoadLimit(nil), cfg.Limits...)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	return limits, nil
+}
+
+func loadCheckLimit(errs []error, field string, lim LoadLimit) []error {
+	if !loadValidName(lim.Variable) {
+		errs = append(errs, fmt.Errorf("%sVariable %q is not a status variable name: want letters, digits and underscores only, at most %d of them", field, lim.Variable, loadMaxNameLen))
+	}
+	if lim.Threshold <= 0 {
+		errs = append(errs, fmt.Errorf("%sThreshold %d must be positive", field, lim.Threshold))
+	}
+	if lim.Critical < 0 || lim.Critical > 0 && lim.Critical <= lim.Threshold {
+		errs = append(errs, fmt.Errorf("%sCritical %d must be above Threshold %d (or 0 for no critical level)", field, lim.Critical, lim.Threshold))
+	}
+	return errs
+}
+
+// loadValidName reports whether s is a plain identifier. The statement is
+// built from names that pass it: such a name cannot close the string literal
+// it sits in, whatever the server's sql_mode or character set.
+func loadValidName(s string) bool {
+	if s == "" || len(s) > loadMaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// loadStatement is the one statement every reading runs.
+//
+// SHOW GLOBAL STATUS is the only source of status variables that MariaDB
+// 10.11 and MySQL 8 both have and that needs no privilege: MySQL 8 removed
+// information_schema.GLOBAL_STATUS, and performance_schema.global_status is
+// empty on MariaDB unless performance_schema is ON (it is OFF by default),
+// which would read as "no such variable". It cannot take a placeholder: on
+// MariaDB 10.11 `SHOW GLOBAL STATUS LIKE ?` is a syntax error (1064), and
+// MySQL does not document SHOW STATUS as preparable. So the names, which
+// passed loadValidName, are written into the text as quoted literals and the
+// statement goes over the text protocol (no arguments, no prepare). The
+// filter is WHERE ... IN, not LIKE: "_" is a LIKE wildcard.
+func loadStatement(limits []LoadLimit) string {
+	var b strings.Builder
+	b.WriteString("SHOW GLOBAL STATUS WHERE Variable_name IN (")
+	for i, lim := range limits {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("'" + lim.Variable + "'")
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// Open reads the status variables once and returns that reading's error: a
+// variable the server does not have (errors.Is ErrUnavailable) or whose value is not a
+// number is a configuration error to see at start. It then starts the
+// monitor, which runs until Close or until ctx is done: pass the job's
+// context, not a timeout meant for the first reading (WithQueryTimeout bounds
+// that). A failed Open may be retried; a second Open returns ErrAlreadyOpen,
+// and Open after Close ErrClosed.
+func (l *Load) Open(ctx context.Context) error {
+	if err := l.poll.Open(ctx); err != nil {
+		if !errors.Is(err, poller.ErrAlreadyOpen) {
+			// A reading may have raised the critical level before the
+			// context ended: a throttler that is not open reports nothing.
+			l.setCritical("", true)
+		}
+		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+	}
+	unwatch := context.AfterFunc(ctx, l.stopCritical)
+	l.critMu.Lock()
+	l.unwatch = unwatch
+	l.critMu.Unlock()
+	l.log.Info("throttler: open", "load", l.describe(), "value", l.Value())
+	return nil
+}
+
+// probe reads the variables once and says what the reading calls for. The
+// poller never runs two probes at once.
+func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
+	vals, err := l.read(ctx)
+	if err != nil {
+		var bad *loadReadingError
+		if errors.As(err, &bad) {
+			// The server answered, and its answer cannot be used: that
+			// is a new reading of "unknown", not a missing one, so the
+			// last good verdict no longer stands.
+			return poller.Verdict{Throttled: true, Kind: "unreadable", Reason: "load unknown: " + err.Error()}, err
+		}
+		return poller.Verdict{}, err
+	}
+	var reason, critical []string
+	for i, lim := range l.limits {
+		v := vals[i]
+		l.values[i].Store(v)
+		if v >= lim.Threshold {
+			reason = append(reason, fmt.Sprintf("%s %d >= %d", lim.Variable, v, lim.Threshold))
+		}
+		if lim.Critical > 0 && v >= lim.Critical {
+			critical = append(critical, fmt.Sprintf("%s %d >= %d", lim.Variable, v, lim.Critical))
+		}
+	}
+	l.setCritical(strings.Join(critical, ", "), false)
+	if len(reason) == 0 {
+		return poller.Verdict{}, nil
+	}
+	return poller.Verdict{Throttled: true, Kind: "load", Reason: strings.Join(reason, ", ")}, nil
+}
+
+// loadReadingError is a reading the server gave that cannot be used: a
+// missing variable (which unwraps to ErrUnavailable, whose own text, about
+// lag sources, would mislead here) or a value that is not an integer.
+type loadReadingError struct {
+	msg   string
+	cause error // nil or a sentinel
+}
+
+func (e *loadReadingError) Error() string { return e.msg }
+func (e *loadReadingError) Unwrap() error { return e.cause }
+
+// read runs the statement and returns one value per limit, in order.
+func (l *Load) read(ctx context.Context) ([]int64, error) {
+	rows, err := l.db.QueryContext(ctx, l.stmt)
+	if err != nil {
+		return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
+	}
+	defer rows.Close()
+	vals := make([]int64, len(l.limits))
+	found := make([]bool, len(l.limits))
+	for rows.Next() {
+		var name, value string
+		if err := rows.Scan(&name, &value); err != nil {
+			return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
+		}
+		for i, lim := range l.limits {
+			// The server compares names case-insensitively; so do we.
+			if !strings.EqualFold(name, lim.Variable) {
+				continue
+			}
+			v, err := loadParseValue(value)
+			if err != nil {
+				return nil, &loadReadingError{msg: fmt.Sprintf("status variable %s = %q: %v", name, loadTruncate(value), err)}
+			}
+			vals[i], found[i] = v, true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
+	}
+	for i, ok := range found {
+		if !ok {
+			return nil, &loadReadingError{
+				msg:   fmt.Sprintf("the server has no global status variable %q (see SHOW GLOBAL STATUS)", l.limits[i].Variable),
+				cause: ErrUnavailable,
+			}
+		}
+	}
+	return vals, nil
+}
+
+// loadParseValue reads a status value as an integer. Counters are unsigned
+// 64-bit on the server: one past the int64 range is still "at or above" any
+// threshold, so it saturates rather than fails.
+func loadParseValue(s string) (int64, error) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err == nil {
+		return v, nil
+	}
+	if loadDigits(s) { // only too large: ParseInt takes every other string of digits
+		return math.MaxInt64, nil
+	}
+	return 0, errors.New("not an integer")
+}
+
+func loadDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func loadTruncate(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
+
+// setCritical publishes the critical reason ("" for none) and logs a change.
+// Once the throttler is released, only reset may clear it.
+func (l *Load) setCritical(reason string, reset bool) {
+	l.critMu.Lock()
+	defer l.critMu.Unlock()
+	if l.stopped && !reset {
+		return
+	}
+	old := l.critical.Load()
+	switch {
+	case reason == "" && old == nil:
+	case reason == "":
+		l.critical.Store(nil)
+		if !reset {
+			l.log.Info("throttler: load no longer critical")
+		}
+	case old != nil && *old == reason:
+	default:
+		l.critical.Store(&reason)
+		if old == nil {
+			l.log.Warn("throttler: load critical", "reason", reason)
+		}
+	}
+}
+
+// stopCritical clears the critical level for good: a released throttler
+// reports nothing, and a reading that lands after Close cannot raise it.
+func (l *Load) stopCritical() {
+	l.critMu.Lock()
+	l.stopped = true
+	l.critical.Store(nil)
+	l.critMu.Unlock()
+}
+
+// UpdateLag reads the status variables once, synchronously, and publishes the
+// result (the name is the Throttler interface's); a clear result wakes every
+// waiter. It waits for a reading already in flight rather than starting a
+// second one. It returns ErrNotOpen before Open and ErrClosed after the
+// throttler stopped.
+func (l *Load) UpdateLag(ctx context.Context) error {
+	if err := l.poll.Update(ctx); err != nil {
+		return fmt.Errorf("throttler: update load: %w", lifecycleError(err))
+	}
+	return nil
+}
+
+// Close stops the monitor, waits for it to exit, and releases every blocked
+// BlockWait; IsCritical reports false from then on. It is idempotent and
+// always returns nil.
+func (l *Load) Close() error {
+	l.poll.Close()
+	l.stopCritical()
+	l.critMu.Lock()
+	unwatch := l.unwatch
+	l.critMu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
+	return nil
+}
+
+// IsThrottled reports whether work should wait: one atomic load. It is false
+// before Open, after a failed Open, after Close, and after Open's context
+// ends.
+func (l *Load) IsThrottled() bool { return l.poll.Throttled() }
+
+// BlockWait returns at once when not throttled. Otherwise it blocks until the
+// throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
+// Callers that must know why it returned use Wait.
+func (l *Load) BlockWait(ctx context.Context) {
+	if l.poll.Throttled() {
+		_ = l.poll.Wait(ctx)
+	}
+}
+
+// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
+// when WithMaxWait elapsed while still throttled, ErrClosed when the
+// throttler stopped, or ctx's error.
+func (l *Load) Wait(ctx context.Context) error { return waitError(l.poll.Wait(ctx), l) }
+
+// ThrottleReason is "" when not throttled; otherwise it names each variable
+// at or above its threshold, for example "Threads_running 31 >= 25".
+func (l *Load) ThrottleReason() string { return l.poll.Reason() }
+
+// IsCritical reports whether the last successful reading was at or above a
+// critical level: one atomic load. It is false when no Critical is set,
+// before Open, and once the throttler stopped.
+func (l *Load) IsCritical() bool { return l.critical.Load() != nil }
+
+// CriticalReason is "" when not critical; otherwise it names each variable at
+// or above its critical level, for example "Threads_running 120 >= 100".
+func (l *Load) CriticalReason() string {
+	if r := l.critical.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
+
+// Value is the last successful reading of the (first) watched variable; 0
+// before the first reading.
+func (l *Load) Value() int64 { return l.values[0].Load() }
+
+// ValueOf is the last successful reading of variable (case-insensitive), and
+// whether it is watched.
+func (l *Load) ValueOf(variable string) (int64, bool) {
+	for i, lim := range l.limits {
+		if strings.EqualFold(lim.Variable, variable) {
+			return l.values[i].Load(), true
+		}
+	}
+	return 0, false
+}
+
+// String is the name given with WithName, or "load".
+func (l *Load) String() string {
+	if l.name != "" {
+		return l.name
+	}
+	return "load"
+}
+
+// describe is the configuration for the open log line, for example
+// "Threads_running>=25 (critical 100)".
+func (l *Load) describe() string {
+	parts := make([]string, len(l.limits))
+	for i, lim := range l.limits {
+		parts[i] = fmt.Sprintf("%s>=%d", lim.Variable, lim.Threshold)
+		if lim.Critical > 0 {
+			parts[i] += fmt.Sprintf(" (critical %d)", lim.Critical)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+var (
+	_ Throttler        = (*Load)(nil)
+	_ Reasoner         = (*Load)(nil)
+	_ Waiter           = (*Load)(nil)
+	_ CriticalReporter = (*Load)(nil)
+	_ fmt.Stringer     = (*Load)(nil)
+)

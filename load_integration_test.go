@@ -1,0 +1,195 @@
+package throttler_test
+
+// Integration tests: Load against the real MariaDB primary started by
+// internal/testenv, with real running threads. Without the pair they skip
+// and say how to run them.
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/throttlekit/throttler"
+	"github.com/throttlekit/throttler/internal/testenv"
+)
+
+// Load and Query integration settings: poll every 50ms, trust a reading for
+// 600ms.
+var loadITOptions = []throttler.Option{
+	throttler.WithInterval(50 * time.Millisecond),
+	throttler.WithStaleAfter(600 * time.Millisecond),
+	throttler.WithQueryTimeout(200 * time.Millisecond),
+	throttler.WithMaxWait(0),
+}
+
+func loadITOpen(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func loadITTag() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func loadITCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// loadITRunning reads Threads_running as the throttler does.
+func loadITRunning(t *testing.T, db *sql.DB) int64 {
+	t.Helper()
+	var name string
+	var v int64
+	require.NoError(t, db.QueryRowContext(loadITCtx(t, 5*time.Second), "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_running')").Scan(&name, &v))
+	return v
+}
+
+// loadITSleepers runs n `SELECT SLEEP(secs)` statements on n connections of
+// their own and returns once the server shows all n running. The returned
+// channel is closed when every statement has returned; the test's end
+// cancels them and waits for them.
+func loadITSleepers(t *testing.T, dsn string, n int, secs int) <-chan struct{} {
+	t.Helper()
+	db := loadITOpen(t, dsn)
+	db.SetMaxIdleConns(0)
+	tag := loadITTag()
+	stmt := fmt.Sprintf("SELECT SLEEP(%d) /* sleeper %s */", secs, tag)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+5)*time.Second)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = db.ExecContext(ctx, stmt)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	count := fmt.Sprintf("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = '%s'", stmt)
+	require.Eventually(t, func() bool {
+		var got int
+		return db.QueryRowContext(ctx, count).Scan(&got) == nil && got == n
+	}, time.Duration(secs)*time.Second, 5*time.Millisecond, "%d sleepers running", n)
+	return done
+}
+
+func TestIntegrationLoadRunningThreads(t *testing.T) {
+	p := testenv.Require(t)
+	db := loadITOpen(t, p.PrimaryDSN())
+	base := int64(0)
+	for range 3 {
+		base = max(base, loadITRunning(t, db))
+	}
+	n := base + 3 // N sleepers take Threads_running to at least N + 1 (the reading itself runs)
+	t.Logf("Threads_running at rest: %d; threshold %d, critical %d", base, n, n+1)
+
+	l, err := throttler.NewLoad(db, throttler.LoadConfig{Threshold: n, Critical: n + 1}, nil, loadITOptions...)
+	require.NoError(t, err)
+	require.NoError(t, l.Open(context.Background()))
+	t.Cleanup(func() { _ = l.Close() })
+	require.False(t, l.IsThrottled(), l.ThrottleReason())
+	require.False(t, l.IsCritical())
+
+	done := loadITSleepers(t, p.PrimaryDSN(), int(n), 2)
+	require.NoError(t, l.UpdateLag(loadITCtx(t, 5*time.Second)))
+	require.True(t, l.IsThrottled(), "value %d", l.Value())
+	assert.GreaterOrEqual(t, l.Value(), n+1)
+	assert.Equal(t, fmt.Sprintf("Threads_running %d >= %d", l.Value(), n), l.ThrottleReason())
+	assert.True(t, l.IsCritical())
+	assert.Equal(t, fmt.Sprintf("Threads_running %d >= %d", l.Value(), n+1), l.CriticalReason())
+	t.Logf("while sleeping: %s; critical: %s", l.ThrottleReason(), l.CriticalReason())
+
+	waited := make(chan struct{})
+	go func() { l.BlockWait(context.Background()); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("BlockWait returned while the sleepers run: " + l.ThrottleReason())
+	case <-done:
+	}
+	start := time.Now()
+	select {
+	case <-waited:
+		t.Logf("BlockWait returned %v after the sleepers finished", time.Since(start).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("BlockWait still blocked 5s after the sleepers finished: " + l.ThrottleReason())
+	}
+	assert.False(t, l.IsCritical(), "the reading that cleared the throttle is below the critical level too")
+	assert.Less(t, l.Value(), n)
+}
+
+func TestIntegrationLoadUnusableVariable(t *testing.T) {
+	p := testenv.Require(t)
+	db := loadITOpen(t, p.PrimaryDSN())
+	for _, c := range []struct{ variable, want string }{
+		{"Threads_runing", `the server has no global status variable "Threads_runing"`},
+		{"Rpl_status", `status variable Rpl_status = "AUTH_MASTER": not an integer`},
+	} {
+		l, err := throttler.NewLoad(db, throttler.LoadConfig{Variable: c.variable, Threshold: 10}, nil, loadITOptions...)
+		require.NoError(t, err)
+		err = l.Open(loadITCtx(t, 5*time.Second))
+		assert.ErrorContains(t, err, c.want)
+		if c.variable == "Threads_runing" {
+			assert.ErrorIs(t, err, throttler.ErrUnavailable)
+		}
+		assert.False(t, l.IsThrottled())
+		require.NoError(t, l.Close())
+	}
+}
+
+// TestIntegrationLoadNeedsNoPrivilege: SHOW GLOBAL STATUS works for an
+// account with no grant at all (USAGE only), so the load throttler can run as
+// the least-privileged user there is.
+func TestIntegrationLoadNeedsNoPrivilege(t *testing.T) {
+	p := testenv.Require(t)
+	admin := loadITOpen(t, p.PrimaryDSN())
+	user, password := "throttler_load_"+loadITTag(), loadITTag()
+	ctx := loadITCtx(t, 10*time.Second)
+	_, err := admin.ExecContext(ctx, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", user, password))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = admin.ExecContext(ctx, fmt.Sprintf("DROP USER IF EXISTS '%s'@'%%'", user))
+	})
+
+	cfg, err := mysql.ParseDSN(p.PrimaryDSN())
+	require.NoError(t, err)
+	cfg.User, cfg.Passwd, cfg.DBName = user, password, ""
+	db := loadITOpen(t, cfg.FormatDSN())
+	var grants []string
+	rows, err := db.QueryContext(ctx, "SHOW GRANTS")
+	require.NoError(t, err)
+	for rows.Next() {
+		var g string
+		require.NoError(t, rows.Scan(&g))
+		grants = append(grants, g)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, grants, 1, "USAGE only: %v", grants)
+	t.Logf("grants: %v", grants)
+
+	l, err := throttler.NewLoad(db, throttler.LoadConfig{Threshold: 1000}, nil, loadITOptions...)
+	require.NoError(t, err)
+	require.NoError(t, l.Open(ctx))
+	defer l.Close()
+	assert.Positive(t, l.Value(), "the reading counts itself")
+	assert.False(t, l.IsThrottled())
+}

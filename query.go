@@ -1,0 +1,349 @@
+package throttler
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/throttlekit/throttler/internal/poller"
+)
+
+// Query throttles while a query of the caller's returns a number at or above
+// a threshold, like gh-ost's --throttle-query: the query can read anything
+// the copier's owner cares about (a flag table an operator sets, a count of
+// long transactions, a business-hours window).
+//
+// Open runs the query once and starts one monitor goroutine that runs it
+// every WithInterval, each run bounded by WithQueryTimeout. Each result is
+// published to a gate that IsThrottled and BlockWait read with one atomic
+// load; a result below the threshold wakes every blocked BlockWait at once.
+// The query reads as throttled, with a reason from ThrottleReason, while
+//
+//   - its value is at or above the threshold ("throttle query value 3 >= 1");
+//   - its answer is not one number (NULL, no row, several rows or columns,
+//     text that is not a number): a new answer that says "unknown", so it
+//     throttles at once rather than letting the last value stand;
+//   - it has not answered for WithStaleAfter (a query error, a dead or hung
+//     server, a timeout): the last value stands only that long, then the
+//     throttler throttles with the error in its reason. A query that fails
+//     is not an answer: one failed run, such as a dropped connection, does
+//     not throttle, but a query that keeps failing throttles within the
+//     stale window, never after it.
+//
+// A run that outlives WithQueryTimeout is killed on the server (KILL QUERY
+// on its connection, which needs no privilege for one's own connection):
+// the driver gives up by closing the client connection, which leaves the
+// statement running on the server, and a query stuck behind a lock would
+// leave one such thread per poll. So each run first reads its connection's
+// CONNECTION_ID(). Behind a proxy that multiplexes client connections onto
+// server connections, that id may not name the run's server thread: point
+// Query at the server itself.
+//
+// Close, or the end of Open's context, stops the monitor and releases the
+// throttler for good: IsThrottled then reports false and BlockWait returns at
+// once.
+//
+// Most callers need only Open, BlockWait before each chunk, and Close.
+type Query struct {
+	db          *sql.DB
+	name        string
+	query       string
+	args        []any
+	threshold   float64
+	killTimeout time.Duration
+	log         *slog.Logger
+	poll        *poller.Poller
+	value       atomic.Uint64 // math.Float64bits of the last value
+}
+
+// QueryConfig is the query Query runs and the level that throttles.
+type QueryConfig struct {
+	// SQL is the query. It must return exactly one row with one numeric
+	// column: an integer, a float, or a DECIMAL or text that reads as a
+	// decimal number. Required.
+	SQL string
+	// Threshold throttles while the value is at or above it. It must be
+	// positive (a gh-ost-style query that returns 0 when all is well and 1
+	// to throttle wants Threshold 1).
+	Threshold float64
+	// Args are the query's placeholder arguments, if any. With arguments
+	// the driver prepares the statement on each run, unless the DSN sets
+	// interpolateParams=true.
+	Args []any
+}
+
+// NewQuery returns a throttler that runs cfg.SQL on db and throttles while
+// its value is at or above cfg.Threshold. It does no I/O; Open does. A nil
+// logger logs nothing. Bad input (a nil DB, an empty query, a threshold or
+// option out of range) is an error wrapping ErrInvalidConfig.
+func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) (*Query, error) {
+	var errs []error
+	if db == nil {
+		errs = append(errs, errors.New("db *sql.DB is nil"))
+	}
+	if strings.TrimSpace(cfg.SQL) == "" {
+		errs = append(errs, fmt.Errorf("QueryConfig.SQL %q is empty", cfg.SQL))
+	}
+	if !(cfg.Threshold > 0) || math.IsInf(cfg.Threshold, 1) {
+		errs = append(errs, fmt.Errorf("QueryConfig.Threshold %v must be a positive number", cfg.Threshold))
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		if err == nil || len(errs) > 1 {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+		}
+		return nil, err
+	}
+	logger = o.logger(logger)
+	q := &Query{
+		db:          db,
+		name:        o.name,
+		query:       cfg.SQL,
+		args:        append([]any(nil), cfg.Args...),
+		threshold:   cfg.Threshold,
+		killTimeout: o.queryTimeout,
+		log:         logger,
+	}
+	q.poll = poller.New(o.pollerConfig(logger, "throttle query result"), q.probe)
+	return q, nil
+}
+
+// Open runs the query once and returns that run's error: a query that fails,
+// or whose answer is not one number, is a configuration error to see at
+// start. It then starts the monitor, which runs until Close or until ctx is
+// done: pass the job's context, not a timeout meant for the first run
+// (WithQueryTimeout bounds that). A failed Open may be retried; a second
+// Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
+func (q *Query) Open(ctx context.Context) error {
+	if err := q.poll.Open(ctx); err != nil {
+		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+	}
+	q.log.Info("throttler: open", "query", queryTruncate(q.query, 200), "value", q.Value(), "threshold", q.threshold)
+	return nil
+}
+
+// probe runs the query once and says what its answer calls for. The poller
+// never runs two probes at once.
+func (q *Query) probe(ctx context.Context) (poller.Verdict, error) {
+	v, err := q.read(ctx)
+	if err != nil {
+		var bad *queryAnswerError
+		if errors.As(err, &bad) {
+			return poller.Verdict{Throttled: true, Kind: "unknown value", Reason: err.Error()}, err
+		}
+		return poller.Verdict{}, err
+	}
+	q.value.Store(math.Float64bits(v))
+	if v >= q.threshold {
+		return poller.Verdict{Throttled: true, Kind: "value", Reason: "throttle query value " + queryFormat(v) + " >= " + queryFormat(q.threshold)}, nil
+	}
+	return poller.Verdict{}, nil
+}
+
+// queryAnswerError is an answer the server gave that is not one number.
+type queryAnswerError struct{ msg string }
+
+func (e *queryAnswerError) Error() string { return e.msg }
+
+func queryAnswer(format string, args ...any) error {
+	return &queryAnswerError{msg: "throttle query " + fmt.Sprintf(format, args...)}
+}
+
+// read runs the query on a connection whose server-side id it knows first,
+// so that a run cut short by its context can be killed on the server.
+func (q *Query) read(ctx context.Context) (float64, error) {
+	conn, err := q.db.Conn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("throttle query: %w", err)
+	}
+	var id int64
+	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		_ = conn.Close()
+		return 0, fmt.Errorf("throttle query: read the connection id: %w", err)
+	}
+	v, err := q.run(ctx, conn)
+	// A context that ended mid-query has closed the connection under the
+	// driver (it is discarded, not reused); the server has not noticed.
+	_ = conn.Close()
+	if err != nil && ctx.Err() != nil {
+		if kerr := q.kill(ctx, id); kerr != nil {
+			err = fmt.Errorf("%w (and KILL QUERY %d failed: %v)", err, id, kerr)
+		}
+	}
+	return v, err
+}
+
+// run runs the query on conn and reads its one number.
+func (q *Query) run(ctx context.Context, conn *sql.Conn) (float64, error) {
+	rows, err := conn.QueryContext(ctx, q.query, q.args...)
+	if err != nil {
+		return 0, fmt.Errorf("throttle query: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return 0, fmt.Errorf("throttle query: %w", err)
+	}
+	if len(cols) != 1 {
+		return 0, queryAnswer("returned %d columns (%s); want one numeric column", len(cols), strings.Join(cols, ", "))
+	}
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return 0, fmt.Errorf("throttle query: %w", err)
+		}
+		return 0, queryAnswer("returned no rows; want exactly one")
+	}
+	var raw any
+	if err := rows.Scan(&raw); err != nil {
+		return 0, fmt.Errorf("throttle query: %w", err)
+	}
+	if rows.Next() {
+		return 0, queryAnswer("returned more than one row; want exactly one")
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("throttle query: %w", err)
+	}
+	return queryNumber(raw)
+}
+
+// kill ends the query still running on the server in connection id. It runs
+// even when ctx ended by Close: the statement would otherwise outlive the
+// throttler. It is bounded by the query timeout, so a dead server costs Close
+// at most that.
+func (q *Query) kill(ctx context.Context, id int64) error {
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.killTimeout)
+	defer cancel()
+	_, err := q.db.ExecContext(kctx, "KILL QUERY "+strconv.FormatInt(id, 10))
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && me.Number == 1094 { // ER_NO_SUCH_THREAD: already gone
+		return nil
+	}
+	return err
+}
+
+// queryNumber reads the value the driver scanned: integers and floats as
+// they are, DECIMAL and text when they read as a decimal number. NULL is an
+// unknown value, never 0: it throttles.
+func queryNumber(raw any) (float64, error) {
+	switch v := raw.(type) {
+	case nil:
+		return 0, queryAnswer("returned NULL: the value is unknown")
+	case int64:
+		return float64(v), nil
+	case uint64:
+		return float64(v), nil
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return 0, queryAnswer("returned %v; want a finite number", v)
+		}
+		return v, nil
+	case float32:
+		return queryNumber(float64(v))
+	case []byte:
+		return queryParse(string(v))
+	case string:
+		return queryParse(v)
+	}
+	return 0, queryAnswer("returned %v (%T), not a number", raw, raw)
+}
+
+// queryParse reads a decimal number as MySQL writes one ("3", "-0.50",
+// "1.5e3"): not hexadecimal, not "Inf" or "NaN", which strconv would take.
+func queryParse(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	ok := t != ""
+	for i := 0; i < len(t) && ok; i++ {
+		c := t[i]
+		ok = '0' <= c && c <= '9' || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'
+	}
+	if ok {
+		v, err := strconv.ParseFloat(t, 64)
+		if err == nil {
+			return v, nil
+		}
+	}
+	return 0, queryAnswer("returned %q, not a number", queryTruncate(s, 64))
+}
+
+func queryFormat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+func queryTruncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// UpdateLag runs the query once, synchronously, and publishes the result
+// (the name is the Throttler interface's); a clear result wakes every
+// waiter. It waits for a run already in flight rather than starting a
+// second one. It returns ErrNotOpen before Open and ErrClosed after the
+// throttler stopped.
+func (q *Query) UpdateLag(ctx context.Context) error {
+	if err := q.poll.Update(ctx); err != nil {
+		return fmt.Errorf("throttler: update query: %w", lifecycleError(err))
+	}
+	return nil
+}
+
+// Close stops the monitor, waits for it to exit, and releases every blocked
+// BlockWait. A run in flight is killed on the server first, which takes at
+// most the query timeout. It is idempotent and always returns nil.
+func (q *Query) Close() error {
+	q.poll.Close()
+	return nil
+}
+
+// IsThrottled reports whether work should wait: one atomic load. It is false
+// before Open, after a failed Open, after Close, and after Open's context
+// ends.
+func (q *Query) IsThrottled() bool { return q.poll.Throttled() }
+
+// BlockWait returns at once when not throttled. Otherwise it blocks until the
+// throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
+// Callers that must know why it returned use Wait.
+func (q *Query) BlockWait(ctx context.Context) {
+	if q.poll.Throttled() {
+		_ = q.poll.Wait(ctx)
+	}
+}
+
+// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
+// when WithMaxWait elapsed while still throttled, ErrClosed when the
+// throttler stopped, or ctx's error.
+func (q *Query) Wait(ctx context.Context) error { return waitError(q.poll.Wait(ctx), q) }
+
+// ThrottleReason is "" when not throttled; otherwise it says why, for example
+// "throttle query value 3 >= 1" or "throttle query returned NULL: the value
+// is unknown".
+func (q *Query) ThrottleReason() string { return q.poll.Reason() }
+
+// Value is the last number the query returned; 0 before the first.
+func (q *Query) Value() float64 { return math.Float64frombits(q.value.Load()) }
+
+// String is the name given with WithName, or "query".
+func (q *Query) String() string {
+	if q.name != "" {
+		return q.name
+	}
+	return "query"
+}
+
+var (
+	_ Throttler    = (*Query)(nil)
+	_ Reasoner     = (*Query)(nil)
+	_ Waiter       = (*Query)(nil)
+	_ fmt.Stringer = (*Query)(nil)
+)
