@@ -14,7 +14,9 @@ import (
 // input: the message names the argument and the value.
 var ErrInvalidConfig = errors.New("invalid throttler configuration")
 
-// Option configures a throttler built by NewReplicationThrottler.
+// Option configures a throttler: the timing options apply to every polling
+// throttler (NewReplicationThrottler, NewLoad, NewQuery, NewHTTP, ...), and
+// WithLagSource to the replication throttler only.
 type Option func(*options)
 
 type options struct {

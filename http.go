@@ -1,0 +1,357 @@
+package throttler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/throttlekit/throttler/internal/poller"
+)
+
+// HTTP throttles while a central throttling service says no: it asks an HTTP
+// endpoint, Freno-compatible by default (https://github.com/github/freno),
+// whether the app may write.
+//
+// Open asks once and starts one monitor goroutine that asks every
+// WithInterval, one request at a time, each bounded by WithQueryTimeout. The
+// answer is the status code:
+//
+//   - 200 OK: go;
+//   - any other status (Freno's 429 "threshold exceeded", 417 "app denied",
+//     404 "no such metric", a 5xx, a proxy's 502...): throttled at once, with
+//     the status and, on GET, the body's message in ThrottleReason;
+//   - no answer (connection refused or reset, a timeout, a malformed
+//     response): the last answer stands for WithStaleAfter, then the
+//     throttler throttles with the error in its reason, until an answer
+//     arrives again.
+//
+// Each answer is published to a gate that IsThrottled and BlockWait read with
+// one atomic load; an answer that clears the throttle wakes every blocked
+// BlockWait at once. Close, or the end of Open's context, stops the monitor
+// and releases the throttler for good.
+//
+// Most callers need only NewHTTP (often with FrenoURL), Open, BlockWait
+// before each chunk, and Close.
+type HTTP struct {
+	url       string // as given; requests use it
+	shown     string // the URL with any password redacted, for reasons and logs
+	method    string
+	client    *http.Client
+	ownClient bool // built by NewHTTP: Close closes its idle connections
+	header    http.Header
+	host      string // a Host header, which net/http takes from Request.Host
+	log       *slog.Logger
+	poll      *poller.Poller
+}
+
+// HTTPConfig says which endpoint an HTTP throttler asks and how.
+type HTTPConfig struct {
+	// URL is the absolute http or https URL to ask, for example
+	// FrenoURL("http://freno:8111", "myapp", "mysql", "main"). Required.
+	URL string
+	// Method is "HEAD" (the default, as Freno recommends for clients) or
+	// "GET", whose response body (the first 4 KiB) supplies the message in
+	// ThrottleReason: Freno's JSON CheckResult, or plain text.
+	Method string
+	// Client makes the requests. The default is a client of its own with
+	// no overall timeout (WithQueryTimeout bounds each request); Close
+	// closes its idle connections. A Client given here is the caller's to
+	// close.
+	Client *http.Client
+	// Header is sent with every request, for example an Authorization
+	// header. A "Host" entry sets the request's Host.
+	Header http.Header
+}
+
+// FrenoURL returns the URL of Freno's check for app writing to the store
+// storeType/storeName, for example
+// FrenoURL("http://freno:8111", "myapp", "mysql", "main") is
+// "http://freno:8111/check/myapp/mysql/main". Each name is escaped as one
+// path segment.
+func FrenoURL(base, app, storeType, storeName string) string {
+	return strings.TrimRight(base, "/") + "/check/" + url.PathEscape(app) + "/" + url.PathEscape(storeType) + "/" + url.PathEscape(storeName)
+}
+
+const (
+	// httpMaxMessage bounds what a GET reads as the message: a check's
+	// answer is a status code and a short JSON object.
+	httpMaxMessage = 4 << 10
+	// httpMaxDrain bounds what is read past the message so that the
+	// connection can be reused; a larger body costs a new connection, not
+	// an unbounded read.
+	httpMaxDrain = 64 << 10
+)
+
+// NewHTTP returns a throttler that asks cfg.URL. It does no I/O; Open does.
+// A nil logger logs nothing. Bad input (a missing or relative URL, a scheme
+// other than http or https, a method other than HEAD or GET, an option out of
+// range) is an error wrapping ErrInvalidConfig.
+func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error) {
+	var errs []error
+	var u *url.URL
+	if cfg.URL == "" {
+		errs = append(errs, errors.New("HTTPConfig.URL is empty"))
+	} else if pu, err := url.Parse(cfg.URL); err != nil {
+		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q: %w", cfg.URL, err))
+	} else if !pu.IsAbs() || pu.Host == "" {
+		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q is not an absolute URL with a host", cfg.URL))
+	} else if pu.Scheme != "http" && pu.Scheme != "https" {
+		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q: scheme %q is not http or https", pu.Redacted(), pu.Scheme))
+	} else {
+		u = pu
+	}
+	method := strings.ToUpper(cfg.Method)
+	switch method {
+	case "":
+		method = http.MethodHead
+	case http.MethodHead, http.MethodGet:
+	default:
+		errs = append(errs, fmt.Errorf("HTTPConfig.Method %q is not HEAD or GET", cfg.Method))
+	}
+	o, err := buildOptions(opts)
+	if err == nil && o.sourceSet {
+		err = fmt.Errorf("%w: WithLagSource does not apply to an HTTP throttler", ErrInvalidConfig)
+	}
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		if err == nil || len(errs) > 1 {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+		}
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &HTTP{url: cfg.URL, shown: u.Redacted(), method: method, client: cfg.Client, header: cfg.Header.Clone()}
+	if h.client == nil {
+		h.ownClient = true
+		h.client = &http.Client{Transport: httpNewTransport()}
+	}
+	if host := h.header.Get("Host"); host != "" {
+		h.host = host
+		h.header.Del("Host")
+	}
+	h.log = logger.With("url", h.shown)
+	h.poll = poller.New(o.pollerConfig(h.log, "answer"), h.probe)
+	return h, nil
+}
+
+// Open asks once and returns that answer's error: an endpoint that cannot be
+// reached is a configuration error to see at start, while a "no" (any status
+// other than 200) is a valid answer, and Open then returns nil with the
+// throttler throttled. It then starts the monitor, which runs until Close or
+// until ctx is done: pass the job's context, not a timeout meant for the
+// first request (WithQueryTimeout bounds that). A failed Open may be retried;
+// a second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
+func (h *HTTP) Open(ctx context.Context) error {
+	if err := h.poll.Open(ctx); err != nil {
+		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+	}
+	h.log.Info("throttler: open", "method", h.method, "throttled", h.IsThrottled())
+	return nil
+}
+
+// probe asks once. Any status is an answer; only the absence of one is an
+// error. The poller never runs two probes at once.
+func (h *HTTP) probe(ctx context.Context) (poller.Verdict, error) {
+	req, err := http.NewRequestWithContext(ctx, h.method, h.url, nil)
+	if err != nil {
+		return poller.Verdict{}, fmt.Errorf("HTTP check: %w", err)
+	}
+	if h.header != nil {
+		req.Header = h.header.Clone()
+	}
+	if h.host != "" {
+		req.Host = h.host
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return poller.Verdict{}, fmt.Errorf("HTTP check: %w", err) // *url.Error names the method and the redacted URL
+	}
+	// Drain a bounded amount so the connection goes back to the pool, then
+	// close: a body left open holds a connection and its goroutines.
+	defer func() {
+		_, _ = io.CopyN(io.Discard, resp.Body, httpMaxDrain)
+		_ = resp.Body.Close()
+	}()
+
+	var body []byte
+	var readErr error
+	if h.method == http.MethodGet {
+		body, readErr = io.ReadAll(io.LimitReader(resp.Body, httpMaxMessage))
+		if readErr != nil {
+			body = nil // a fragment says nothing reliable
+			readErr = fmt.Errorf("HTTP check: %s %s: %d %s: reading the body: %w", h.method, h.shown, resp.StatusCode, http.StatusText(resp.StatusCode), readErr)
+		}
+	}
+	if resp.StatusCode == http.StatusOK {
+		if readErr != nil {
+			// A truncated or reset answer is not one to trust: the
+			// last answer stands until the stale window passes.
+			return poller.Verdict{}, readErr
+		}
+		return poller.Verdict{}, nil
+	}
+	v := poller.Verdict{
+		Throttled: true,
+		Kind:      "HTTP " + strconv.Itoa(resp.StatusCode),
+		Reason:    "HTTP check " + h.shown + ": " + httpStatusReason(resp.StatusCode, body),
+	}
+	// A refusal is an observation: throttle now. If its body was cut off,
+	// the refusal still stands; the error is returned too.
+	return v, readErr
+}
+
+// httpStatusReason says what a refusal means: the status, Freno's meaning of
+// it, and the message and values of a GET's body.
+func httpStatusReason(code int, body []byte) string {
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(code))
+	if text := http.StatusText(code); text != "" {
+		b.WriteString(" " + text)
+	}
+	meaning := ""
+	switch code {
+	case http.StatusTooManyRequests:
+		meaning = "threshold exceeded"
+	case http.StatusExpectationFailed:
+		meaning = "app denied"
+	case http.StatusNotFound:
+		meaning = "no such metric"
+	}
+	if meaning != "" {
+		b.WriteString(": " + meaning)
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return b.String()
+	}
+	// Freno's CheckResult. A body that is not one is shown as text.
+	var cr struct {
+		StatusCode *int
+		Value      *float64
+		Threshold  *float64
+		Message    *string
+	}
+	if body[0] == '{' && json.Unmarshal(body, &cr) == nil && (cr.StatusCode != nil || cr.Message != nil || cr.Value != nil || cr.Threshold != nil) {
+		if cr.Message != nil {
+			if m := strings.TrimSpace(*cr.Message); m != "" && !strings.EqualFold(m, meaning) {
+				b.WriteString(": " + httpPrintable(m))
+			}
+		}
+		value, threshold := 0.0, 0.0
+		if cr.Value != nil {
+			value = *cr.Value
+		}
+		if cr.Threshold != nil {
+			threshold = *cr.Threshold
+		}
+		if value != 0 || threshold != 0 {
+			fmt.Fprintf(&b, " (value %s, threshold %s)", strconv.FormatFloat(value, 'g', -1, 64), strconv.FormatFloat(threshold, 'g', -1, 64))
+		}
+		return b.String()
+	}
+	b.WriteString(": " + httpPrintable(string(body)))
+	return b.String()
+}
+
+// httpPrintable keeps a server's text to one short line: a reason lands in
+// log lines and status pages.
+func httpPrintable(s string) string {
+	const max = 200
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) {
+			return ' '
+		}
+		if !unicode.IsPrint(r) {
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
+}
+
+// httpNewTransport is a transport of the throttler's own, so that Close can
+// close its idle connections without touching anyone else's: a clone of
+// http.DefaultTransport (proxies from the environment, its dial and idle
+// timeouts) when that is still a *http.Transport.
+func httpNewTransport() *http.Transport {
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		return t.Clone()
+	}
+	return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+}
+
+// UpdateLag asks once, synchronously, and publishes the answer; a 200 wakes
+// every waiter. It returns the error of a request that got no answer (a
+// refusal is an answer, not an error), ErrNotOpen before Open and ErrClosed
+// after the throttler stopped.
+func (h *HTTP) UpdateLag(ctx context.Context) error {
+	if err := h.poll.Update(ctx); err != nil {
+		return fmt.Errorf("throttler: update: %w", lifecycleError(err))
+	}
+	return nil
+}
+
+// Close stops the monitor, waits for it to exit, releases every blocked
+// BlockWait, and closes the idle connections of the client NewHTTP built.
+// It is idempotent and always returns nil.
+func (h *HTTP) Close() error {
+	h.poll.Close()
+	if h.ownClient {
+		h.client.CloseIdleConnections()
+	}
+	return nil
+}
+
+// IsThrottled reports whether work should wait: one atomic load. It is false
+// before Open, after a failed Open, after Close, and after Open's context
+// ends.
+func (h *HTTP) IsThrottled() bool { return h.poll.Throttled() }
+
+// BlockWait returns at once when not throttled. Otherwise it blocks until the
+// throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
+// Callers that must know why it returned use Wait.
+func (h *HTTP) BlockWait(ctx context.Context) {
+	if h.poll.Throttled() {
+		_ = h.poll.Wait(ctx)
+	}
+}
+
+// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
+// when WithMaxWait elapsed while still throttled, ErrClosed when the
+// throttler stopped, or ctx's error.
+func (h *HTTP) Wait(ctx context.Context) error { return waitError(h.poll.Wait(ctx), h) }
+
+// ThrottleReason is "" when not throttled; otherwise it names the endpoint
+// and its answer, for example
+// "HTTP check http://freno:8111/check/myapp/mysql/main: 429 Too Many
+// Requests: threshold exceeded (value 2.5, threshold 1)", or, when no answer
+// came for the stale window, the error.
+func (h *HTTP) ThrottleReason() string { return h.poll.Reason() }
+
+var (
+	_ Throttler = (*HTTP)(nil)
+	_ Waiter    = (*HTTP)(nil)
+	_ Reasoner  = (*HTTP)(nil)
+)

@@ -1,0 +1,446 @@
+package throttler
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// frenoMode is how the fake Freno answers.
+type frenoMode int32
+
+const (
+	frenoNormal    frenoMode = iota
+	frenoSlow                // no answer until the client gives up
+	frenoHangUp              // hijack the connection and close it
+	frenoGarbage             // reply with something that is not HTTP
+	frenoTruncated           // a 200 or other status whose body is cut off
+)
+
+// fakeFreno is an httptest server that speaks Freno's status codes.
+type fakeFreno struct {
+	*httptest.Server
+	path     string
+	status   atomic.Int32
+	body     atomic.Pointer[string] // sent on GET when non-empty
+	mode     atomic.Int32
+	requests atomic.Int64
+	newConns atomic.Int64
+	closed   atomic.Int64
+
+	mu       sync.Mutex
+	lastReq  *http.Request // method, headers and host of the last request
+	stopSlow chan struct{}
+}
+
+func newFakeFreno(t *testing.T, status int) *fakeFreno {
+	t.Helper()
+	f := &fakeFreno{path: "/check/myapp/mysql/main", stopSlow: make(chan struct{})}
+	f.status.Store(int32(status))
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			f.newConns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			f.closed.Add(1)
+		}
+	}
+	f.Start()
+	t.Cleanup(func() {
+		close(f.stopSlow)
+		f.Close()
+	})
+	return f
+}
+
+func (f *fakeFreno) url() string { return f.URL + f.path }
+
+func (f *fakeFreno) setBody(s string) { f.body.Store(&s) }
+
+func (f *fakeFreno) last() *http.Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastReq
+}
+
+func (f *fakeFreno) serve(w http.ResponseWriter, r *http.Request) {
+	f.requests.Add(1)
+	f.mu.Lock()
+	f.lastReq = r.Clone(context.Background())
+	f.mu.Unlock()
+	code := int(f.status.Load())
+	switch frenoMode(f.mode.Load()) {
+	case frenoSlow:
+		select {
+		case <-r.Context().Done(): // the client gave up and closed the connection
+		case <-f.stopSlow:
+		}
+		return
+	case frenoHangUp:
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+		return
+	case frenoGarbage:
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_, _ = buf.WriteString("SSH-2.0-OpenSSH_9.6\r\n\r\n")
+			_ = buf.Flush()
+			_ = conn.Close()
+		}
+		return
+	case frenoTruncated:
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, `{"StatusCode":`)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // closes the connection mid-body
+	}
+	body := ""
+	if p := f.body.Load(); p != nil {
+		body = *p
+	}
+	if body != "" {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+}
+
+// newTestHTTP returns an unopened HTTP throttler on url, closed at the end
+// of the test. It polls every hour unless opts say otherwise: tests drive it
+// with UpdateLag.
+func newTestHTTP(t *testing.T, cfg HTTPConfig, opts ...Option) *HTTP {
+	t.Helper()
+	h, err := NewHTTP(cfg, nil, append([]Option{WithInterval(time.Hour), WithMaxWait(0)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+func TestNewHTTPRejectsBadConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  HTTPConfig
+		opts []Option
+		want string
+	}{
+		{"empty URL", HTTPConfig{}, nil, "HTTPConfig.URL is empty"},
+		{"relative URL", HTTPConfig{URL: "/check/myapp/mysql/main"}, nil, `HTTPConfig.URL "/check/myapp/mysql/main" is not an absolute URL with a host`},
+		{"no host", HTTPConfig{URL: "freno:8111/check"}, nil, "is not an absolute URL with a host"},
+		{"bad scheme", HTTPConfig{URL: "ftp://freno/check"}, nil, `scheme "ftp" is not http or https`},
+		{"unparseable URL", HTTPConfig{URL: "http://freno:port/check"}, nil, `HTTPConfig.URL "http://freno:port/check"`},
+		{"unsupported method", HTTPConfig{URL: "http://freno/check", Method: "POST"}, nil, `HTTPConfig.Method "POST" is not HEAD or GET`},
+		{"bad option", HTTPConfig{URL: "http://freno/check"}, []Option{WithInterval(0)}, "WithInterval(0s)"},
+		{"lag source", HTTPConfig{URL: "http://freno/check"}, []Option{WithLagSource(&fakeSource{})}, "WithLagSource does not apply"},
+		{"two problems", HTTPConfig{Method: "PUT"}, []Option{WithMaxWait(-1)}, "WithMaxWait(-1ns)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h, err := NewHTTP(c.cfg, nil, c.opts...)
+			assert.Nil(t, h)
+			assert.ErrorIs(t, err, ErrInvalidConfig)
+			assert.ErrorContains(t, err, c.want)
+		})
+	}
+	h, err := NewHTTP(HTTPConfig{URL: "HTTPS://freno/check", Method: "get"}, nil)
+	require.NoError(t, err, "scheme and method are case-insensitive")
+	assert.Equal(t, http.MethodGet, h.method)
+	h, err = NewHTTP(HTTPConfig{URL: "http://freno/check"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.MethodHead, h.method, "HEAD by default")
+	assert.True(t, h.ownClient)
+	assert.Zero(t, h.client.Timeout, "no overall timeout: WithQueryTimeout bounds each request")
+	require.NoError(t, h.Close(), "Close before Open")
+}
+
+func TestFrenoURL(t *testing.T) {
+	assert.Equal(t, "http://freno:8111/check/myapp/mysql/main", FrenoURL("http://freno:8111", "myapp", "mysql", "main"))
+	assert.Equal(t, "http://freno:8111/check/my%20app/mysql/main%2F1", FrenoURL("http://freno:8111/", "my app", "mysql", "main/1"))
+}
+
+// TestHTTPStatusMapping: 200 clears; every other status throttles at once,
+// with Freno's meaning and, on GET, the body's message and values.
+func TestHTTPStatusMapping(t *testing.T) {
+	const (
+		thresholdBody = `{"StatusCode":429,"Value":2.5,"Threshold":1,"Message":"Threshold exceeded"}`
+		deniedBody    = `{"StatusCode":417,"Value":0,"Threshold":0,"Message":"App denied"}`
+		noMetricBody  = `{"StatusCode":404,"Value":0,"Threshold":0,"Message":"No such metric"}`
+		errorBody     = `{"StatusCode":500,"Value":0,"Threshold":0,"Message":"metric not collected yet"}`
+		okBody        = `{"StatusCode":200,"Value":0.43,"Threshold":1,"Message":""}`
+	)
+	cases := []struct {
+		method string
+		status int
+		body   string
+		want   string // "" for clear
+	}{
+		{"HEAD", 200, "", ""},
+		{"HEAD", 429, thresholdBody, "429 Too Many Requests: threshold exceeded"}, // HEAD carries no body
+		{"HEAD", 417, "", "417 Expectation Failed: app denied"},
+		{"HEAD", 404, "", "404 Not Found: no such metric"},
+		{"HEAD", 500, "", "500 Internal Server Error"},
+		{"HEAD", 503, "", "503 Service Unavailable"},
+		{"GET", 200, okBody, ""},
+		{"GET", 200, "", ""},
+		{"GET", 429, thresholdBody, "429 Too Many Requests: threshold exceeded (value 2.5, threshold 1)"},
+		{"GET", 429, "", "429 Too Many Requests: threshold exceeded"},
+		{"GET", 417, deniedBody, "417 Expectation Failed: app denied"},
+		{"GET", 404, noMetricBody, "404 Not Found: no such metric"},
+		{"GET", 404, "404 page not found\n", "404 Not Found: no such metric: 404 page not found"},
+		{"GET", 500, errorBody, "500 Internal Server Error: metric not collected yet"},
+		{"GET", 500, "", "500 Internal Server Error"},
+		{"GET", 502, "<html>\n<b>Bad Gateway</b>\n</html>", "502 Bad Gateway: <html> <b>Bad Gateway</b> </html>"},
+		{"GET", 302, "", "302 Found"}, // a redirect without Location is not followed
+	}
+	for _, c := range cases {
+		name := c.method + " " + http.StatusText(c.status)
+		if c.body != "" {
+			name += " with body"
+		}
+		t.Run(name, func(t *testing.T) {
+			f := newFakeFreno(t, c.status)
+			f.setBody(c.body)
+			h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: c.method})
+			require.NoError(t, h.Open(context.Background()), "a refusal is an answer, not an Open error")
+			assert.Equal(t, c.method, f.last().Method)
+			if c.want == "" {
+				assert.False(t, h.IsThrottled())
+				assert.Empty(t, h.ThrottleReason())
+			} else {
+				assert.True(t, h.IsThrottled())
+				assert.Equal(t, "HTTP check "+f.url()+": "+c.want, h.ThrottleReason())
+			}
+			assert.NoError(t, h.UpdateLag(context.Background()), "answers are observations, not errors")
+		})
+	}
+}
+
+func TestHTTPSendsHeadersAndHost(t *testing.T) {
+	f := newFakeFreno(t, 200)
+	hdr := http.Header{"Authorization": {"Bearer s3cret"}, "Host": {"freno.internal"}}
+	h := newTestHTTP(t, HTTPConfig{URL: f.url(), Header: hdr})
+	require.NoError(t, h.Open(context.Background()))
+	r := f.last()
+	assert.Equal(t, "Bearer s3cret", r.Header.Get("Authorization"))
+	assert.Equal(t, "freno.internal", r.Host)
+	assert.Equal(t, "freno.internal", hdr.Get("Host"), "the caller's header is not modified")
+}
+
+// TestHTTPSlowServerGoesStaleAndRecovers: a server that does not answer
+// within the query timeout leaves the last answer standing for the stale
+// window, then throttles with the error; an answer clears it again.
+func TestHTTPSlowServerGoesStaleAndRecovers(t *testing.T) {
+	f := newFakeFreno(t, 200)
+	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(2*time.Millisecond), WithQueryTimeout(10*time.Millisecond), WithStaleAfter(30*time.Millisecond))
+	require.NoError(t, h.Open(context.Background()))
+	require.False(t, h.IsThrottled())
+
+	f.mode.Store(int32(frenoSlow))
+	require.Eventually(t, h.IsThrottled, 5*time.Second, time.Millisecond, "no answer throttles after the stale window")
+	assert.Contains(t, h.ThrottleReason(), "no answer for")
+	assert.Contains(t, h.ThrottleReason(), "context deadline exceeded")
+	err := h.UpdateLag(context.Background())
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "UpdateLag returns the cause, wrapped")
+	done := waiters(context.Background(), h, 20)
+	requireBlocked(t, done, "slow server")
+
+	f.mode.Store(int32(frenoNormal))
+	requireReturns(t, done, 5*time.Second, "server answers again")
+	assert.False(t, h.IsThrottled())
+}
+
+// TestHTTPBrokenConnections: connections closed without an answer, or
+// answered with something that is not HTTP, are failures to read: stale,
+// then throttled with the error; recovery clears.
+func TestHTTPBrokenConnections(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mode frenoMode
+		want string
+	}{
+		{"hang up", frenoHangUp, "EOF"},
+		{"not HTTP", frenoGarbage, "malformed HTTP"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFakeFreno(t, 200)
+			h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(2*time.Millisecond), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
+			require.NoError(t, h.Open(context.Background()))
+			f.mode.Store(int32(c.mode))
+			assert.ErrorContains(t, h.UpdateLag(context.Background()), c.want)
+			assert.False(t, h.IsThrottled(), "one failure is not an answer: the last answer stands for the stale window")
+			require.Eventually(t, h.IsThrottled, 5*time.Second, time.Millisecond)
+			assert.Contains(t, h.ThrottleReason(), "no answer for")
+			assert.Contains(t, h.ThrottleReason(), c.want)
+
+			f.mode.Store(int32(frenoNormal))
+			require.Eventually(t, func() bool { return !h.IsThrottled() }, 5*time.Second, time.Millisecond)
+		})
+	}
+}
+
+// TestHTTPTruncatedBody: a GET whose body is cut off is a failure to read on
+// 200 (not an answer to trust) and still a refusal on any other status.
+func TestHTTPTruncatedBody(t *testing.T) {
+	f := newFakeFreno(t, 200)
+	f.mode.Store(int32(frenoTruncated))
+	h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: "GET"})
+	err := h.Open(context.Background())
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.ErrorContains(t, err, "200 OK: reading the body")
+	assert.False(t, h.IsThrottled())
+
+	f.mode.Store(int32(frenoNormal))
+	require.NoError(t, h.Open(context.Background()), "a failed Open may be retried")
+	f.status.Store(429)
+	f.mode.Store(int32(frenoTruncated))
+	assert.ErrorIs(t, h.UpdateLag(context.Background()), io.ErrUnexpectedEOF)
+	assert.True(t, h.IsThrottled(), "a refusal throttles at once even with a broken body")
+	assert.Equal(t, "HTTP check "+f.url()+": 429 Too Many Requests: threshold exceeded", h.ThrottleReason())
+}
+
+// TestHTTPServerGoesAway: a server that disappears is stale, then throttled;
+// an Open against it fails.
+func TestHTTPServerGoesAway(t *testing.T) {
+	f := newFakeFreno(t, 200)
+	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(2*time.Millisecond), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
+	require.NoError(t, h.Open(context.Background()))
+	f.Close()
+	require.Eventually(t, h.IsThrottled, 5*time.Second, time.Millisecond)
+	assert.Contains(t, h.ThrottleReason(), "no answer for")
+	assert.Contains(t, h.ThrottleReason(), "connection refused")
+	assert.NotContains(t, h.ThrottleReason(), "context deadline exceeded", "a refused connection fails fast")
+
+	h2 := newTestHTTP(t, HTTPConfig{URL: f.url()})
+	err := h2.Open(context.Background())
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, ErrInvalidConfig)
+	assert.ErrorContains(t, err, "connection refused")
+	assert.False(t, h2.IsThrottled(), "false after a failed Open")
+}
+
+// TestHTTPReusesConnectionsAndClosesThem: drained bodies let one connection
+// serve every check, HEAD or GET, 200 or 429; Close closes it.
+func TestHTTPReusesConnectionsAndClosesThem(t *testing.T) {
+	for _, method := range []string{"HEAD", "GET"} {
+		t.Run(method, func(t *testing.T) {
+			f := newFakeFreno(t, 200)
+			f.setBody(`{"StatusCode":429,"Value":2.5,"Threshold":1,"Message":"Threshold exceeded"}` + strings.Repeat(" ", 8<<10))
+			h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: method}, WithInterval(time.Millisecond), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
+			require.NoError(t, h.Open(context.Background()))
+			for i := range 20 {
+				if i%2 == 0 {
+					f.status.Store(429)
+				} else {
+					f.status.Store(200)
+				}
+				require.NoError(t, h.UpdateLag(context.Background()))
+			}
+			require.Eventually(t, func() bool { return f.requests.Load() > 30 }, 5*time.Second, time.Millisecond)
+			assert.EqualValues(t, 1, f.newConns.Load(), "one connection for every check")
+			require.NoError(t, h.Close())
+			require.Eventually(t, func() bool { return f.closed.Load() == 1 }, 5*time.Second, time.Millisecond,
+				"Close closes the idle connection of its own client")
+		})
+	}
+}
+
+// TestHTTPCallerClientIsTheCallers: a client given in the config is used and
+// left open.
+func TestHTTPCallerClientIsTheCallers(t *testing.T) {
+	f := newFakeFreno(t, 200)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	h := newTestHTTP(t, HTTPConfig{URL: f.url(), Client: &http.Client{Transport: tr}})
+	require.NoError(t, h.Open(context.Background()))
+	require.NoError(t, h.Close())
+	time.Sleep(10 * time.Millisecond)
+	assert.Zero(t, f.closed.Load(), "the caller's idle connection is the caller's to close")
+}
+
+// TestHTTPLogsChangesOnly: a steady refusal over many checks is one line.
+func TestHTTPLogsChangesOnly(t *testing.T) {
+	f := newFakeFreno(t, 429)
+	var buf lockedBuffer
+	h, err := NewHTTP(HTTPConfig{URL: f.url()}, slog.New(slog.NewTextHandler(&buf, nil)),
+		WithInterval(time.Millisecond), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
+	require.NoError(t, err)
+	require.NoError(t, h.Open(context.Background()))
+	require.Eventually(t, func() bool { return f.requests.Load() > 20 }, 5*time.Second, time.Millisecond)
+	f.status.Store(200)
+	require.Eventually(t, func() bool { return !h.IsThrottled() }, 5*time.Second, time.Millisecond)
+	require.NoError(t, h.Close())
+	out := buf.String()
+	assert.Equal(t, 1, strings.Count(out, "throttler: throttled"), out)
+	assert.Equal(t, 1, strings.Count(out, "throttler: resumed"), out)
+	assert.Contains(t, out, "url="+f.url())
+}
+
+func TestHTTPMaxWait(t *testing.T) {
+	f := newFakeFreno(t, 429)
+	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithMaxWait(5*time.Millisecond))
+	require.NoError(t, h.Open(context.Background()))
+	err := h.Wait(context.Background())
+	assert.ErrorIs(t, err, ErrMaxWait)
+	assert.ErrorContains(t, err, "429 Too Many Requests")
+	require.NoError(t, h.Close())
+	assert.ErrorIs(t, h.Wait(context.Background()), ErrClosed)
+	assert.ErrorIs(t, h.UpdateLag(context.Background()), ErrClosed)
+}
+
+func TestHTTPContract(t *testing.T) {
+	contractSuite(t, func(t *testing.T, maxWait time.Duration) subject {
+		f := newFakeFreno(t, 200)
+		h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithStaleAfter(time.Hour), WithMaxWait(maxWait))
+		return subject{t: h, throttle: func(on bool) {
+			if on {
+				f.status.Store(429)
+			} else {
+				f.status.Store(200)
+			}
+			_ = h.UpdateLag(context.Background())
+		}}
+	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *lockedBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *lockedBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestHTTPHotPathDoesNotAllocate(t *testing.T) {
+	f := newFakeFreno(t, 200)
+	h := newTestHTTP(t, HTTPConfig{URL: f.url()})
+	require.NoError(t, h.Open(context.Background()))
+	ctx := context.Background()
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = h.IsThrottled() }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { h.BlockWait(ctx) }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = h.ThrottleReason() }))
+}

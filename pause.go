@@ -1,0 +1,327 @@
+package throttler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/poller"
+)
+
+// Pause throttles on an operator's word: while Pause is in effect (an
+// operator's command, a control server's endpoint, a chat-ops bot), or while
+// a flag file exists (gh-ost's --throttle-flag-file: `touch` it to pause,
+// `rm` it to resume).
+//
+// The two signals are kept apart and combined on read: Pause and Resume
+// publish the manual state at once, with no I/O, and Resume wakes every
+// blocked BlockWait the moment it is called unless the flag file also
+// throttles. The flag file, when configured, is checked by one monitor
+// goroutine every WithInterval (os.Stat): a file that exists throttles; one
+// that does not exist does not; a file that cannot be checked (a permission
+// denied on its directory, a path component that is not a directory)
+// throttles at once, with the error in ThrottleReason, because a flag nobody
+// can see is not a flag anybody removed. With no flag file there is no
+// goroutine at all.
+//
+// Pause and Resume may be called before Open (the state is remembered and
+// takes effect at Open) and have no effect after Close. Close, or the end of
+// Open's context, releases the throttler for good.
+//
+// Callers that copy use BlockWait before each chunk; operators use Pause and
+// Resume.
+type Pause struct {
+	flagFile string
+	log      *slog.Logger
+	maxWait  time.Duration
+
+	manual gate.Gate      // the manual pause, published by Pause, Resume and Open
+	poll   *poller.Poller // the flag file; nil when there is none
+
+	mu        sync.Mutex // guards the fields below
+	phase     pausePhase
+	paused    bool
+	reason    string
+	unwatch   func() bool   // stops the context.AfterFunc that releases on Open's ctx end
+	unwatched chan struct{} // closed when that AfterFunc's function has run
+}
+
+// PauseConfig configures a Pause.
+type PauseConfig struct {
+	// FlagFile, if set, is a path whose existence throttles. It is checked
+	// by Open (an error other than "does not exist" fails Open) and then
+	// every WithInterval.
+	FlagFile string
+}
+
+type pausePhase int
+
+const (
+	pauseNew pausePhase = iota
+	pauseOpening
+	pauseOpen
+	pauseClosed
+)
+
+// NewPause returns a Pause. It does no I/O; Open does. A nil logger logs
+// nothing. Bad options are an error wrapping ErrInvalidConfig. Without a
+// flag file, only WithMaxWait applies.
+func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, error) {
+	o, err := buildOptions(opts)
+	if err == nil && o.sourceSet {
+		err = fmt.Errorf("%w: WithLagSource does not apply to a Pause throttler", ErrInvalidConfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pause{flagFile: cfg.FlagFile, log: logger, maxWait: o.maxWait}
+	if p.flagFile != "" {
+		pc := o.pollerConfig(logger.With("signal", "flag file", "path", p.flagFile), "flag file check")
+		pc.MaxWait = 0 // Wait caps the combined wait itself
+		p.poll = poller.New(pc, p.probe)
+	}
+	return p, nil
+}
+
+// probe checks the flag file once.
+func (p *Pause) probe(context.Context) (poller.Verdict, error) {
+	_, err := os.Stat(p.flagFile)
+	switch {
+	case err == nil:
+		return poller.Verdict{Throttled: true, Kind: "flag file", Reason: "flag file " + p.flagFile + " exists"}, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return poller.Verdict{}, nil
+	}
+	// Stat is local and cheap: an error is not a blip to wait out but a
+	// flag that cannot be seen. Throttle now, and say why.
+	err = fmt.Errorf("flag file: %w", err)
+	return poller.Verdict{Throttled: true, Kind: "flag file unreadable", Reason: err.Error()}, err
+}
+
+// Pause throttles until Resume, with reason in ThrottleReason ("" is
+// allowed). Calling it again replaces the reason. Before Open it is
+// remembered; after Close it has no effect.
+func (p *Pause) Pause(reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.phase == pauseClosed || p.paused && p.reason == reason {
+		return
+	}
+	p.paused, p.reason = true, reason
+	if p.phase == pauseOpen {
+		p.manual.Set(true, p.manualReason())
+	}
+	p.log.Warn("throttler: paused manually", "reason", p.manualReason())
+}
+
+// Resume ends a Pause: waiters wake at once unless the flag file throttles
+// too. Before Open it is remembered; after Close it has no effect.
+func (p *Pause) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.phase == pauseClosed || !p.paused {
+		return
+	}
+	p.paused, p.reason = false, ""
+	if p.phase == pauseOpen {
+		p.manual.Set(false, "")
+	}
+	p.log.Info("throttler: resumed manually")
+}
+
+// Paused reports whether Pause was called without a later Resume (calls
+// after Close do not count). It says nothing of the flag file:
+// IsThrottled does.
+func (p *Pause) Paused() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.paused
+}
+
+// manualReason is the reason of a manual pause. Caller holds mu.
+func (p *Pause) manualReason() string {
+	if p.reason == "" {
+		return "paused manually"
+	}
+	return "paused manually: " + p.reason
+}
+
+// Open publishes the manual state and, with a flag file, checks it once and
+// returns that check's error (a flag file that cannot be checked is a
+// configuration error to see at start), then starts the monitor that checks
+// it every WithInterval. Without a flag file Open starts nothing. Either way
+// the throttler is released when ctx ends. A failed Open may be retried; a
+// second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
+func (p *Pause) Open(ctx context.Context) error {
+	p.mu.Lock()
+	switch p.phase {
+	case pauseOpening, pauseOpen:
+		p.mu.Unlock()
+		return fmt.Errorf("throttler: open: %w", ErrAlreadyOpen)
+	case pauseClosed:
+		p.mu.Unlock()
+		return fmt.Errorf("throttler: open: %w", ErrClosed)
+	}
+	p.phase = pauseOpening
+	p.mu.Unlock()
+
+	var err error
+	if p.poll != nil {
+		err = lifecycleError(p.poll.Open(ctx))
+	} else {
+		err = ctx.Err()
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.phase == pauseClosed: // Close ran while we checked
+		return fmt.Errorf("throttler: open: %w", ErrClosed)
+	case err != nil:
+		p.phase = pauseNew
+		return fmt.Errorf("throttler: open: %w", err)
+	}
+	p.phase = pauseOpen
+	p.manual.Set(p.paused, p.manualReason())
+	done := make(chan struct{})
+	p.unwatched = done
+	// No goroutine waits for ctx: this runs only if ctx ends.
+	p.unwatch = context.AfterFunc(ctx, func() {
+		defer close(done)
+		if p.manual.Release() {
+			p.log.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
+		}
+	})
+	p.log.Info("throttler: open", "paused", p.paused, "flag_file", p.flagFile, "throttled", p.IsThrottled())
+	return nil
+}
+
+// Close stops the flag file's monitor, waits for it to exit, and releases
+// every blocked BlockWait. It is idempotent and always returns nil.
+func (p *Pause) Close() error {
+	p.mu.Lock()
+	if p.phase == pauseClosed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.phase = pauseClosed
+	unwatch, unwatched := p.unwatch, p.unwatched
+	p.mu.Unlock()
+
+	released := p.manual.Release()
+	if p.poll != nil {
+		p.poll.Close()
+	} else if released {
+		p.log.Info("throttler: closed")
+	}
+	if unwatch != nil && !unwatch() {
+		<-unwatched // the release on Open's ctx end is running: let it finish
+	}
+	return nil
+}
+
+// IsThrottled reports whether work should wait: two atomic loads, no lock.
+// It is false before Open, after a failed Open, after Close, and after Open's
+// context ends.
+func (p *Pause) IsThrottled() bool {
+	return p.manual.Throttled() || p.poll != nil && p.poll.Throttled()
+}
+
+// BlockWait returns at once when not throttled. Otherwise it blocks until
+// neither the manual pause nor the flag file throttles, ctx is done, the
+// throttler stops, or WithMaxWait elapses. Callers that must know why it
+// returned use Wait.
+func (p *Pause) BlockWait(ctx context.Context) {
+	if p.IsThrottled() {
+		_ = p.Wait(ctx)
+	}
+}
+
+// errPauseMaxWait is the cause of the context that caps a Wait.
+var errPauseMaxWait = errors.New("pause: maximum wait elapsed")
+
+// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
+// when WithMaxWait elapsed while still throttled, ErrClosed when the
+// throttler stopped, or ctx's error.
+func (p *Pause) Wait(ctx context.Context) error {
+	if !p.IsThrottled() && !p.manual.Released() {
+		return nil
+	}
+	if p.maxWait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, p.maxWait, errPauseMaxWait)
+		defer cancel()
+	}
+	// Wait on whichever signal throttles until both are clear at once;
+	// each wait is woken by its own signal's broadcast.
+	for {
+		var err error
+		switch {
+		case p.manual.Throttled():
+			err = p.manual.Wait(ctx, 0)
+		case p.poll != nil && p.poll.Throttled():
+			err = p.poll.Wait(ctx)
+		case p.manual.Released():
+			return ErrClosed
+		default:
+			return nil
+		}
+		switch {
+		case err == nil:
+			continue
+		case ctx.Err() != nil && errors.Is(context.Cause(ctx), errPauseMaxWait):
+			if p.IsThrottled() {
+				return fmt.Errorf("%w: %s", ErrMaxWait, p.ThrottleReason())
+			}
+			return nil
+		}
+		return waitError(err, p)
+	}
+}
+
+// UpdateLag checks the flag file now, synchronously, and returns that
+// check's error (ErrNotOpen before Open, ErrClosed after the throttler
+// stopped). Without a flag file there is nothing to check and it returns nil:
+// Pause and Resume publish at once.
+func (p *Pause) UpdateLag(ctx context.Context) error {
+	if p.poll == nil {
+		return nil
+	}
+	if err := p.poll.Update(ctx); err != nil {
+		return fmt.Errorf("throttler: update: %w", lifecycleError(err))
+	}
+	return nil
+}
+
+// ThrottleReason is "" when not throttled; otherwise it names what
+// throttles: "paused manually: <reason>", "flag file /path exists", a flag
+// file check's error, or both signals joined with "; ".
+func (p *Pause) ThrottleReason() string {
+	m := p.manual.Reason()
+	f := ""
+	if p.poll != nil {
+		f = p.poll.Reason()
+	}
+	switch {
+	case f == "":
+		return m
+	case m == "":
+		return f
+	}
+	return m + "; " + f
+}
+
+var (
+	_ Throttler = (*Pause)(nil)
+	_ Waiter    = (*Pause)(nil)
+	_ Reasoner  = (*Pause)(nil)
+)
