@@ -39,27 +39,53 @@ type Measurement struct {
 	NotFlowing string
 }
 
-// Flavor is what the server says it is, from @@version and @@version_comment.
+// Flavor is what the server says it is, from @@version and @@version_comment
+// (and, on MySQL, @@aurora_version).
 type Flavor struct {
 	Version        string // @@version, for example "8.0.36" or "10.11.6-MariaDB-0+deb12u1"
 	VersionComment string // @@version_comment
 	Major, Minor   int
 	MariaDB        bool
+	// Aurora is set for Amazon Aurora MySQL: by ParseFlavor when the version
+	// carries Aurora's engine version ("8.0.mysql_aurora.3.05.2"), by
+	// DetectFlavor also when the server has @@aurora_version.
+	Aurora bool
 }
 
 // DetectFlavor reads the server's version.
+//
+// Aurora MySQL usually reports the community version in @@version (8.0.32 on
+// Aurora 3, 5.7.12 on Aurora 2), so on a server that says neither MariaDB
+// nor Aurora it asks @@aurora_version as well: one more round trip, on MySQL
+// only, once per Open. A server error there (1193, unknown system variable,
+// on anything but Aurora) means "not Aurora"; a failed connection is an
+// error.
 func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
 	var version, comment string
 	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment").Scan(&version, &comment); err != nil {
 		return Flavor{}, fmt.Errorf("read server version: %w", err)
 	}
-	return ParseFlavor(version, comment)
+	f, err := ParseFlavor(version, comment)
+	if err != nil || f.MariaDB || f.Aurora {
+		return f, err
+	}
+	var aurora sql.NullString
+	switch err := db.QueryRowContext(ctx, "SELECT @@aurora_version").Scan(&aurora); {
+	case err == nil:
+		f.Aurora = aurora.String != ""
+	case mysqlErrorNumber(err) != 0:
+		// The server answered that it has no such variable: not Aurora.
+	default:
+		return f, fmt.Errorf("read @@aurora_version: %w", err)
+	}
+	return f, nil
 }
 
 // ParseFlavor interprets @@version and @@version_comment.
 func ParseFlavor(version, comment string) (Flavor, error) {
 	f := Flavor{Version: version, VersionComment: comment}
 	f.MariaDB = strings.Contains(strings.ToLower(version+" "+comment), "mariadb")
+	f.Aurora = !f.MariaDB && strings.Contains(strings.ToLower(version), "mysql_aurora")
 	major, rest, _ := strings.Cut(version, ".")
 	minor, _, _ := strings.Cut(rest, ".")
 	minor = strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' })
@@ -73,9 +99,21 @@ func ParseFlavor(version, comment string) (Flavor, error) {
 }
 
 // DefaultLagSource is the source Open chooses when WithLagSource is not given:
-// PerformanceSchemaSource on MySQL 8.0 and later (including Percona Server and
-// Aurora MySQL 3), ReplicaStatusSource on MariaDB and older MySQL.
+// AuroraSource on Aurora MySQL, PerformanceSchemaSource on MySQL 8.0 and later
+// (including Percona Server), ReplicaStatusSource on MariaDB and older MySQL.
+//
+// Aurora readers do not replicate the binary log: they read the writer's
+// storage volume and lag only in applying its redo to their caches. SHOW
+// REPLICA STATUS and performance_schema's replication tables are empty on
+// them, so the binlog sources would call every reader "not a replica"; the
+// storage-level lag is in information_schema.replica_host_status. An Aurora
+// cluster that is itself a binlog replica of an outside source has that
+// channel on its writer: pass WithLagSource(PerformanceSchemaSource()) to
+// watch it.
 func DefaultLagSource(f Flavor) LagSource {
+	if f.Aurora {
+		return AuroraSource(AuroraConfig{})
+	}
 	if !f.MariaDB && f.Major >= 8 {
 		return PerformanceSchemaSource()
 	}

@@ -83,6 +83,8 @@ func TestDefaultLagSource(t *testing.T) {
 		{Flavor{Major: 5, Minor: 7}, "replica status"},
 		{Flavor{Major: 10, Minor: 11, MariaDB: true}, "replica status"},
 		{Flavor{Major: 11, Minor: 4, MariaDB: true}, "replica status"},
+		{Flavor{Major: 8, Minor: 0, Aurora: true}, "aurora replica_host_status"},
+		{Flavor{Major: 5, Minor: 7, Aurora: true}, "aurora replica_host_status"},
 	}
 	for _, c := range cases {
 		assert.Equal(t, c.want, DefaultLagSource(c.f).String(), "%+v", c.f)
@@ -99,6 +101,7 @@ func TestParseFlavor(t *testing.T) {
 		{"8.0.36", "MySQL Community Server - GPL", 8, 0, false, ""},
 		{"8.4.2-commercial", "MySQL Enterprise Server - Commercial", 8, 4, false, ""},
 		{"8.0.mysql_aurora.3.05.2", "Source distribution", 8, 0, false, ""},
+		{"5.7.mysql_aurora.2.11.2", "Source distribution", 5, 7, false, ""},
 		{"8.0.35-27", "Percona Server (GPL), Release 27", 8, 0, false, ""},
 		{"5.7.44-log", "MySQL Community Server (GPL)", 5, 7, false, ""},
 		{"10.11.19-MariaDB-0+deb12u1", "Debian 12", 10, 11, true, ""},

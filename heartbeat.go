@@ -1,0 +1,325 @@
+package throttler
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HeartbeatWriterConfig configures a Heartbeat.
+type HeartbeatWriterConfig struct {
+	// Table is the heartbeat table, "table" or "database.table" (default
+	// "heartbeat"), named as for HeartbeatConfig.Table.
+	Table string
+	// ServerID is the row the writer owns, which HeartbeatSource selects
+	// with SourceServerID. 0 means the primary's @@server_id, read at Open,
+	// as pt-heartbeat does.
+	ServerID uint32
+	// Interval is the time between beats (default 1s, as pt-heartbeat's;
+	// at least 10ms, pt-heartbeat's minimum). A replica's measured lag
+	// includes up to one interval.
+	Interval time.Duration
+	// Create makes Open create the table if it does not exist, with
+	// pt-heartbeat's schema, so that pt-heartbeat can read and write it too.
+	Create bool
+}
+
+// Heartbeat writes a pt-heartbeat-compatible heartbeat on a primary, like
+// pt-heartbeat --update --utc --replace, for HeartbeatSource to read on the
+// replicas. It is not a Throttler: it is the writer that makes heartbeat lag
+// measurable.
+//
+// Every Interval it replaces its row (server_id = ServerID) with the
+// primary's UTC_TIMESTAMP(6), formatted as pt-heartbeat writes ts
+// ("2006-01-02T15:04:05.000000"): the server's clock, so the lag a replica
+// computes is between two server clocks and the client's plays no part. One
+// goroutine writes, one statement at a time, each bounded by a timeout of the
+// interval, at least 1s and at most 5s.
+//
+// Open writes the first beat synchronously and returns its error (a missing
+// table without Create, a missing grant), then starts the goroutine, which
+// runs until Close or until Open's context ends. Failed writes are retried
+// at the next beat; they are logged when the error changes, not once per
+// beat, and LastError reports the last one. Because a heartbeat that stops
+// reads as growing lag on every replica, stopping the writer throttles the
+// readers of its row: run it for as long as the work it protects, or run
+// pt-heartbeat as a service instead.
+//
+// It needs INSERT and DELETE on the table (REPLACE is both), and CREATE with
+// Create. Run one writer per server_id: two writers of one row make a
+// stalled one look alive.
+type Heartbeat struct {
+	db       *sql.DB
+	table    heartbeatTable
+	serverID atomic.Uint32 // the configured one, or @@server_id once read
+	interval time.Duration
+	timeout  time.Duration
+	create   bool
+	log      *slog.Logger
+
+	mu     sync.Mutex // guards the lifecycle fields below
+	phase  heartbeatPhase
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the writer goroutine has exited
+
+	beats   atomic.Int64
+	errMu   sync.Mutex // guards lastErr
+	lastErr error
+}
+
+type heartbeatPhase int
+
+const (
+	heartbeatNew heartbeatPhase = iota
+	heartbeatOpening
+	heartbeatOpen
+	heartbeatClosed
+)
+
+const (
+	defaultHeartbeatInterval = time.Second
+	minHeartbeatInterval     = 10 * time.Millisecond
+	minHeartbeatTimeout      = time.Second
+	maxHeartbeatTimeout      = 5 * time.Second
+)
+
+// heartbeatCreateTable is pt-heartbeat's --create-table definition.
+const heartbeatCreateTable = `CREATE TABLE IF NOT EXISTS %s (
+  ts                    varchar(26) NOT NULL,
+  server_id             int unsigned NOT NULL PRIMARY KEY,
+  file                  varchar(255) DEFAULT NULL,
+  position              bigint unsigned DEFAULT NULL,
+  relay_master_log_file varchar(255) DEFAULT NULL,
+  exec_master_log_pos   bigint unsigned DEFAULT NULL
+)`
+
+// NewHeartbeat returns a writer for primary. It does no I/O; Open does. A nil
+// logger logs nothing. Bad input is an error wrapping ErrInvalidConfig.
+func NewHeartbeat(primary *sql.DB, cfg HeartbeatWriterConfig, logger *slog.Logger) (*Heartbeat, error) {
+	var errs []error
+	if primary == nil {
+		errs = append(errs, errors.New("primary *sql.DB is nil"))
+	}
+	table, err := parseHeartbeatTable("HeartbeatWriterConfig.Table", cfg.Table)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	interval := cfg.Interval
+	switch {
+	case interval == 0:
+		interval = defaultHeartbeatInterval
+	case interval < minHeartbeatInterval:
+		errs = append(errs, fmt.Errorf("HeartbeatWriterConfig.Interval %v: must be at least %v", interval, minHeartbeatInterval))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Heartbeat{
+		db:       primary,
+		table:    table,
+		interval: interval,
+		timeout:  min(max(interval, minHeartbeatTimeout), maxHeartbeatTimeout),
+		create:   cfg.Create,
+		log:      logger.With("heartbeat", table.name),
+	}
+	h.serverID.Store(cfg.ServerID)
+	return h, nil
+}
+
+// Open creates the table (with Create), reads @@server_id (unless ServerID
+// was given), writes the first beat and returns the first error among them;
+// then it starts writing every Interval until Close or until ctx is done: ctx
+// bounds the writer's whole life, so pass the job's context. A failed Open may
+// be retried; a second Open returns ErrAlreadyOpen, and Open after Close
+// ErrClosed.
+func (h *Heartbeat) Open(ctx context.Context) error {
+	h.mu.Lock()
+	switch h.phase {
+	case heartbeatOpening, heartbeatOpen:
+		h.mu.Unlock()
+		return fmt.Errorf("heartbeat: open: %w", ErrAlreadyOpen)
+	case heartbeatClosed:
+		h.mu.Unlock()
+		return fmt.Errorf("heartbeat: open: %w", ErrClosed)
+	}
+	h.phase = heartbeatOpening
+	h.mu.Unlock()
+
+	stmt, err := h.prepare(ctx)
+	if err == nil {
+		err = h.write(ctx, stmt)
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.phase == heartbeatClosed { // Close ran while we wrote
+		return fmt.Errorf("heartbeat: open: %w", ErrClosed)
+	}
+	if err != nil {
+		h.phase = heartbeatNew
+		h.setLastError(err)
+		return fmt.Errorf("heartbeat: open: %w", err)
+	}
+	h.phase = heartbeatOpen
+	h.beats.Add(1)
+	h.setLastError(nil)
+	h.log.Info("heartbeat: open", "server_id", h.serverID.Load(), "interval", h.interval)
+	wctx, cancel := context.WithCancel(ctx)
+	h.cancel = cancel
+	h.done = make(chan struct{})
+	go h.run(wctx, stmt, h.done)
+	return nil
+}
+
+// prepare creates the table if asked, resolves the server id, and returns the
+// beat's statement.
+func (h *Heartbeat) prepare(ctx context.Context) (string, error) {
+	if h.create {
+		cctx, cancel := context.WithTimeout(ctx, h.timeout)
+		_, err := h.db.ExecContext(cctx, fmt.Sprintf(heartbeatCreateTable, h.table.quoted))
+		cancel()
+		if err != nil {
+			if n := mysqlErrorNumber(err); n == erTableAccessDenied || n == erDBAccessDenied {
+				return "", fmt.Errorf("%w: grant CREATE ON %s (or create the table with pt-heartbeat --create-table): %w", ErrAccessDenied, h.table.name, err)
+			}
+			return "", fmt.Errorf("create heartbeat table %s: %w", h.table.name, err)
+		}
+	}
+	if h.serverID.Load() == 0 {
+		qctx, cancel := context.WithTimeout(ctx, h.timeout)
+		var id uint64
+		err := h.db.QueryRowContext(qctx, "SELECT @@server_id").Scan(&id)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("read @@server_id: %w", err)
+		}
+		if id > 1<<32-1 {
+			return "", fmt.Errorf("@@server_id %d does not fit pt-heartbeat's int unsigned server_id", id)
+		}
+		h.serverID.Store(uint32(id))
+	}
+	// The server's clock, in UTC, in pt-heartbeat's format; the id as a
+	// literal, so that each beat is one round trip, not a prepared
+	// statement's three.
+	return "REPLACE INTO " + h.table.quoted + " (ts, server_id) VALUES (DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f'), " +
+		strconv.FormatUint(uint64(h.serverID.Load()), 10) + ")", nil
+}
+
+// write sends one beat, bounded by the write timeout.
+func (h *Heartbeat) write(ctx context.Context, stmt string) error {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	_, err := h.db.ExecContext(ctx, stmt)
+	if err == nil {
+		return nil
+	}
+	switch mysqlErrorNumber(err) {
+	case erNoSuchTable:
+		return fmt.Errorf("%w: heartbeat table %s does not exist on the primary: create it (HeartbeatWriterConfig.Create, or pt-heartbeat --create-table): %w", ErrUnavailable, h.table.name, err)
+	case erTableAccessDenied, erColumnAccessDenied, erDBAccessDenied:
+		return fmt.Errorf("%w: grant INSERT, DELETE ON %s (REPLACE needs both): %w", ErrAccessDenied, h.table.name, err)
+	}
+	return fmt.Errorf("write heartbeat to %s: %w", h.table.name, err)
+}
+
+// run beats every interval until ctx ends.
+func (h *Heartbeat) run(ctx context.Context, stmt string, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			h.stopped(ctx)
+			return
+		case <-t.C:
+			err := h.write(ctx, stmt)
+			if ctx.Err() != nil { // an aborted write is the end, not a failure
+				h.stopped(ctx)
+				return
+			}
+			h.record(err)
+		}
+	}
+}
+
+// record publishes one beat's outcome, logging only changes.
+func (h *Heartbeat) record(err error) {
+	if err == nil {
+		h.beats.Add(1)
+	}
+	prev := h.setLastError(err)
+	switch {
+	case err == nil && prev != nil:
+		h.log.Info("heartbeat: writes resumed", "beats", h.beats.Load())
+	case err != nil && (prev == nil || prev.Error() != err.Error()):
+		h.log.Warn("heartbeat: write failed; retrying every interval", "err", err)
+	}
+}
+
+func (h *Heartbeat) setLastError(err error) (prev error) {
+	h.errMu.Lock()
+	defer h.errMu.Unlock()
+	prev, h.lastErr = h.lastErr, err
+	return prev
+}
+
+// stopped logs why the writer stopped, unless Close stopped it (Close logs).
+func (h *Heartbeat) stopped(ctx context.Context) {
+	h.mu.Lock()
+	closing := h.phase == heartbeatClosed
+	h.mu.Unlock()
+	if !closing {
+		h.log.Info("heartbeat: stopped: Open's context ended; replicas reading this row will see their lag grow", "cause", context.Cause(ctx))
+	}
+}
+
+// Close stops the writer and waits for its goroutine to exit. It is
+// idempotent and always returns nil. The row keeps its last ts, so replicas
+// reading it see their lag grow from then on.
+func (h *Heartbeat) Close() error {
+	h.mu.Lock()
+	if h.phase == heartbeatClosed {
+		h.mu.Unlock()
+		return nil
+	}
+	wasOpen := h.phase == heartbeatOpen
+	h.phase = heartbeatClosed
+	cancel, done := h.cancel, h.done
+	h.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	if wasOpen {
+		h.log.Info("heartbeat: closed", "beats", h.beats.Load())
+	}
+	return nil
+}
+
+// LastError is the error of the last write (or of a failed Open); nil after a
+// successful one and before Open.
+func (h *Heartbeat) LastError() error {
+	h.errMu.Lock()
+	defer h.errMu.Unlock()
+	return h.lastErr
+}
+
+// Beats is the number of heartbeats written so far, the first one included.
+func (h *Heartbeat) Beats() int64 { return h.beats.Load() }
+
+// ServerID is the server_id of the row the writer owns: the configured one,
+// or the primary's @@server_id once Open has read it (0 before).
+func (h *Heartbeat) ServerID() uint32 { return h.serverID.Load() }

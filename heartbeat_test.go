@@ -1,0 +1,460 @@
+package throttler
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// hbsql is an in-memory database/sql driver for the Heartbeat writer and
+// DetectFlavor tests: every statement goes to answer, which returns the
+// columns and rows of a query (nil for an Exec), or an error. It starts no
+// goroutine of its own; the *sql.DB is closed at cleanup.
+type hbsql struct {
+	mu      sync.Mutex
+	answer  func(ctx context.Context, query string) (hbsqlResult, error)
+	queries []string
+	hangs   atomic.Int64 // statements that waited for their context
+}
+
+type hbsqlResult struct {
+	cols []string
+	rows [][]driver.Value
+}
+
+func newHBSQL(t testing.TB, answer func(ctx context.Context, query string) (hbsqlResult, error)) (*sql.DB, *hbsql) {
+	t.Helper()
+	f := &hbsql{answer: answer}
+	db := sql.OpenDB(hbsqlConnector{f})
+	t.Cleanup(func() { _ = db.Close() })
+	return db, f
+}
+
+func (f *hbsql) run(ctx context.Context, q string) (hbsqlResult, error) {
+	f.mu.Lock()
+	f.queries = append(f.queries, q)
+	answer := f.answer
+	f.mu.Unlock()
+	return answer(ctx, q)
+}
+
+func (f *hbsql) log() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.queries...)
+}
+
+func (f *hbsql) count(prefix string) int {
+	n := 0
+	for _, q := range f.log() {
+		if strings.HasPrefix(q, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// hang is an answer that waits for the statement's context, like a write on
+// a hung primary.
+func (f *hbsql) hang(ctx context.Context) (hbsqlResult, error) {
+	f.hangs.Add(1)
+	<-ctx.Done()
+	return hbsqlResult{}, ctx.Err()
+}
+
+type hbsqlConnector struct{ f *hbsql }
+
+func (c hbsqlConnector) Connect(context.Context) (driver.Conn, error) { return hbsqlConn(c), nil }
+func (c hbsqlConnector) Driver() driver.Driver                        { return hbsqlDriver{} }
+
+type hbsqlDriver struct{}
+
+func (hbsqlDriver) Open(string) (driver.Conn, error) {
+	return nil, errors.New("hbsql: use the connector")
+}
+
+type hbsqlConn struct{ f *hbsql }
+
+func (c hbsqlConn) Prepare(string) (driver.Stmt, error) { return nil, errors.New("hbsql: no prepare") }
+func (c hbsqlConn) Close() error                        { return nil }
+func (c hbsqlConn) Begin() (driver.Tx, error)           { return nil, errors.New("hbsql: no transactions") }
+
+func (c hbsqlConn) ExecContext(ctx context.Context, q string, _ []driver.NamedValue) (driver.Result, error) {
+	if _, err := c.f.run(ctx, q); err != nil {
+		return nil, err
+	}
+	return driver.RowsAffected(1), nil
+}
+
+func (c hbsqlConn) QueryContext(ctx context.Context, q string, _ []driver.NamedValue) (driver.Rows, error) {
+	r, err := c.f.run(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return &hbsqlRows{r: r}, nil
+}
+
+type hbsqlRows struct {
+	r hbsqlResult
+	i int
+}
+
+func (r *hbsqlRows) Columns() []string { return r.r.cols }
+func (r *hbsqlRows) Close() error      { return nil }
+func (r *hbsqlRows) Next(dest []driver.Value) error {
+	if r.i >= len(r.r.rows) {
+		return io.EOF
+	}
+	copy(dest, r.r.rows[r.i])
+	r.i++
+	return nil
+}
+
+// hbPrimaryAnswer plays a primary with server_id 42 on which every write
+// succeeds.
+func hbPrimaryAnswer(_ context.Context, q string) (hbsqlResult, error) {
+	if q == "SELECT @@server_id" {
+		return hbsqlResult{cols: []string{"@@server_id"}, rows: [][]driver.Value{{int64(42)}}}, nil
+	}
+	return hbsqlResult{}, nil
+}
+
+func hbMySQLErr(n uint16, msg string) error { return &mysql.MySQLError{Number: n, Message: msg} }
+
+// hbLogRecorder keeps the messages logged through it.
+type hbLogRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *hbLogRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *hbLogRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, r.Message)
+	l.mu.Unlock()
+	return nil
+}
+func (l *hbLogRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *hbLogRecorder) WithGroup(string) slog.Handler      { return l }
+
+func (l *hbLogRecorder) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.msgs {
+		if strings.Contains(m, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestNewHeartbeatConfig(t *testing.T) {
+	db, _ := newHBSQL(t, hbPrimaryAnswer)
+	bad := []struct {
+		name string
+		db   *sql.DB
+		cfg  HeartbeatWriterConfig
+		want string
+	}{
+		{"nil db", nil, HeartbeatWriterConfig{}, "primary *sql.DB is nil"},
+		{"three parts", db, HeartbeatWriterConfig{Table: "a.b.c"}, `HeartbeatWriterConfig.Table "a.b.c"`},
+		{"backtick", db, HeartbeatWriterConfig{Table: "db.hb`; DROP TABLE x"}, "give names unquoted"},
+		{"empty database", db, HeartbeatWriterConfig{Table: ".heartbeat"}, "empty name"},
+		{"space", db, HeartbeatWriterConfig{Table: "my db.heartbeat"}, `has ' '`},
+		{"too long", db, HeartbeatWriterConfig{Table: strings.Repeat("x", 65)}, "longer than MySQL's 64"},
+		{"negative interval", db, HeartbeatWriterConfig{Interval: -time.Second}, "HeartbeatWriterConfig.Interval -1s: must be at least 10ms"},
+		{"tiny interval", db, HeartbeatWriterConfig{Interval: time.Millisecond}, "HeartbeatWriterConfig.Interval 1ms"},
+	}
+	for _, c := range bad {
+		h, err := NewHeartbeat(c.db, c.cfg, nil)
+		assert.Nil(t, h, c.name)
+		assert.ErrorIs(t, err, ErrInvalidConfig, c.name)
+		assert.ErrorContains(t, err, c.want, c.name)
+	}
+
+	good := []struct {
+		cfg              HeartbeatWriterConfig
+		quoted           string
+		interval, expire time.Duration
+	}{
+		{HeartbeatWriterConfig{}, "`heartbeat`", time.Second, time.Second},
+		{HeartbeatWriterConfig{Table: "percona.heartbeat", Interval: 100 * time.Millisecond}, "`percona`.`heartbeat`", 100 * time.Millisecond, time.Second},
+		{HeartbeatWriterConfig{Table: "my-app$1.hb_2", Interval: 2 * time.Second}, "`my-app$1`.`hb_2`", 2 * time.Second, 2 * time.Second},
+		{HeartbeatWriterConfig{Table: "données.pouls", Interval: time.Minute}, "`données`.`pouls`", time.Minute, 5 * time.Second},
+	}
+	for _, c := range good {
+		h, err := NewHeartbeat(db, c.cfg, nil)
+		require.NoError(t, err, "%+v", c.cfg)
+		assert.Equal(t, c.quoted, h.table.quoted)
+		assert.Equal(t, c.interval, h.interval)
+		assert.Equal(t, c.expire, h.timeout, "the write timeout is the interval, within [1s, 5s]")
+		assert.Zero(t, h.Beats())
+		assert.NoError(t, h.LastError())
+		assert.NoError(t, h.Close(), "Close before Open")
+	}
+}
+
+func TestHeartbeatLifecycle(t *testing.T) {
+	db, f := newHBSQL(t, hbPrimaryAnswer)
+	logs := &hbLogRecorder{}
+	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Table: "percona.heartbeat", Interval: 10 * time.Millisecond, Create: true}, slog.New(logs))
+	require.NoError(t, err)
+	assert.Zero(t, h.ServerID(), "not read before Open")
+
+	require.NoError(t, h.Open(context.Background()))
+	t.Cleanup(func() { _ = h.Close() })
+	// The first beat was written by Open itself, after the table and the
+	// server id.
+	q := f.log()
+	require.Len(t, q, 3, "%q", q)
+	assert.True(t, strings.HasPrefix(q[0], "CREATE TABLE IF NOT EXISTS `percona`.`heartbeat` (\n  ts                    varchar(26) NOT NULL,\n  server_id             int unsigned NOT NULL PRIMARY KEY,"), q[0])
+	assert.Contains(t, q[0], "relay_master_log_file varchar(255) DEFAULT NULL")
+	assert.Equal(t, "SELECT @@server_id", q[1])
+	assert.Equal(t, "REPLACE INTO `percona`.`heartbeat` (ts, server_id) VALUES (DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f'), 42)", q[2])
+	assert.EqualValues(t, 42, h.ServerID())
+	assert.GreaterOrEqual(t, h.Beats(), int64(1))
+	assert.NoError(t, h.LastError())
+
+	err = h.Open(context.Background())
+	assert.ErrorIs(t, err, ErrAlreadyOpen)
+
+	require.Eventually(t, func() bool { return h.Beats() >= 5 }, 10*time.Second, time.Millisecond, "the writer beats every interval")
+	assert.Equal(t, 1, f.count("CREATE"), "the table is created once")
+	assert.Equal(t, 1, f.count("SELECT @@server_id"), "the server id is read once")
+
+	require.NoError(t, h.Close())
+	writes := f.count("REPLACE")
+	assert.EqualValues(t, writes, h.Beats(), "every write succeeded and was counted")
+	time.Sleep(30 * time.Millisecond) // three intervals: nothing may write after Close returned
+	assert.Equal(t, writes, f.count("REPLACE"), "no write after Close")
+	require.NoError(t, h.Close(), "Close is idempotent")
+	assert.ErrorIs(t, h.Open(context.Background()), ErrClosed)
+	assert.Equal(t, 1, logs.count("heartbeat: open"))
+	assert.Equal(t, 1, logs.count("heartbeat: closed"))
+	assert.Zero(t, logs.count("write failed"))
+}
+
+func TestHeartbeatConfiguredServerID(t *testing.T) {
+	db, f := newHBSQL(t, hbPrimaryAnswer)
+	h, err := NewHeartbeat(db, HeartbeatWriterConfig{ServerID: 7, Interval: time.Hour}, nil)
+	require.NoError(t, err)
+	require.NoError(t, h.Open(context.Background()))
+	defer h.Close()
+	assert.Equal(t, []string{"REPLACE INTO `heartbeat` (ts, server_id) VALUES (DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f'), 7)"}, f.log(),
+		"no CREATE without Create, no @@server_id with a ServerID")
+	assert.EqualValues(t, 7, h.ServerID())
+}
+
+func TestHeartbeatOpenErrors(t *testing.T) {
+	errRefused := errors.New("dial tcp 10.0.0.5:3306: connect: connection refused")
+	onWrite := func(err error) func(q string) error {
+		return func(q string) error {
+			if strings.HasPrefix(q, "REPLACE") {
+				return err
+			}
+			return nil
+		}
+	}
+	cases := []struct {
+		name   string
+		cfg    HeartbeatWriterConfig
+		fail   func(q string) error
+		is     error
+		want   []string
+		writes int // REPLACE statements sent
+	}{
+		{
+			name:   "missing table without Create",
+			cfg:    HeartbeatWriterConfig{Table: "percona.heartbeat"},
+			fail:   onWrite(hbMySQLErr(1146, "Table 'percona.heartbeat' doesn't exist")),
+			is:     ErrUnavailable,
+			want:   []string{"heartbeat table percona.heartbeat does not exist on the primary", "HeartbeatWriterConfig.Create", "Error 1146"},
+			writes: 1,
+		},
+		{
+			name:   "no INSERT grant",
+			cfg:    HeartbeatWriterConfig{Table: "percona.heartbeat"},
+			fail:   onWrite(hbMySQLErr(1142, "INSERT command denied to user 'copier'@'%' for table 'heartbeat'")),
+			is:     ErrAccessDenied,
+			want:   []string{"grant INSERT, DELETE ON percona.heartbeat"},
+			writes: 1,
+		},
+		{
+			name: "no CREATE grant",
+			cfg:  HeartbeatWriterConfig{Table: "percona.heartbeat", Create: true},
+			fail: func(q string) error {
+				if strings.HasPrefix(q, "CREATE") {
+					return hbMySQLErr(1142, "CREATE command denied")
+				}
+				return nil
+			},
+			is:   ErrAccessDenied,
+			want: []string{"grant CREATE ON percona.heartbeat"},
+		},
+		{
+			name: "server id unreadable",
+			cfg:  HeartbeatWriterConfig{},
+			fail: func(q string) error {
+				if q == "SELECT @@server_id" {
+					return errRefused
+				}
+				return nil
+			},
+			is:   errRefused,
+			want: []string{"read @@server_id"},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			broken := true
+			var mu sync.Mutex
+			db, f := newHBSQL(t, func(ctx context.Context, q string) (hbsqlResult, error) {
+				mu.Lock()
+				b := broken
+				mu.Unlock()
+				if b {
+					if err := c.fail(q); err != nil {
+						return hbsqlResult{}, err
+					}
+				}
+				return hbPrimaryAnswer(ctx, q)
+			})
+			h, err := NewHeartbeat(db, c.cfg, nil)
+			require.NoError(t, err)
+			err = h.Open(context.Background())
+			require.ErrorIs(t, err, c.is)
+			for _, w := range c.want {
+				assert.ErrorContains(t, err, w)
+			}
+			assert.Zero(t, h.Beats())
+			assert.ErrorIs(t, h.LastError(), c.is)
+			assert.Equal(t, c.writes, f.count("REPLACE"))
+
+			// Fixed, a failed Open may be retried.
+			mu.Lock()
+			broken = false
+			mu.Unlock()
+			require.NoError(t, h.Open(context.Background()))
+			assert.EqualValues(t, 1, h.Beats())
+			assert.NoError(t, h.LastError())
+			require.NoError(t, h.Close())
+		})
+	}
+}
+
+// Write errors are retried every beat but logged once per change, and
+// LastError follows them.
+func TestHeartbeatWriteErrorsLoggedOnChange(t *testing.T) {
+	var mu sync.Mutex
+	var writeErr error
+	db, f := newHBSQL(t, func(ctx context.Context, q string) (hbsqlResult, error) {
+		mu.Lock()
+		err := writeErr
+		mu.Unlock()
+		if strings.HasPrefix(q, "REPLACE") && err != nil {
+			return hbsqlResult{}, err
+		}
+		return hbPrimaryAnswer(ctx, q)
+	})
+	setErr := func(err error) {
+		mu.Lock()
+		writeErr = err
+		mu.Unlock()
+	}
+	logs := &hbLogRecorder{}
+	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, slog.New(logs))
+	require.NoError(t, err)
+	require.NoError(t, h.Open(context.Background()))
+	defer h.Close()
+
+	readOnly := hbMySQLErr(1290, "The MariaDB server is running with the --read-only option so it cannot execute this statement")
+	setErr(readOnly)
+	start := f.count("REPLACE")
+	require.Eventually(t, func() bool { return f.count("REPLACE") >= start+5 }, 10*time.Second, time.Millisecond, "failed writes are retried every beat")
+	beats := h.Beats()
+	assert.ErrorIs(t, h.LastError(), readOnly)
+	assert.ErrorContains(t, h.LastError(), "write heartbeat to heartbeat: Error 1290")
+	assert.Equal(t, 1, logs.count("write failed"), "one line for five failures")
+
+	gone := hbMySQLErr(1146, "Table 'heartbeat' doesn't exist")
+	setErr(gone)
+	require.Eventually(t, func() bool { return errors.Is(h.LastError(), ErrUnavailable) }, 10*time.Second, time.Millisecond)
+	start = f.count("REPLACE")
+	require.Eventually(t, func() bool { return f.count("REPLACE") >= start+3 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, 2, logs.count("write failed"), "a new error is a new line")
+	assert.Equal(t, beats, h.Beats(), "failed writes are not beats")
+
+	setErr(nil)
+	require.Eventually(t, func() bool { return h.LastError() == nil && h.Beats() > beats+2 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, 1, logs.count("writes resumed"))
+	assert.Equal(t, 2, logs.count("write failed"))
+}
+
+// A hung primary costs one write at a time, each bounded by the timeout, and
+// Close does not wait for it.
+func TestHeartbeatHungWrites(t *testing.T) {
+	var hang atomic.Bool
+	var f *hbsql
+	db, f := newHBSQL(t, func(ctx context.Context, q string) (hbsqlResult, error) {
+		if strings.HasPrefix(q, "REPLACE") && hang.Load() {
+			return f.hang(ctx)
+		}
+		return hbPrimaryAnswer(ctx, q)
+	})
+	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, nil)
+	require.NoError(t, err)
+	h.timeout = 30 * time.Millisecond // the default floor is 1s; the bound is what matters
+	require.NoError(t, h.Open(context.Background()))
+	hang.Store(true)
+	require.Eventually(t, func() bool { return errors.Is(h.LastError(), context.DeadlineExceeded) }, 10*time.Second, time.Millisecond,
+		"a hung write ends at the timeout and is an error")
+	require.Eventually(t, func() bool { return f.hangs.Load() >= 3 }, 10*time.Second, time.Millisecond, "and the next beat tries again")
+
+	closed := make(chan struct{})
+	go func() { _ = h.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a hung write")
+	}
+	assert.ErrorIs(t, h.LastError(), context.DeadlineExceeded, "the write Close aborted is not recorded as a failure")
+}
+
+func TestHeartbeatOpenContextEnds(t *testing.T) {
+	db, f := newHBSQL(t, hbPrimaryAnswer)
+	logs := &hbLogRecorder{}
+	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, slog.New(logs))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	require.NoError(t, h.Open(ctx))
+	require.Eventually(t, func() bool { return h.Beats() >= 3 }, 10*time.Second, time.Millisecond)
+	cancel()
+	require.Eventually(t, func() bool { return logs.count("Open's context ended") == 1 }, 10*time.Second, time.Millisecond)
+	writes := f.count("REPLACE")
+	time.Sleep(30 * time.Millisecond)
+	assert.Equal(t, writes, f.count("REPLACE"), "no write after Open's context ended")
+	assert.ErrorIs(t, h.Open(context.Background()), ErrAlreadyOpen, "still open until Close")
+	require.NoError(t, h.Close())
+	assert.Equal(t, 1, logs.count("Open's context ended"))
+
+	// An Open whose context is already done fails, and starts nothing.
+	h2, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, nil)
+	require.NoError(t, err)
+	err = h2.Open(ctx)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Zero(t, h2.Beats())
+	require.NoError(t, h2.Close())
+}
