@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -15,9 +16,40 @@ import (
 // on the replica.
 func (p *Pair) adminDSN(s Server) string { return dsn("root", p.AdminPassword, s.Port, "") }
 
+// replicaID names one of the pair's replicas for the handles shared by the
+// Pair's methods (the first replica) and ReplicaHandle (either).
+type replicaID int
+
+const (
+	replica1 replicaID = iota + 1
+	replica2
+)
+
+// errNoSecondReplica is returned by a second-replica handle on a pair whose
+// second replica was never created (or was forgotten by a fresh start).
+var errNoSecondReplica = errors.New("the pair has no second replica (SecondReplica creates it)")
+
+// label prefixes a handle's description with the replica it acts on, except
+// for the first replica, whose messages predate the second.
+func (id replicaID) label(what string) string {
+	if id == replica2 {
+		return replica2Name + ": " + what
+	}
+	return what
+}
+
 // adminReplica runs fn on one admin connection to the replica.
 func (p *Pair) adminReplica(ctx context.Context, fn func(context.Context, *sql.Conn) error) error {
-	return withConn(ctx, p.adminDSN(p.Replica), func(c *sql.Conn) error { return fn(ctx, c) })
+	return p.adminOn(ctx, replica1, fn)
+}
+
+// adminOn runs fn on one admin connection to replica id.
+func (p *Pair) adminOn(ctx context.Context, id replicaID, fn func(context.Context, *sql.Conn) error) error {
+	s, err := p.replicaByID(id)
+	if err != nil {
+		return err
+	}
+	return withConn(ctx, p.adminDSN(s), func(c *sql.Conn) error { return fn(ctx, c) })
 }
 
 // Replication threads that replicaExec waits for after its statements.
@@ -32,15 +64,15 @@ const (
 // defaultOpTimeout, then waits until the thread(s) named by wait report Yes:
 // START SLAVE returns while the IO thread is still "Preparing" or
 // "Connecting", and callers want a settled state to assert on.
-func (p *Pair) replicaExec(ctx context.Context, what, wait string, stmts ...string) error {
+func (p *Pair) replicaExec(ctx context.Context, id replicaID, what, wait string, stmts ...string) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultOpTimeout)
 	defer cancel()
-	err := p.adminReplica(ctx, func(ctx context.Context, c *sql.Conn) error { return execAll(ctx, c, stmts...) })
+	err := p.adminOn(ctx, id, func(ctx context.Context, c *sql.Conn) error { return execAll(ctx, c, stmts...) })
 	if err == nil && wait != noThread {
-		err = p.waitThreads(ctx, wait)
+		err = p.waitThreads(ctx, id, wait)
 	}
 	if err != nil {
-		return fmt.Errorf("testenv: %s: %w", what, err)
+		return fmt.Errorf("testenv: %s: %w", id.label(what), err)
 	}
 	return nil
 }
@@ -53,11 +85,15 @@ func (p *Pair) replicaExec(ctx context.Context, what, wait string, stmts ...stri
 // event's whole-second timestamp: a write committed late in its second
 // appears up to 1s sooner than d.
 func (p *Pair) SetDelay(ctx context.Context, d time.Duration) error {
+	return p.setDelay(ctx, replica1, d)
+}
+
+func (p *Pair) setDelay(ctx context.Context, id replicaID, d time.Duration) error {
 	if d < 0 {
-		return fmt.Errorf("testenv: set delay: negative delay %v", d)
+		return fmt.Errorf("testenv: %s: negative delay %v", id.label("set delay"), d)
 	}
 	secs := int64((d + time.Second - 1) / time.Second)
-	return p.replicaExec(ctx, fmt.Sprintf("set delay %ds", secs), bothThreads, delayStatements(secs)...)
+	return p.replicaExec(ctx, id, fmt.Sprintf("set delay %ds", secs), bothThreads, delayStatements(secs)...)
 }
 
 func delayStatements(secs int64) []string {
@@ -67,38 +103,44 @@ func delayStatements(secs int64) []string {
 // StopSQLThread stops the applier; the IO thread keeps fetching, so the
 // backlog grows while the primary writes.
 func (p *Pair) StopSQLThread(ctx context.Context) error {
-	return p.replicaExec(ctx, "stop SQL thread", noThread, "STOP SLAVE SQL_THREAD")
+	return p.replicaExec(ctx, replica1, "stop SQL thread", noThread, "STOP SLAVE SQL_THREAD")
 }
 
 // StartSQLThread starts the applier again.
 func (p *Pair) StartSQLThread(ctx context.Context) error {
-	return p.replicaExec(ctx, "start SQL thread", sqlThread, "START SLAVE SQL_THREAD")
+	return p.replicaExec(ctx, replica1, "start SQL thread", sqlThread, "START SLAVE SQL_THREAD")
 }
 
 // StopIOThread disconnects the replica from the primary; it applies what it
 // already fetched and then falls silently behind.
 func (p *Pair) StopIOThread(ctx context.Context) error {
-	return p.replicaExec(ctx, "stop IO thread", noThread, "STOP SLAVE IO_THREAD")
+	return p.replicaExec(ctx, replica1, "stop IO thread", noThread, "STOP SLAVE IO_THREAD")
 }
 
 // StartIOThread reconnects the replica to the primary.
 func (p *Pair) StartIOThread(ctx context.Context) error {
-	return p.replicaExec(ctx, "start IO thread", ioThread, "START SLAVE IO_THREAD")
+	return p.replicaExec(ctx, replica1, "start IO thread", ioThread, "START SLAVE IO_THREAD")
 }
 
 // KillReplica SIGKILLs the replica's mariadbd and waits until it is gone,
 // like a crash: in-flight queries fail with "invalid connection" and new
 // ones with "connection refused" until RestartReplica.
-func (p *Pair) KillReplica() error {
-	s := p.replicaServer()
+func (p *Pair) KillReplica() error { return p.kill(replica1) }
+
+func (p *Pair) kill(id replicaID) error {
+	what := id.label("kill replica")
+	s, err := p.replicaByID(id)
+	if err != nil {
+		return fmt.Errorf("testenv: %s: %w", what, err)
+	}
 	if !isOurServer(s) {
-		return fmt.Errorf("testenv: kill replica: not running (pid %d)", s.PID)
+		return fmt.Errorf("testenv: %s: not running (pid %d)", what, s.PID)
 	}
 	if err := signalProcess(s.PID, sigKill); err != nil {
-		return fmt.Errorf("testenv: kill replica: %w", err)
+		return fmt.Errorf("testenv: %s: %w", what, err)
 	}
 	if !waitGone(s, 10*time.Second) {
-		return fmt.Errorf("testenv: kill replica: pid %d still alive 10s after SIGKILL", s.PID)
+		return fmt.Errorf("testenv: %s: pid %d still alive 10s after SIGKILL", what, s.PID)
 	}
 	return nil
 }
@@ -108,17 +150,22 @@ func (p *Pair) KillReplica() error {
 // connections and both replication threads run (replication resumes from
 // its GTID position; a MASTER_DELAY set before persists).
 func (p *Pair) RestartReplica(ctx context.Context) error {
+	return p.restart(ctx, replica1)
+}
+
+func (p *Pair) restart(ctx context.Context, id replicaID) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultStartTimeout)
 	defer cancel()
-	if err := p.restartReplica(ctx, false); err != nil {
-		return fmt.Errorf("testenv: restart replica: %w", err)
+	if err := p.restartReplica(ctx, id, false); err != nil {
+		return fmt.Errorf("testenv: %s: %w", id.label("restart replica"), err)
 	}
 	return nil
 }
 
-// restartReplica does RestartReplica; locked says the caller already holds
-// the dir lock (Up), which serialises state-file updates across processes.
-func (p *Pair) restartReplica(ctx context.Context, locked bool) error {
+// restartReplica does RestartReplica for replica id; locked says the caller
+// already holds the dir lock (Up, SecondReplica), which serialises
+// state-file updates across processes.
+func (p *Pair) restartReplica(ctx context.Context, id replicaID, locked bool) error {
 	if !locked {
 		unlock, err := lockFile(ctx, filepath.Join(p.Dir, lockName))
 		if err != nil {
@@ -126,7 +173,10 @@ func (p *Pair) restartReplica(ctx context.Context, locked bool) error {
 		}
 		defer unlock()
 	}
-	s := p.replicaServer()
+	s, err := p.replicaByID(id) // read under the lock: what we write back is current
+	if err != nil {
+		return err
+	}
 	if err := stopServer(s); err != nil {
 		return err
 	}
@@ -135,20 +185,25 @@ func (p *Pair) restartReplica(ctx context.Context, locked bool) error {
 		return err
 	}
 	p.mu.Lock()
-	p.Replica.PID = pid
+	if id == replica1 {
+		p.Replica.PID = pid
+	} else {
+		p.Replica2.PID = pid
+	}
 	p.mu.Unlock()
 	if err := writeState(p); err != nil {
 		return err
 	}
-	return p.waitThreads(ctx, bothThreads)
+	return p.waitThreads(ctx, id, bothThreads)
 }
 
-// waitThreads polls until the named replication thread(s) report Yes. A
-// thread that stopped on an error fails at once instead of timing out.
-func (p *Pair) waitThreads(ctx context.Context, which string) error {
+// waitThreads polls until the named replication thread(s) of replica id
+// report Yes. A thread that stopped on an error fails at once instead of
+// timing out.
+func (p *Pair) waitThreads(ctx context.Context, id replicaID, which string) error {
 	var last map[string]string
 	for {
-		err := p.adminReplica(ctx, func(ctx context.Context, c *sql.Conn) error {
+		err := p.adminOn(ctx, id, func(ctx context.Context, c *sql.Conn) error {
 			var err error
 			last, err = queryStatus(ctx, c)
 			return err
@@ -173,13 +228,17 @@ func (p *Pair) waitThreads(ctx context.Context, which string) error {
 // FreezeReplica SIGSTOPs the replica: its TCP port stays open but nothing
 // answers, the hardest fault for a client (only a context deadline or a
 // read timeout ends a query). ThawReplica or Reset undoes it.
-func (p *Pair) FreezeReplica() error { return p.signalReplica("freeze replica", sigStop) }
+func (p *Pair) FreezeReplica() error { return p.signalReplica(replica1, "freeze replica", sigStop) }
 
 // ThawReplica SIGCONTs the replica.
-func (p *Pair) ThawReplica() error { return p.signalReplica("thaw replica", sigCont) }
+func (p *Pair) ThawReplica() error { return p.signalReplica(replica1, "thaw replica", sigCont) }
 
-func (p *Pair) signalReplica(what string, sig syscall.Signal) error {
-	s := p.replicaServer()
+func (p *Pair) signalReplica(id replicaID, what string, sig syscall.Signal) error {
+	what = id.label(what)
+	s, err := p.replicaByID(id)
+	if err != nil {
+		return fmt.Errorf("testenv: %s: %w", what, err)
+	}
 	if !isOurServer(s) {
 		return fmt.Errorf("testenv: %s: not running (pid %d)", what, s.PID)
 	}
@@ -194,31 +253,31 @@ func (p *Pair) signalReplica(what string, sig syscall.Signal) error {
 // checks global privileges against a per-connection copy taken at login, so
 // a pooled connection would otherwise keep the old grant and hide the fault.
 func (p *Pair) RevokeMonitorGrant(ctx context.Context) error {
-	return p.changeMonitorGrant(ctx, "revoke monitor grant",
+	return p.changeMonitorGrant(ctx, replica1, "revoke monitor grant",
 		fmt.Sprintf("REVOKE SLAVE MONITOR ON *.* FROM '%s'@'%%'", monitorUser))
 }
 
 // RestoreMonitorGrant gives SLAVE MONITOR back and, for the same reason as
 // RevokeMonitorGrant, kills the user's sessions so pools reconnect with it.
 func (p *Pair) RestoreMonitorGrant(ctx context.Context) error {
-	return p.changeMonitorGrant(ctx, "restore monitor grant", grantMonitorStatement())
+	return p.changeMonitorGrant(ctx, replica1, "restore monitor grant", grantMonitorStatement())
 }
 
 func grantMonitorStatement() string {
 	return fmt.Sprintf("GRANT SLAVE MONITOR ON *.* TO '%s'@'%%'", monitorUser)
 }
 
-func (p *Pair) changeMonitorGrant(ctx context.Context, what, stmt string) error {
+func (p *Pair) changeMonitorGrant(ctx context.Context, id replicaID, what, stmt string) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultOpTimeout)
 	defer cancel()
-	err := p.adminReplica(ctx, func(ctx context.Context, c *sql.Conn) error {
+	err := p.adminOn(ctx, id, func(ctx context.Context, c *sql.Conn) error {
 		if _, err := c.ExecContext(ctx, stmt); err != nil {
 			return err
 		}
 		return killMonitorSessions(ctx, c)
 	})
 	if err != nil {
-		return fmt.Errorf("testenv: %s: %w", what, err)
+		return fmt.Errorf("testenv: %s: %w", id.label(what), err)
 	}
 	return nil
 }
@@ -303,7 +362,9 @@ func (p *Pair) StartWriter(ctx context.Context, every time.Duration) (stop func(
 // WaitCaughtUp waits until the replica has applied everything the primary
 // has binlogged so far (MASTER_GTID_WAIT on the primary's gtid_binlog_pos),
 // within ctx or defaultOpTimeout.
-func (p *Pair) WaitCaughtUp(ctx context.Context) error {
+func (p *Pair) WaitCaughtUp(ctx context.Context) error { return p.waitCaughtUp(ctx, replica1) }
+
+func (p *Pair) waitCaughtUp(ctx context.Context, id replicaID) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultOpTimeout)
 	defer cancel()
 	var pos string
@@ -311,7 +372,7 @@ func (p *Pair) WaitCaughtUp(ctx context.Context) error {
 		return c.QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&pos)
 	})
 	if err != nil {
-		return fmt.Errorf("testenv: wait caught up: read the primary's position: %w", err)
+		return fmt.Errorf("testenv: %s: read the primary's position: %w", id.label("wait caught up"), err)
 	}
 	if pos == "" {
 		return nil
@@ -321,21 +382,22 @@ func (p *Pair) WaitCaughtUp(ctx context.Context) error {
 	deadline, _ := ctx.Deadline()
 	wait := max(time.Until(deadline)-100*time.Millisecond, 100*time.Millisecond)
 	var res sql.NullInt64
-	err = p.adminReplica(ctx, func(ctx context.Context, c *sql.Conn) error {
+	err = p.adminOn(ctx, id, func(ctx context.Context, c *sql.Conn) error {
 		return c.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, ?)", pos, wait.Seconds()).Scan(&res)
 	})
 	if err == nil && (!res.Valid || res.Int64 != 0) {
 		err = fmt.Errorf("not caught up after %.1fs", wait.Seconds())
 	}
 	if err != nil {
-		return fmt.Errorf("testenv: wait caught up to %s: %w (replica: %s)", pos, err, p.statusSummary())
+		return fmt.Errorf("testenv: %s to %s: %w (replica: %s)", id.label("wait caught up"), pos, err, p.statusSummary(id))
 	}
 	return nil
 }
 
 // Reset brings the pair back to healthy: replica thawed, restarted if dead
 // or unresponsive, monitor grant present, no delay, both threads running,
-// caught up. It only acts where something differs, so it is cheap on a
+// caught up; and the same for the second replica when SecondReplica has
+// created one. It only acts where something differs, so it is cheap on a
 // healthy pair; Require runs it before and after every test.
 func (p *Pair) Reset(ctx context.Context) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultStartTimeout)
@@ -347,16 +409,32 @@ func (p *Pair) Reset(ctx context.Context) error {
 }
 
 func (p *Pair) reset(ctx context.Context, locked bool) error {
-	s := p.replicaServer()
+	if err := p.resetReplica(ctx, replica1, locked); err != nil {
+		return err
+	}
+	if _, err := p.replicaByID(replica2); err == nil {
+		if err := p.resetReplica(ctx, replica2, locked); err != nil {
+			return fmt.Errorf("%s: %w", replica2Name, err)
+		}
+	}
+	return nil
+}
+
+// resetReplica does reset for one replica.
+func (p *Pair) resetReplica(ctx context.Context, id replicaID, locked bool) error {
+	s, err := p.replicaByID(id)
+	if err != nil {
+		return err
+	}
 	if isOurServer(s) {
 		_ = signalProcess(s.PID, sigCont)
 	}
 	if err := ping(ctx, p.adminDSN(s), 3*time.Second); err != nil {
-		if err := p.restartReplica(ctx, locked); err != nil {
+		if err := p.restartReplica(ctx, id, locked); err != nil {
 			return fmt.Errorf("restart replica: %w", err)
 		}
 	}
-	err := p.adminReplica(ctx, func(ctx context.Context, c *sql.Conn) error {
+	err = p.adminOn(ctx, id, func(ctx context.Context, c *sql.Conn) error {
 		granted, err := monitorHasGrant(ctx, c)
 		if err != nil {
 			return err
@@ -385,10 +463,10 @@ func (p *Pair) reset(ctx context.Context, locked bool) error {
 	if err != nil {
 		return err
 	}
-	if err := p.waitThreads(ctx, bothThreads); err != nil {
+	if err := p.waitThreads(ctx, id, bothThreads); err != nil {
 		return err
 	}
-	return p.WaitCaughtUp(ctx)
+	return p.waitCaughtUp(ctx, id)
 }
 
 func monitorHasGrant(ctx context.Context, c *sql.Conn) (bool, error) {
@@ -411,26 +489,32 @@ func monitorHasGrant(ctx context.Context, c *sql.Conn) (bool, error) {
 // ReplicaStatus returns the replica's SHOW SLAVE STATUS row by column name
 // (NULL columns are absent), or nil when replication is not configured.
 func (p *Pair) ReplicaStatus(ctx context.Context) (map[string]string, error) {
+	return p.replicaStatus(ctx, replica1)
+}
+
+func (p *Pair) replicaStatus(ctx context.Context, id replicaID) (map[string]string, error) {
 	ctx, cancel := withDefaultTimeout(ctx, defaultOpTimeout)
 	defer cancel()
 	var st map[string]string
-	err := p.adminReplica(ctx, func(ctx context.Context, c *sql.Conn) error {
+	err := p.adminOn(ctx, id, func(ctx context.Context, c *sql.Conn) error {
 		var err error
 		st, err = queryStatus(ctx, c)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("testenv: replica status: %w", err)
+		return nil, fmt.Errorf("testenv: %s: %w", id.label("replica status"), err)
 	}
 	return st, nil
 }
 
-// Healthy reports whether both servers run and answer, replication runs, and
-// the monitor user may read replica status: what `replicapair status` shows.
+// Healthy reports whether both servers (and the second replica, when there
+// is one) run and answer, replication runs, and the monitor user may read
+// replica status: what `replicapair status` shows.
 func (p *Pair) Healthy(ctx context.Context) error {
 	ctx, cancel := withDefaultTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for _, s := range []Server{p.Primary, p.replicaServer()} {
+	p.refresh()
+	for _, s := range p.servers() {
 		if !isOurServer(s) {
 			return fmt.Errorf("%s (pid %d) is not running", s.Name, s.PID)
 		}
@@ -438,15 +522,22 @@ func (p *Pair) Healthy(ctx context.Context) error {
 			return fmt.Errorf("%s (pid %d, port %d) does not answer: %w", s.Name, s.PID, s.Port, err)
 		}
 	}
-	st, err := p.ReplicaStatus(ctx)
-	if err != nil {
-		return err
+	ids := []replicaID{replica1}
+	if _, err := p.replicaByID(replica2); err == nil {
+		ids = append(ids, replica2)
 	}
-	if st[ioThread] != "Yes" || st[sqlThread] != "Yes" {
-		return fmt.Errorf("replication is not running (%s)", summarize(st, nil))
-	}
-	if err := ping(ctx, p.ReplicaDSN(), 3*time.Second); err != nil {
-		return fmt.Errorf("monitor user cannot connect to the replica: %w", err)
+	for _, id := range ids {
+		st, err := p.replicaStatus(ctx, id)
+		if err != nil {
+			return err
+		}
+		if st[ioThread] != "Yes" || st[sqlThread] != "Yes" {
+			return fmt.Errorf("%s (%s)", id.label("replication is not running"), summarize(st, nil))
+		}
+		s, _ := p.replicaByID(id)
+		if err := ping(ctx, p.monitorDSN(s), 3*time.Second); err != nil {
+			return fmt.Errorf("monitor user cannot connect to the %s: %w", s.Name, err)
+		}
 	}
 	return nil
 }
@@ -484,10 +575,10 @@ func queryStatus(ctx context.Context, c *sql.Conn) (map[string]string, error) {
 
 // statusSummary describes the replica for error messages, with its own short
 // timeout because the caller's context is typically already spent.
-func (p *Pair) statusSummary() string {
+func (p *Pair) statusSummary(id replicaID) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st, err := p.ReplicaStatus(ctx)
+	st, err := p.replicaStatus(ctx, id)
 	return summarize(st, err)
 }
 

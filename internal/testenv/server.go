@@ -90,6 +90,15 @@ func (s Server) config(primary bool) string {
 		w("relay-log=relay-bin")
 		w("relay-log-recovery=ON")
 		w("read-only=ON") // as in production; root bypasses it
+		// What the primary lists in SHOW SLAVE HOSTS, for replica
+		// discovery. Measured on 10.11: without report-host the replica is
+		// still listed, with Host taken from its connection (127.0.0.1
+		// here; MariaDB 10.5.1+ does this, MySQL and older MariaDB leave it
+		// empty) and Port = @@report_port, which defaults to @@port. With
+		// them set, the row says exactly this address. Both are read-only
+		// at run time: changing them takes a restart (see ensureReportHost).
+		w("report-host=127.0.0.1")
+		w("report-port=%d", s.Port)
 	}
 	return b.String()
 }
@@ -275,11 +284,22 @@ func freePorts(n int) ([]int, error) {
 func startFresh(ctx context.Context, dir string, bins binaries, logf func(string, ...any)) (_ *Pair, err error) {
 	t0 := time.Now()
 	if old, err := readState(dir); err == nil {
-		for _, s := range []Server{old.Primary, old.Replica} {
+		for _, s := range old.servers() {
 			if err := stopServer(s); err != nil {
 				return nil, fmt.Errorf("stop the previous %s: %w", s.Name, err)
 			}
 		}
+	}
+	// A second replica belongs to the old primary: stop it (even one an
+	// older writer of the state file forgot) and drop its data, so that
+	// SecondReplica later builds one for the new primary.
+	if s, ok := orphanServer(dir, replica2Name); ok {
+		if err := stopServer(s); err != nil {
+			return nil, fmt.Errorf("stop the previous %s: %w", s.Name, err)
+		}
+	}
+	if err := removeInstance(filepath.Join(dir, replica2Name)); err != nil {
+		return nil, err
 	}
 	p := &Pair{
 		Dir:             dir,

@@ -1,6 +1,8 @@
 // Package testenv runs a real MariaDB primary and replica on loopback for the
 // project's integration tests and demo, and drives real replication lag and
-// faults on them.
+// faults on them. Tests that need two replicas of the same primary (replica
+// discovery, several replicas under one throttler) ask for a second one with
+// SecondReplica; ReplicaHandle drives either replica.
 //
 // The pair is plain mariadbd processes owned by this package: each server has
 // its own datadir, tmpdir, socket, port and server_id under one state
@@ -77,7 +79,7 @@ const (
 
 // Server is one mariadbd instance of the pair.
 type Server struct {
-	Name         string `json:"name"` // "primary" or "replica"
+	Name         string `json:"name"` // "primary", "replica" or "replica2"
 	ServerID     int    `json:"server_id"`
 	Port         int    `json:"port"` // TCP port on 127.0.0.1
 	PID          int    `json:"pid"`  // 0 when stopped by Down
@@ -102,13 +104,17 @@ type Pair struct {
 	Mariadbd string `json:"mariadbd"` // server binary used to start both
 	Primary  Server `json:"primary"`
 	Replica  Server `json:"replica"`
+	// Replica2 is the on-demand second replica (see SecondReplica); nil
+	// until a test asked for it. State files written before it existed
+	// have no such key and load with it nil.
+	Replica2 *Server `json:"replica2,omitempty"`
 
 	// Passwords are random per fresh start; the state file is mode 0600.
 	AdminPassword   string `json:"admin_password"` // root on both servers
 	MonitorPassword string `json:"monitor_password"`
 	ReplPassword    string `json:"repl_password"`
 
-	mu sync.Mutex // guards Replica.PID against concurrent restarts
+	mu sync.Mutex // guards Replica.PID and Replica2 against concurrent restarts
 }
 
 // DefaultDir is where the command and `make test` keep the pair by default.
@@ -147,6 +153,9 @@ func (p *Pair) ReplicaDSN() string {
 func (p *Pair) PrimaryMonitorDSN() string {
 	return dsn(monitorUser, p.MonitorPassword, p.Primary.Port, "")
 }
+
+// monitorDSN is the monitoring user on s.
+func (p *Pair) monitorDSN(s Server) string { return dsn(monitorUser, p.MonitorPassword, s.Port, "") }
 
 func dsn(user, password string, port int, db string) string {
 	return fmt.Sprintf("%s:%s@tcp(127.0.0.1:%d)/%s?timeout=2s", user, password, port, db)
@@ -231,9 +240,18 @@ func downLocked(dir string) error {
 	if err != nil {
 		return fmt.Errorf("testenv: down: %w", err)
 	}
-	errs := make([]error, 2)
+	servers := []*Server{&p.Primary, &p.Replica}
+	if p.Replica2 != nil {
+		servers = append(servers, p.Replica2)
+	} else if s, ok := orphanServer(dir, replica2Name); ok {
+		// A second replica that an older writer of the state file
+		// forgot: stop it all the same (it is not recorded, so no PID to
+		// reset).
+		servers = append(servers, &s)
+	}
+	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
-	for i, s := range []*Server{&p.Primary, &p.Replica} {
+	for i, s := range servers {
 		wg.Go(func() {
 			errs[i] = stopServer(*s)
 			if errs[i] == nil {
@@ -269,11 +287,11 @@ func Purge(dir string) error {
 		return err
 	}
 	var errs []error
-	for _, name := range []string{"primary", "replica"} {
+	for _, name := range []string{"primary", "replica", replica2Name} {
 		errs = append(errs, removeInstance(filepath.Join(dir, name)))
 	}
 	if p, err := readState(dir); err == nil {
-		for _, s := range []Server{p.Primary, p.Replica} {
+		for _, s := range p.servers() {
 			if err := os.Remove(s.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
@@ -365,17 +383,45 @@ func writeState(p *Pair) error {
 	return nil
 }
 
-// replicaServer returns the replica as currently recorded in the state file,
-// falling back to the in-memory copy when the file cannot be read.
-func (p *Pair) replicaServer() Server {
-	if q, err := readState(p.Dir); err == nil {
-		p.mu.Lock()
-		p.Replica.PID = q.Replica.PID
-		p.mu.Unlock()
+// servers lists the pair's recorded servers: primary, replica, and the
+// second replica when there is one.
+func (p *Pair) servers() []Server {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := []Server{p.Primary, p.Replica}
+	if p.Replica2 != nil {
+		out = append(out, *p.Replica2)
+	}
+	return out
+}
+
+// refresh takes what other processes may have changed from the state file:
+// the replica's PID (RestartReplica) and the second replica's whole record
+// (SecondReplica). The in-memory copy stands when the file cannot be read.
+func (p *Pair) refresh() {
+	q, err := readState(p.Dir)
+	if err != nil {
+		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.Replica
+	p.Replica.PID = q.Replica.PID
+	p.Replica2 = q.Replica2 // the file is authoritative: every write holds the dir lock
+}
+
+// replicaByID returns replica id as currently recorded (see refresh), or an
+// error when it is the second replica and none was created.
+func (p *Pair) replicaByID(id replicaID) (Server, error) {
+	p.refresh()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if id == replica1 {
+		return p.Replica, nil
+	}
+	if p.Replica2 == nil {
+		return Server{}, errNoSecondReplica
+	}
+	return *p.Replica2, nil
 }
 
 func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {

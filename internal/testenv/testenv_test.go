@@ -1,13 +1,17 @@
 package testenv_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -384,15 +388,26 @@ func TestUpFromNothingAfterCrashAndDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	t.Cleanup(func() { assert.NoError(t, testenv.Purge(dir)) })
+	t.Cleanup(func() {
+		assert.NoError(t, testenv.Purge(dir))
+		_, err := os.Stat(dir)
+		assert.ErrorIs(t, err, os.ErrNotExist, "Purge removed every instance, the second replica's too")
+	})
 
 	t0 := time.Now()
 	p, err := testenv.Up(ctx, dir, t.Logf)
 	require.NoError(t, err)
 	t.Logf("up from nothing took %v", time.Since(t0))
 	require.NoError(t, p.Healthy(ctx))
+	assert.Empty(t, p.SecondReplicaDSN(), "no second replica until asked for")
+	assert.Equal(t, map[int]slaveHost{p.Replica.ServerID: {ServerID: p.Replica.ServerID, Host: "127.0.0.1", Port: p.Replica.Port, MasterID: p.Primary.ServerID}},
+		slaveHosts(t, ctx, p), "the primary lists the replica at its address")
+	old2, err := p.SecondReplica(ctx)
+	require.NoError(t, err)
+	old2PID := old2.Server().PID
 
-	// A crashed run leaves a stale state file behind; Up must start afresh.
+	// A crashed run leaves a stale state file behind; Up must start afresh,
+	// and the second replica (of the dead primary) goes with the old pair.
 	for _, pid := range []int{p.Primary.PID, p.Replica.PID} {
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	}
@@ -402,12 +417,231 @@ func TestUpFromNothingAfterCrashAndDown(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("up over a crashed pair took %v", time.Since(t0))
 	assert.NotEqual(t, p.Primary.PID, q.Primary.PID)
+	assert.Nil(t, q.Replica2, "a fresh pair has no second replica")
+	assert.False(t, pidAlive(old2PID), "the old second replica was stopped")
 	require.NoError(t, q.Healthy(ctx))
 
+	// Down stops all three servers.
+	h, err := q.SecondReplica(ctx)
+	require.NoError(t, err)
+	require.NoError(t, q.Healthy(ctx))
+	pids := []int{q.Primary.PID, q.Replica.PID, h.Server().PID}
 	require.NoError(t, testenv.Down(dir))
+	for _, pid := range pids {
+		assert.False(t, pidAlive(pid), "pid %d still runs after Down", pid)
+	}
 	_, err = testenv.Load(dir)
 	require.ErrorContains(t, err, "not running")
 	require.NoError(t, testenv.Down(dir), "down is idempotent")
+}
+
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// slaveHost is one row of SHOW SLAVE HOSTS on the primary.
+type slaveHost struct {
+	ServerID, Port, MasterID int
+	Host                     string
+}
+
+func slaveHosts(t *testing.T, ctx context.Context, p *testenv.Pair) map[int]slaveHost {
+	t.Helper()
+	out, err := querySlaveHosts(ctx, openDB(t, p.PrimaryDSN()))
+	require.NoError(t, err)
+	return out
+}
+
+func querySlaveHosts(ctx context.Context, primary *sql.DB) (map[int]slaveHost, error) {
+	rows, err := primary.QueryContext(ctx, "SHOW SLAVE HOSTS")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if want := []string{"Server_id", "Host", "Port", "Master_id"}; !slices.Equal(cols, want) {
+		return nil, fmt.Errorf("columns %q, want MariaDB 10.11's %q", cols, want)
+	}
+	out := map[int]slaveHost{}
+	for rows.Next() {
+		var h slaveHost
+		if err := rows.Scan(&h.ServerID, &h.Host, &h.Port, &h.MasterID); err != nil {
+			return nil, err
+		}
+		out[h.ServerID] = h
+	}
+	return out, rows.Err()
+}
+
+// secondReplica returns the pair's second replica, creating it if needed.
+func secondReplica(t *testing.T, ctx context.Context, p *testenv.Pair) *testenv.ReplicaHandle {
+	t.Helper()
+	t0 := time.Now()
+	h, err := p.SecondReplica(ctx)
+	require.NoError(t, err)
+	t.Logf("SecondReplica took %v", time.Since(t0).Round(time.Millisecond))
+	return h
+}
+
+func TestSecondReplica(t *testing.T) {
+	p := testenv.Require(t)
+	ctx := testContext(t)
+	h := secondReplica(t, ctx, p)
+	first := p.FirstReplica()
+
+	assert.Equal(t, "replica2", h.Name())
+	assert.Equal(t, 3, h.ServerID())
+	assert.Equal(t, p.Replica.ServerID, first.ServerID())
+	assert.Equal(t, p.Replica.Port, first.Port())
+	assert.Equal(t, p.ReplicaDSN(), first.DSN())
+	assert.NotEqual(t, p.Replica.Port, h.Port())
+	assert.NotEqual(t, p.Primary.Port, h.Port())
+	assert.Equal(t, h.DSN(), p.SecondReplicaDSN())
+
+	var readOnly, serverID, reportPort int
+	var reportHost string
+	require.NoError(t, openDB(t, h.AdminDSN()).QueryRowContext(ctx,
+		"SELECT @@read_only, @@server_id, @@report_host, @@report_port").Scan(&readOnly, &serverID, &reportHost, &reportPort))
+	assert.Equal(t, 1, readOnly)
+	assert.Equal(t, 3, serverID)
+	assert.Equal(t, "127.0.0.1", reportHost)
+	assert.Equal(t, h.Port(), reportPort)
+
+	// The monitoring user and its grants came over by replication.
+	st, err := slaveStatus(ctx, openDB(t, h.DSN()))
+	require.NoError(t, err)
+	require.NotNil(t, st)
+	assert.Equal(t, "Yes", st["Slave_IO_Running"])
+	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
+	assert.Equal(t, "Slave_Pos", st["Using_Gtid"], "GTID replication")
+	assert.Equal(t, "127.0.0.1", st["Master_Host"])
+	assert.Equal(t, strconv.Itoa(p.Primary.Port), st["Master_Port"])
+
+	// The primary lists both replicas at their addresses.
+	hosts := slaveHosts(t, ctx, p)
+	require.Len(t, hosts, 2, "%v", hosts)
+	for _, r := range []*testenv.ReplicaHandle{first, h} {
+		got := hosts[r.ServerID()]
+		assert.Equal(t, slaveHost{ServerID: r.ServerID(), Host: "127.0.0.1", Port: r.Port(), MasterID: p.Primary.ServerID}, got)
+	}
+
+	// Writes reach the second replica.
+	stop, err := p.StartWriter(ctx, 20*time.Millisecond)
+	require.NoError(t, err)
+	defer stop()
+	require.NoError(t, h.WaitCaughtUp(ctx))
+	var ts string
+	require.NoError(t, openDB(t, h.AdminDSN()).QueryRowContext(ctx,
+		"SELECT ts FROM "+testenv.HeartbeatTable+" WHERE server_id = ?", p.Primary.ServerID).Scan(&ts))
+	assert.NotEmpty(t, ts)
+
+	// A second call reuses the running replica, and the state file records it.
+	pid := h.Server().PID
+	t0 := time.Now()
+	again := secondReplica(t, ctx, p)
+	assert.Equal(t, pid, again.Server().PID)
+	assert.Less(t, time.Since(t0), 5*time.Second)
+	loaded, err := testenv.Load(p.Dir)
+	require.NoError(t, err)
+	require.NotNil(t, loaded.Replica2)
+	assert.Equal(t, pid, loaded.Replica2.PID)
+	require.NoError(t, loaded.Healthy(ctx))
+}
+
+func TestSecondReplicaHandles(t *testing.T) {
+	p := testenv.Require(t)
+	ctx := testContext(t)
+	h := secondReplica(t, ctx, p)
+	monitor := openDB(t, h.DSN())
+	status := func(r *testenv.ReplicaHandle) map[string]string {
+		t.Helper()
+		st, err := r.Status(ctx)
+		require.NoError(t, err)
+		require.NotNil(t, st)
+		return st
+	}
+
+	// Delay acts on the second replica only.
+	require.Error(t, h.SetDelay(ctx, -time.Second))
+	require.NoError(t, h.SetDelay(ctx, 2*time.Second))
+	assert.Equal(t, "2", status(h)["SQL_Delay"])
+	assert.Equal(t, "0", status(p.FirstReplica())["SQL_Delay"], "the first replica is untouched")
+	require.NoError(t, h.SetDelay(ctx, 0))
+	assert.Equal(t, "0", status(h)["SQL_Delay"])
+
+	require.NoError(t, h.StopSQLThread(ctx))
+	assert.Equal(t, "No", status(h)["Slave_SQL_Running"])
+	assert.Equal(t, "Yes", status(p.FirstReplica())["Slave_SQL_Running"])
+	require.NoError(t, h.StartSQLThread(ctx))
+	assert.Equal(t, "Yes", status(h)["Slave_SQL_Running"])
+
+	// The primary unlists a replica whose IO thread stopped when it next
+	// sends it something: with writes, at once; without, not for a while.
+	stop, err := p.StartWriter(ctx, 20*time.Millisecond)
+	require.NoError(t, err)
+	primary := openDB(t, p.PrimaryDSN())
+	listed := func() bool {
+		hosts, err := querySlaveHosts(ctx, primary)
+		_, ok := hosts[h.ServerID()]
+		return err == nil && ok
+	}
+	require.NoError(t, h.StopIOThread(ctx))
+	assert.Equal(t, "No", status(h)["Slave_IO_Running"])
+	require.Eventually(t, func() bool { return !listed() }, 5*time.Second, 10*time.Millisecond,
+		"a replica without an IO thread is not listed")
+	require.NoError(t, h.StartIOThread(ctx))
+	assert.True(t, listed(), "listed again once its IO thread runs")
+	stop()
+
+	require.NoError(t, h.Freeze())
+	qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = slaveStatus(qctx, monitor)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "a frozen replica does not answer")
+	require.NoError(t, h.Thaw())
+	_, err = slaveStatus(ctx, monitor)
+	require.NoError(t, err)
+
+	require.NoError(t, h.RevokeMonitorGrant(ctx))
+	_, err = slaveStatus(ctx, monitor)
+	var myErr *mysql.MySQLError
+	require.ErrorAs(t, err, &myErr)
+	assert.EqualValues(t, 1227, myErr.Number)
+	_, err = slaveStatus(ctx, openDB(t, p.ReplicaDSN()))
+	require.NoError(t, err, "the first replica keeps its grant")
+	require.NoError(t, h.RestoreMonitorGrant(ctx))
+
+	oldPID := h.Server().PID
+	require.NoError(t, h.Kill())
+	require.Error(t, h.Kill(), "nothing left to kill")
+	require.NoError(t, p.FirstReplica().WaitCaughtUp(ctx), "the first replica is unaffected")
+	require.NoError(t, h.Restart(ctx))
+	assert.NotEqual(t, oldPID, h.Server().PID)
+	st, err := slaveStatus(ctx, monitor)
+	require.NoError(t, err, "the same *sql.DB works again")
+	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
+
+	// Reset repairs every fault on the second replica too.
+	require.NoError(t, h.SetDelay(ctx, 3*time.Second))
+	require.NoError(t, h.StopIOThread(ctx))
+	require.NoError(t, h.RevokeMonitorGrant(ctx))
+	require.NoError(t, h.Freeze())
+	require.NoError(t, p.Reset(ctx))
+	st = status(h)
+	assert.Equal(t, "0", st["SQL_Delay"])
+	assert.Equal(t, "Yes", st["Slave_IO_Running"])
+	require.NoError(t, p.Healthy(ctx))
+	require.NoError(t, h.Kill())
+	require.NoError(t, p.Reset(ctx))
+	require.NoError(t, p.Healthy(ctx))
 }
 
 func TestLoadAndDownLeaveForeignProcessesAlone(t *testing.T) {
@@ -425,12 +659,21 @@ func TestLoadAndDownLeaveForeignProcessesAlone(t *testing.T) {
 	}
 	b, err := json.Marshal(fake)
 	require.NoError(t, err)
+	assert.NotContains(t, string(b), "replica2", "a pair without a second replica writes the old format")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "state.json"), b, 0o600))
 	_, err = testenv.Load(dir)
-	require.ErrorContains(t, err, "not running")
+	require.ErrorContains(t, err, "not running", "the old format loads (and is then refused for its dead primary)")
 	require.NoError(t, testenv.Down(dir))
 	require.Error(t, fake.KillReplica(), "a foreign PID is never killed")
 	require.Error(t, fake.FreezeReplica(), "nor stopped")
+
+	// The same for a recorded second replica.
+	fake.Replica2 = &testenv.Server{Name: "replica2", PID: os.Getpid(), DefaultsFile: filepath.Join(dir, "replica2", "my.cnf")}
+	b, err = json.Marshal(fake)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "state.json"), b, 0o600))
+	require.NoError(t, testenv.Down(dir))
+	require.NoError(t, testenv.Purge(dir))
 }
 
 func TestRequireSkipsWithoutAPair(t *testing.T) {

@@ -1,7 +1,7 @@
 // Command replicapair starts, stops and describes the local MariaDB primary
 // and replica that the integration tests and the demo use.
 //
-//	replicapair up     [-dir DIR]   start (or reuse) the pair; print its environment
+//	replicapair up     [-dir DIR] [-second]   start (or reuse) the pair; print its environment
 //	replicapair down   [-dir DIR] [-purge]
 //	replicapair status [-dir DIR]
 //	replicapair env    [-dir DIR]   print the environment of a running pair
@@ -35,6 +35,7 @@ const usage = `usage: replicapair up|down|status|env [-dir DIR]
 
   up      start the local MariaDB primary+replica (or reuse a healthy one) and
           print THROTTLER_TESTENV_DIR, PRIMARY_DSN and REPLICA_DSN as shell lines
+          (-second: also a second replica, and REPLICA2_DSN)
   down    stop the pair's servers (-purge also deletes their data)
   status  say whether the pair is running and healthy (exit 1 if not)
   env     print the shell lines of a running pair (exit 1 if not running)
@@ -57,13 +58,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defaultDir = testenv.DefaultDir()
 	}
 	dir := fs.String("dir", defaultDir, "state directory of the pair")
-	purge := false
+	purge, second := false, false
 	timeout := 10 * time.Minute
 	switch cmd {
 	case "down":
 		fs.BoolVar(&purge, "purge", false, "also delete the servers' data, logs and state")
 	case "up":
 		fs.DurationVar(&timeout, "timeout", timeout, "give up after this long (includes installing MariaDB)")
+		fs.BoolVar(&second, "second", false, "also start (or reuse) a second replica of the primary")
 	case "status", "env":
 	case "help":
 		fmt.Fprint(stdout, usage)
@@ -96,6 +98,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
+		if second {
+			if _, err := p.SecondReplica(ctx); err != nil {
+				return fail(err)
+			}
+		}
 		logf("replicapair: up in %v; stop it with: go run ./internal/testenv/cmd/replicapair down -dir %s", time.Since(t0).Round(time.Millisecond), p.Dir)
 		printEnv(stdout, p)
 	case "down":
@@ -118,8 +125,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "running but unhealthy: %v (%s)\n", err, p.Dir)
 			return 1
 		}
-		fmt.Fprintf(stdout, "running: primary pid %d on %s, replica pid %d on %s, replication healthy (%s)\n",
-			p.Primary.PID, p.Primary.Addr(), p.Replica.PID, p.Replica.Addr(), p.Dir)
+		second := ""
+		if p.Replica2 != nil {
+			second = fmt.Sprintf(", replica2 pid %d on %s", p.Replica2.PID, p.Replica2.Addr())
+		}
+		fmt.Fprintf(stdout, "running: primary pid %d on %s, replica pid %d on %s%s, replication healthy (%s)\n",
+			p.Primary.PID, p.Primary.Addr(), p.Replica.PID, p.Replica.Addr(), second, p.Dir)
 	case "env":
 		p, err := testenv.Load(*dir)
 		if err != nil {
@@ -134,6 +145,9 @@ func printEnv(w io.Writer, p *testenv.Pair) {
 	fmt.Fprintf(w, "%s=%s\n", testenv.EnvDir, shellQuote(p.Dir))
 	fmt.Fprintf(w, "PRIMARY_DSN=%s\n", shellQuote(p.PrimaryDSN()))
 	fmt.Fprintf(w, "REPLICA_DSN=%s\n", shellQuote(p.ReplicaDSN()))
+	if dsn := p.SecondReplicaDSN(); dsn != "" {
+		fmt.Fprintf(w, "REPLICA2_DSN=%s\n", shellQuote(dsn))
+	}
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:=@%+,-]+$`)

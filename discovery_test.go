@@ -1,0 +1,713 @@
+package throttler
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// discoFleet fakes everything around a Discovery: the primary's replica
+// list, the replicas' *sql.DBs (real DBs on a connector that never
+// connects, so closing them is observable and goleak sees their
+// goroutines) and each replica's lag, by DSN ("fake://host:port").
+type discoFleet struct {
+	mu       sync.Mutex
+	hosts    []ReplicaHost
+	listErr  error
+	openErr  map[string]error
+	measure  map[string]Measurement
+	measErr  map[string]error
+	dsnOf    map[*sql.DB]string
+	opens    map[string]int
+	closedDB atomic.Int64
+	clock    time.Time
+}
+
+func newFleet(hosts ...ReplicaHost) *discoFleet {
+	return &discoFleet{
+		hosts:   hosts,
+		openErr: map[string]error{},
+		measure: map[string]Measurement{},
+		measErr: map[string]error{},
+		dsnOf:   map[*sql.DB]string{},
+		opens:   map[string]int{},
+		clock:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+}
+
+func fakeDSN(h ReplicaHost) string { return fmt.Sprintf("fake://%s:%d", h.Host, h.Port) }
+
+func (f *discoFleet) list(context.Context) ([]ReplicaHost, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]ReplicaHost(nil), f.hosts...), f.listErr
+}
+
+func (f *discoFleet) setHosts(hosts ...ReplicaHost) {
+	f.mu.Lock()
+	f.hosts = hosts
+	f.mu.Unlock()
+}
+
+func (f *discoFleet) setListErr(err error) {
+	f.mu.Lock()
+	f.listErr = err
+	f.mu.Unlock()
+}
+
+func (f *discoFleet) open(dsn string) (*sql.DB, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opens[dsn]++
+	if err := f.openErr[dsn]; err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(&fakeConnector{closed: &f.closedDB})
+	f.dsnOf[db] = dsn
+	return db, nil
+}
+
+func (f *discoFleet) set(h ReplicaHost, m Measurement, err error) {
+	f.mu.Lock()
+	f.measure[fakeDSN(h)], f.measErr[fakeDSN(h)] = m, err
+	f.mu.Unlock()
+}
+
+func (f *discoFleet) setOpenErr(h ReplicaHost, err error) {
+	f.mu.Lock()
+	f.openErr[fakeDSN(h)] = err
+	f.mu.Unlock()
+}
+
+func (f *discoFleet) advance(d time.Duration) {
+	f.mu.Lock()
+	f.clock = f.clock.Add(d)
+	f.mu.Unlock()
+}
+
+func (f *discoFleet) now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.clock
+}
+
+// The fleet is the members' LagSource too.
+func (f *discoFleet) String() string { return "fake" }
+
+func (f *discoFleet) Measure(_ context.Context, db *sql.DB) (Measurement, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dsn := f.dsnOf[db]
+	return f.measure[dsn], f.measErr[dsn]
+}
+
+type fakeConnector struct{ closed *atomic.Int64 }
+
+func (c *fakeConnector) Connect(context.Context) (driver.Conn, error) {
+	return nil, errors.New("fake connector: no connections")
+}
+func (c *fakeConnector) Driver() driver.Driver { return fakeDriver{} }
+func (c *fakeConnector) Close() error          { c.closed.Add(1); return nil }
+
+type fakeDriver struct{}
+
+func (fakeDriver) Open(string) (driver.Conn, error) { return nil, errors.New("fake driver") }
+
+var (
+	hostA = ReplicaHost{ServerID: 2, Host: "10.0.0.1", Port: 3306}
+	hostB = ReplicaHost{ServerID: 3, Host: "10.0.0.2", Port: 3306}
+	hostC = ReplicaHost{ServerID: 4, Host: "10.0.0.3", Port: 3306}
+)
+
+// newDisco returns an unopened Discovery on the fleet that only acts when
+// told (UpdateLag), unless opts say otherwise.
+func newDisco(t testing.TB, f *discoFleet, logger *slog.Logger, mod func(*DiscoveryConfig), opts ...Option) *Discovery {
+	t.Helper()
+	cfg := DiscoveryConfig{DSNTemplate: "fake://{{.Host}}:{{.Port}}", Every: time.Hour, OpenDB: f.open}
+	if mod != nil {
+		mod(&cfg)
+	}
+	all := append([]Option{WithInterval(time.Hour), WithStaleAfter(time.Hour), WithLagSource(f)}, opts...)
+	d, err := NewDiscovery(fakeDB, cfg, time.Second, logger, all...)
+	require.NoError(t, err)
+	d.list, d.now = f.list, f.now
+	return d
+}
+
+func openDisco(t testing.TB, f *discoFleet, mod func(*DiscoveryConfig), opts ...Option) *Discovery {
+	t.Helper()
+	d := newDisco(t, f, nil, mod, opts...)
+	require.NoError(t, d.Open(context.Background()))
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+func update(t testing.TB, d *Discovery) {
+	t.Helper()
+	_ = d.UpdateLag(context.Background())
+}
+
+func TestNewDiscoveryValidates(t *testing.T) {
+	open := func(string) (*sql.DB, error) { return nil, errors.New("unused") }
+	ok := DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp({{.Host}}:{{.Port}})/?timeout=2s"}
+	for name, tc := range map[string]struct {
+		primary   *sql.DB
+		cfg       DiscoveryConfig
+		tolerance time.Duration
+		opts      []Option
+		want      string
+	}{
+		"nil primary":       {cfg: ok, tolerance: time.Second, want: "primary *sql.DB is nil"},
+		"zero tolerance":    {primary: fakeDB, cfg: ok, want: "lag tolerance 0s must be positive"},
+		"empty template":    {primary: fakeDB, cfg: DiscoveryConfig{}, tolerance: time.Second, want: "DSNTemplate is empty"},
+		"template syntax":   {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp({{.Host}:{{.Port}})/"}, tolerance: time.Second, want: "DSNTemplate does not parse"},
+		"unknown field":     {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp({{.Hots}}:{{.Port}})/"}, tolerance: time.Second, want: "does not render for a sample replica"},
+		"same for all":      {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp(db.example:3306)/"}, tolerance: time.Second, want: "renders the same DSN for every replica"},
+		"driver rejects":    {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@{{.Host}}:{{.Port}}"}, tolerance: time.Second, want: "DSN the mysql driver rejects"},
+		"negative every":    {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: ok.DSNTemplate, Every: -time.Second}, tolerance: time.Second, want: "DiscoveryConfig.Every -1s must be positive"},
+		"negative forget":   {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: ok.DSNTemplate, ForgetAfter: -time.Second}, tolerance: time.Second, want: "DiscoveryConfig.ForgetAfter -1s must not be negative"},
+		"bad option":        {primary: fakeDB, cfg: ok, tolerance: time.Second, opts: []Option{WithInterval(0)}, want: "WithInterval(0s)"},
+		"bad option and cf": {primary: fakeDB, cfg: DiscoveryConfig{}, tolerance: time.Second, opts: []Option{nil}, want: "option 0 is nil"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			d, err := NewDiscovery(tc.primary, tc.cfg, tc.tolerance, nil, tc.opts...)
+			require.Error(t, err)
+			assert.Nil(t, d)
+			assert.ErrorIs(t, err, ErrInvalidConfig)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), "s3cret", "the template's password is never echoed")
+			assert.Equal(t, 1, strings.Count(err.Error(), ErrInvalidConfig.Error()))
+		})
+	}
+
+	// Valid: defaults filled in; a custom OpenDB skips the driver's check;
+	// {{.Addr}} brackets IPv6.
+	d, err := NewDiscovery(fakeDB, ok, time.Second, nil)
+	require.NoError(t, err)
+	assert.Equal(t, defaultDiscoveryEvery, d.cfg.Every)
+	assert.Equal(t, "replica discovery", d.String())
+	d, err = NewDiscovery(fakeDB, DiscoveryConfig{DSNTemplate: "x://{{.Addr}}/{{.ServerID}}", OpenDB: open, Every: time.Minute}, time.Second, nil, WithName("fleet"))
+	require.NoError(t, err)
+	assert.Equal(t, "fleet", d.String())
+	dsn, err := renderDSN(d.tmpl, ReplicaHost{ServerID: 7, Host: "::1", Port: 3306})
+	require.NoError(t, err)
+	assert.Equal(t, "x://[::1]:3306/7", dsn)
+	require.NoError(t, d.Close(), "closing an unopened Discovery is fine")
+}
+
+func TestParseReplicaHosts(t *testing.T) {
+	str := func(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
+	// MariaDB 10.11's SHOW SLAVE HOSTS, as measured.
+	mariadb := []statusRow{
+		{"Server_id": str("2"), "Host": str("127.0.0.1"), "Port": str("41391"), "Master_id": str("1")},
+		{"Server_id": str("3"), "Host": str("127.0.0.1"), "Port": str("33097"), "Master_id": str("1")},
+	}
+	got, err := parseReplicaHosts(mariadb)
+	require.NoError(t, err)
+	assert.Equal(t, []ReplicaHost{{2, "127.0.0.1", 41391}, {3, "127.0.0.1", 33097}}, got)
+
+	// MySQL 8.0.22+'s SHOW REPLICAS; a replica without report_host has an
+	// empty Host.
+	mysql8 := []statusRow{
+		{"Server_Id": str("12"), "Host": str(""), "Port": str("3306"), "Source_Id": str("1"), "Replica_UUID": str("x")},
+		{"Server_Id": str("4294967295"), "Host": str("db-2"), "Port": str("3307"), "Source_Id": str("1"), "Replica_UUID": str("y")},
+	}
+	got, err = parseReplicaHosts(mysql8)
+	require.NoError(t, err)
+	assert.Equal(t, []ReplicaHost{{12, "", 3306}, {4294967295, "db-2", 3307}}, got)
+
+	got, err = parseReplicaHosts(nil)
+	require.NoError(t, err)
+	assert.Empty(t, got)
+
+	for name, row := range map[string]statusRow{
+		"no host column": {"Server_id": str("2"), "Port": str("1")},
+		"bad server id":  {"Server_id": str("-1"), "Host": str("h"), "Port": str("1")},
+		"bad port":       {"Server_id": str("2"), "Host": str("h"), "Port": str("99999")},
+	} {
+		_, err := parseReplicaHosts([]statusRow{row})
+		assert.Error(t, err, name)
+	}
+}
+
+func TestDiscoveryListErrorNamesTheGrant(t *testing.T) {
+	err := discoveryListError("SHOW SLAVE HOSTS", &mysql.MySQLError{Number: 1227, Message: "Access denied; you need (at least one of) the REPLICATION MASTER ADMIN privilege(s) for this operation"})
+	assert.ErrorIs(t, err, ErrAccessDenied)
+	assert.Contains(t, err.Error(), "grant REPLICATION MASTER ADMIN (MariaDB 10.5.2+) or REPLICATION SLAVE (MySQL)")
+	err = discoveryListError("SHOW REPLICAS", errBoom)
+	assert.ErrorIs(t, err, errBoom)
+	assert.NotErrorIs(t, err, ErrAccessDenied)
+}
+
+func TestDiscoveryWatchesEveryReplica(t *testing.T) {
+	f := newFleet(hostB, hostA)
+	d := openDisco(t, f, nil)
+	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306"}, d.Replicas(), "sorted")
+	assert.False(t, d.IsThrottled())
+	assert.Equal(t, "", d.ThrottleReason())
+
+	f.set(hostB, lagOf(5*time.Second), nil)
+	f.set(hostA, lagOf(300*time.Millisecond), nil)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.True(t, d.IsThrottled())
+	assert.Equal(t, "10.0.0.2:3306 (server_id 3): replica lag 5s >= 1s", d.ThrottleReason())
+	assert.Equal(t, 5*time.Second, d.Lag())
+
+	f.set(hostA, lagOf(2*time.Second), nil)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, "10.0.0.1:3306 (server_id 2): replica lag 2s >= 1s; 10.0.0.2:3306 (server_id 3): replica lag 5s >= 1s", d.ThrottleReason())
+
+	f.set(hostA, lagOf(0), nil)
+	f.set(hostB, lagOf(0), nil)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.False(t, d.IsThrottled())
+
+	require.NoError(t, d.Close())
+	assert.EqualValues(t, 2, f.closedDB.Load(), "the Discovery closes the DBs it opened")
+	assert.Nil(t, d.Replicas())
+}
+
+func TestDiscoveryMembersAreNamedAndOptioned(t *testing.T) {
+	f := newFleet(hostA)
+	d := openDisco(t, f, nil, WithName("fleet"), WithMaxWait(30*time.Millisecond))
+	s := d.cur.Load()
+	require.Len(t, s.watched, 1)
+	member := s.watched[0]
+	assert.Equal(t, "10.0.0.1:3306", member.String(), "WithName on a member is its host:port")
+	assert.Equal(t, LagSource(f), member.Source(), "the options apply to every member")
+	assert.Equal(t, "fleet", d.String())
+
+	// The member's own cap is the Discovery's: WithMaxWait reached both.
+	f.set(hostA, lagOf(time.Hour), nil)
+	require.NoError(t, member.UpdateLag(context.Background()))
+	assert.ErrorIs(t, member.Wait(context.Background()), ErrMaxWait)
+	err := d.Wait(context.Background())
+	assert.ErrorIs(t, err, ErrMaxWait)
+	assert.Contains(t, err.Error(), "10.0.0.1:3306 (server_id 2): replica lag 1h0m0s >= 1s")
+}
+
+// A replica that cannot be opened is a failed member: throttled, named,
+// listed, never skipped; retried until it can be watched.
+func TestDiscoveryFailedMemberFailsClosed(t *testing.T) {
+	f := newFleet(hostA, hostB)
+	f.setOpenErr(hostB, errors.New("dial tcp 10.0.0.2:3306: connection refused"))
+	d := openDisco(t, f, nil)
+	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306"}, d.Replicas(), "a failed member is not skipped")
+	assert.True(t, d.IsThrottled(), "fail closed")
+	assert.Equal(t, "10.0.0.2:3306 (server_id 3): cannot be watched: open its *sql.DB: dial tcp 10.0.0.2:3306: connection refused", d.ThrottleReason())
+	err := d.UpdateLag(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "10.0.0.2:3306 (server_id 3)")
+
+	// A DB that opens but whose first measurement fails: still failed.
+	f.setOpenErr(hostB, nil)
+	f.set(hostB, Measurement{}, fmt.Errorf("%w: grant SLAVE MONITOR", ErrAccessDenied))
+	update(t, d)
+	assert.True(t, d.IsThrottled())
+	assert.Contains(t, d.ThrottleReason(), "10.0.0.2:3306 (server_id 3): cannot be watched: fake: missing privilege: grant SLAVE MONITOR")
+
+	f.set(hostB, lagOf(0), nil)
+	require.NoError(t, d.UpdateLag(context.Background()), "the retry opens it")
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+	f.mu.Lock()
+	assert.Equal(t, 3, f.opens[fakeDSN(hostB)], "OpenDB is retried while it fails (Open, UpdateLag), then once: the DB is kept across Replication retries")
+	f.mu.Unlock()
+}
+
+// The monitor retries failed members every poll interval, with no
+// UpdateLag, and a waiter blocked on the failed member wakes.
+func TestDiscoveryRetriesFailedMembers(t *testing.T) {
+	f := newFleet(hostA)
+	f.set(hostA, Measurement{}, errBoom)
+	d := newDisco(t, f, nil, nil, WithInterval(5*time.Millisecond), WithStaleAfter(time.Hour), WithMaxWait(0))
+	require.NoError(t, d.Open(context.Background()))
+	defer d.Close()
+	require.True(t, d.IsThrottled())
+	done := waiters(context.Background(), d, 20)
+	requireBlocked(t, done, "failed member")
+	f.set(hostA, lagOf(0), nil)
+	requireReturns(t, done, 5*time.Second, "member opened by the monitor's retry")
+	assert.False(t, d.IsThrottled())
+}
+
+func TestDiscoveryReplicaWithoutHost(t *testing.T) {
+	f := newFleet(ReplicaHost{ServerID: 9, Port: 3306}, hostA)
+	d := openDisco(t, f, nil)
+	assert.Equal(t, []string{"server_id 9", "10.0.0.1:3306"}, d.Replicas())
+	assert.True(t, d.IsThrottled())
+	assert.Equal(t, "server_id 9 (no host): cannot be watched: listed by the primary without a host: set report_host (and report_port) on that replica so that it can be watched", d.ThrottleReason())
+
+	// Once the replica reports a host it is listed under a new address: the
+	// hostless entry is replaced, not kept.
+	fixed := ReplicaHost{ServerID: 9, Host: "10.0.0.9", Port: 3306}
+	f.setHosts(fixed, hostA)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.9:3306"}, d.Replicas())
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+}
+
+func TestDiscoveryExclude(t *testing.T) {
+	f := newFleet(hostA, hostB)
+	f.set(hostB, lagOf(time.Hour), nil)
+	d := openDisco(t, f, func(c *DiscoveryConfig) { c.Exclude = []uint32{hostB.ServerID} })
+	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+	assert.False(t, d.IsThrottled())
+}
+
+// syncBuffer is a log sink safe for the members' goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDiscoveryMembershipChanges(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	f := newFleet(hostA, hostB)
+	d := newDisco(t, f, logger, nil, WithStaleAfter(time.Minute), WithInterval(time.Minute))
+	require.NoError(t, d.Open(context.Background()))
+	defer d.Close()
+	require.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306"}, d.Replicas())
+
+	// A new replica is added.
+	f.setHosts(hostA, hostB, hostC)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3306"}, d.Replicas())
+
+	// A healthy replica vanishes: kept until seen healthy a stale window
+	// after it vanished (a crashed one would have gone stale by then).
+	f.setHosts(hostA, hostC)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Contains(t, d.Replicas(), "10.0.0.2:3306")
+	assert.False(t, d.IsThrottled())
+	f.advance(time.Minute)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
+	assert.EqualValues(t, 1, f.closedDB.Load(), "its DB is closed")
+
+	// A throttling replica vanishes (as a crashed one does): kept, and the
+	// reason says it is no longer listed.
+	f.set(hostC, lagOf(time.Hour), nil)
+	f.setHosts(hostA)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, "10.0.0.3:3306 (server_id 4, no longer listed by the primary): replica lag 1h0m0s >= 1s", d.ThrottleReason())
+	f.advance(time.Hour)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.True(t, d.IsThrottled(), "never dropped while it throttles")
+	assert.Contains(t, d.Replicas(), "10.0.0.3:3306")
+
+	// It comes back: listed again, and clear once its lag is.
+	f.setHosts(hostA, hostC)
+	f.set(hostC, lagOf(0), nil)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
+
+	// Unlisted again, then seen healthy later: dropped.
+	f.setHosts(hostA)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	f.advance(time.Minute)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+
+	// A replica listed at another address is another member; the old one
+	// is dropped at once, whatever its state.
+	moved := ReplicaHost{ServerID: hostA.ServerID, Host: hostA.Host, Port: 3307}
+	f.set(hostA, lagOf(time.Hour), nil)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	require.True(t, d.IsThrottled())
+	f.setHosts(moved)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, []string{"10.0.0.1:3307"}, d.Replicas())
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+	assert.EqualValues(t, 3, f.closedDB.Load())
+
+	// Every change is logged once.
+	out := logs.String()
+	for line, n := range map[string]int{
+		"replica discovered":                           4, // A, B, C, A at 3307
+		"replica gone: no longer":                      2, // B, then C
+		"no longer listed by the primary; watching it": 3, // B, C, C again
+		"replica listed again":                         1,
+		"listed at another address":                    1,
+	} {
+		assert.Equal(t, n, strings.Count(out, line), "%q in:\n%s", line, out)
+	}
+}
+
+func TestDiscoveryForgetAfter(t *testing.T) {
+	f := newFleet(hostA, hostB)
+	f.set(hostB, Measurement{}, errBoom)
+	d := openDisco(t, f, func(c *DiscoveryConfig) { c.ForgetAfter = 10 * time.Minute })
+	require.True(t, d.IsThrottled())
+	f.setHosts(hostA)
+	update(t, d)
+	f.advance(9 * time.Minute)
+	update(t, d)
+	assert.True(t, d.IsThrottled(), "still within ForgetAfter")
+	f.advance(time.Minute)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+}
+
+func TestDiscoveryNoReplicas(t *testing.T) {
+	var logs syncBuffer
+	f := newFleet()
+	d := newDisco(t, f, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.NoError(t, d.Open(context.Background()))
+	defer d.Close()
+	assert.False(t, d.IsThrottled())
+	assert.Empty(t, d.Replicas())
+	require.NoError(t, d.UpdateLag(context.Background()))
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.Equal(t, 1, strings.Count(logs.String(), "the primary lists no replicas"), logs.String())
+	assert.Contains(t, logs.String(), "level=WARN")
+	d.BlockWait(context.Background())
+}
+
+// The primary cannot be asked: Open fails; later, the membership stands for
+// a while, then throttles as stale.
+func TestDiscoveryListFailures(t *testing.T) {
+	f := newFleet(hostA)
+	f.setListErr(errBoom)
+	d := newDisco(t, f, nil, nil)
+	err := d.Open(context.Background())
+	require.ErrorIs(t, err, errBoom)
+	assert.Contains(t, err.Error(), "discover replicas")
+	assert.False(t, d.IsThrottled())
+	assert.ErrorIs(t, d.UpdateLag(context.Background()), ErrNotOpen)
+
+	f.setListErr(nil)
+	require.NoError(t, d.Open(context.Background()), "a failed Open may be retried")
+	defer d.Close()
+	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+
+	f.setListErr(errBoom)
+	err = d.UpdateLag(context.Background())
+	require.ErrorIs(t, err, errBoom)
+	assert.False(t, d.IsThrottled(), "the last membership stands for a while")
+	f.advance(3 * time.Hour) // three periods of Every
+	update(t, d)
+	assert.True(t, d.IsThrottled())
+	assert.Equal(t, "replica discovery: the primary could not be asked for its replicas for 3h0m0s, so replicas may be unwatched: boom", d.ThrottleReason())
+
+	f.setListErr(nil)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+}
+
+func TestDiscoveryContract(t *testing.T) {
+	type subject struct {
+		d        *Discovery
+		throttle func(bool)
+	}
+	// Two ways to throttle: a watched member's lag, and a failed member.
+	kinds := map[string]func(t *testing.T, maxWait time.Duration) subject{
+		"lagging member": func(t *testing.T, maxWait time.Duration) subject {
+			f := newFleet(hostA, hostB)
+			d := newDisco(t, f, nil, nil, WithMaxWait(maxWait))
+			return subject{d, func(on bool) {
+				lag := time.Duration(0)
+				if on {
+					lag = time.Minute
+				}
+				f.set(hostB, lagOf(lag), nil)
+				_ = d.UpdateLag(context.Background())
+			}}
+		},
+		"failed member": func(t *testing.T, maxWait time.Duration) subject {
+			f := newFleet(hostA, hostB)
+			d := newDisco(t, f, nil, nil, WithMaxWait(maxWait))
+			return subject{d, func(on bool) {
+				// On: a new replica that cannot be opened; off: the retry
+				// in UpdateLag opens it.
+				var err error
+				if on {
+					err = errBoom
+				}
+				f.setOpenErr(hostC, err)
+				f.setHosts(hostA, hostB, hostC)
+				_ = d.UpdateLag(context.Background())
+			}}
+		},
+	}
+	for name, mk := range kinds {
+		t.Run(name, func(t *testing.T) {
+			t.Run("clear: BlockWait returns at once", func(t *testing.T) {
+				s := mk(t, 0)
+				require.NoError(t, s.d.Open(context.Background()))
+				defer s.d.Close()
+				requireReturns(t, waiters(context.Background(), s.d, 10), time.Second, "clear")
+				assert.NoError(t, s.d.Wait(context.Background()))
+			})
+			t.Run("throttled blocks; clear wakes every waiter", func(t *testing.T) {
+				s := mk(t, 0)
+				require.NoError(t, s.d.Open(context.Background()))
+				defer s.d.Close()
+				s.throttle(true)
+				require.True(t, s.d.IsThrottled())
+				done := waiters(context.Background(), s.d, 100)
+				requireBlocked(t, done, "throttled")
+				s.throttle(false)
+				requireReturns(t, done, 2*time.Second, "cleared")
+				assert.False(t, s.d.IsThrottled(), s.d.ThrottleReason())
+			})
+			t.Run("Close releases waiters and IsThrottled", func(t *testing.T) {
+				s := mk(t, 0)
+				require.NoError(t, s.d.Open(context.Background()))
+				s.throttle(true)
+				done := waiters(context.Background(), s.d, 100)
+				requireBlocked(t, done, "throttled")
+				require.NoError(t, s.d.Close())
+				requireReturns(t, done, time.Second, "Close")
+				assert.False(t, s.d.IsThrottled())
+				assert.Equal(t, "", s.d.ThrottleReason())
+				assert.ErrorIs(t, s.d.Wait(context.Background()), ErrClosed)
+				s.throttle(true) // a late update after Close changes nothing
+				assert.False(t, s.d.IsThrottled())
+				require.NoError(t, s.d.Close(), "idempotent")
+				assert.ErrorIs(t, s.d.UpdateLag(context.Background()), ErrClosed)
+				assert.ErrorIs(t, s.d.Open(context.Background()), ErrClosed, "Open after Close")
+			})
+			t.Run("Open's context ending releases", func(t *testing.T) {
+				s := mk(t, 0)
+				ctx, cancel := context.WithCancel(context.Background())
+				require.NoError(t, s.d.Open(ctx))
+				s.throttle(true)
+				done := waiters(context.Background(), s.d, 100)
+				requireBlocked(t, done, "throttled")
+				cancel()
+				requireReturns(t, done, time.Second, "Open's context cancelled")
+				assert.False(t, s.d.IsThrottled())
+				assert.ErrorIs(t, s.d.UpdateLag(context.Background()), ErrClosed)
+				require.NoError(t, s.d.Close())
+			})
+			t.Run("caller context ends the wait", func(t *testing.T) {
+				s := mk(t, 0)
+				require.NoError(t, s.d.Open(context.Background()))
+				defer s.d.Close()
+				s.throttle(true)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := waiters(ctx, s.d, 10)
+				requireBlocked(t, done, "throttled")
+				cancel()
+				requireReturns(t, done, time.Second, "caller cancel")
+				assert.True(t, s.d.IsThrottled())
+				assert.ErrorIs(t, s.d.Wait(ctx), context.Canceled)
+			})
+			t.Run("WithMaxWait caps the wait", func(t *testing.T) {
+				s := mk(t, 10*time.Millisecond)
+				require.NoError(t, s.d.Open(context.Background()))
+				defer s.d.Close()
+				s.throttle(true)
+				requireReturns(t, waiters(context.Background(), s.d, 10), 2*time.Second, "max wait")
+				err := s.d.Wait(context.Background())
+				assert.ErrorIs(t, err, ErrMaxWait)
+				assert.Contains(t, err.Error(), "server_id")
+			})
+			t.Run("second Open", func(t *testing.T) {
+				s := mk(t, 0)
+				require.NoError(t, s.d.Open(context.Background()))
+				defer s.d.Close()
+				assert.ErrorIs(t, s.d.Open(context.Background()), ErrAlreadyOpen)
+			})
+		})
+	}
+}
+
+// A waiter on one member also wakes for a membership change: a newly
+// discovered lagging replica keeps it waiting, its recovery releases it.
+func TestDiscoveryWaitFollowsMembership(t *testing.T) {
+	f := newFleet(hostA)
+	d := openDisco(t, f, nil, WithMaxWait(0))
+	f.set(hostA, lagOf(time.Minute), nil)
+	update(t, d)
+	errc := make(chan error, 1)
+	go func() { errc <- d.Wait(context.Background()) }()
+
+	f.set(hostB, lagOf(time.Minute), nil)
+	f.setHosts(hostA, hostB)
+	update(t, d)
+	f.set(hostA, lagOf(0), nil)
+	update(t, d)
+	select {
+	case err := <-errc:
+		t.Fatalf("returned while the new member lags: %v (%s)", err, d.ThrottleReason())
+	case <-time.After(30 * time.Millisecond):
+	}
+	f.set(hostB, lagOf(0), nil)
+	update(t, d)
+	select {
+	case err := <-errc:
+		assert.NoError(t, err)
+	case <-time.After(2 * time.Second):
+		t.Fatal("still waiting after every member cleared: " + d.ThrottleReason())
+	}
+}
+
+// Close while Open is still asking: Open fails with ErrClosed and nothing
+// is left behind.
+func TestDiscoveryCloseDuringOpen(t *testing.T) {
+	f := newFleet(hostA)
+	d := newDisco(t, f, nil, nil)
+	entered := make(chan struct{})
+	d.list = func(ctx context.Context) ([]ReplicaHost, error) {
+		close(entered)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.Open(context.Background()) }()
+	<-entered
+	require.NoError(t, d.Close())
+	assert.ErrorIs(t, <-errc, ErrClosed)
+	assert.False(t, d.IsThrottled())
+}
+
+func TestDiscoveryHotPathDoesNotAllocate(t *testing.T) {
+	f := newFleet(hostA, hostB, hostC)
+	d := openDisco(t, f, nil)
+	ctx := context.Background()
+	require.False(t, d.IsThrottled())
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = d.IsThrottled() }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { d.BlockWait(ctx) }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = d.Lag() }))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = d.ThrottleReason() }))
+}
+
+// The monitor rediscovers on its own every Every.
+func TestDiscoveryRediscoversPeriodically(t *testing.T) {
+	f := newFleet(hostA)
+	d := openDisco(t, f, func(c *DiscoveryConfig) { c.Every = 5 * time.Millisecond })
+	f.set(hostB, lagOf(time.Minute), nil)
+	f.setHosts(hostA, hostB)
+	require.Eventually(t, func() bool { return len(d.Replicas()) == 2 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, d.UpdateLag(context.Background()))
+	assert.True(t, d.IsThrottled())
+}
