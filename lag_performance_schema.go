@@ -4,29 +4,72 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // PerformanceSchemaSource measures lag on MySQL 8.0 and later from
-// performance_schema, per channel, with microsecond resolution and one clock
-// (the replica's NOW(6), read in the same query):
+// performance_schema, per channel, with microsecond resolution and one clock:
+// the replica's, read in the same query as the rows. Every instant is read
+// as an absolute Unix time (UNIX_TIMESTAMP of the TIMESTAMP columns, and the
+// statement's start time for "now"), so neither the session time zone nor a
+// daylight-saving switch between two instants changes a difference. Commit
+// timestamps are the immediate source's (the server this replica reads from),
+// so every comparison between them uses one clock.
+//
+// A channel's lag is the largest of three latencies:
 //
 //   - applier latency: for each worker applying a transaction, now minus the
-//     transaction's immediate commit time; the largest over the workers;
-//   - queue latency: when the receiver's last queued transaction has not been
-//     applied by any worker, now minus the most recent immediate commit time a
-//     worker has applied. ANONYMOUS transactions (GTIDs off) cannot be matched
-//     and contribute 0 here; their lag shows as applier latency;
-//   - channel lag is the larger of the two; the replica's lag is the worst
-//     channel's.
+//     transaction's immediate commit time;
+//   - receiver latency: while the receiver (IO) thread is still receiving a
+//     transaction (QUEUEING_TRANSACTION set), now minus its immediate commit
+//     time. In a busy, healthy stream it is milliseconds old; a huge
+//     transaction still in transfer counts in full;
+//   - queue latency: the age of what the receiver has queued in the relay
+//     log but no worker has applied or is applying.
 //
-// Unlike the query Spirit ships, it never reads 0 for a replica it cannot
-// observe: a receiver (IO) thread that is not ON, an applier whose workers are
-// all stopped, and a connection that has heard neither a transaction nor a
-// heartbeat for two minutes read as "not flowing"; a server with no channel is
-// ErrNotReplica; performance_schema=OFF is ErrUnavailable.
+// The queue latency is:
+//
+//   - none when nothing was queued since the receiver started, or when some
+//     worker applied or is applying the last queued transaction (matched by
+//     GTID);
+//   - exact when only the last queued transaction is pending: its GTID
+//     (the source's UUID, on MySQL 8.4 optionally a tag, and a sequence
+//     number n) follows the highest sequence number that the channel's
+//     workers last applied for the same UUID and tag, n-1. It is then now
+//     minus that transaction's immediate commit time;
+//   - otherwise an upper bound: now minus the newest immediate commit time
+//     that a worker has applied (the oldest pending transaction committed
+//     after it). This covers several pending transactions, a GTID from
+//     another source than the workers' last ones, and an unparseable GTID;
+//   - with GTIDs off (ANONYMOUS), where transactions cannot be matched by id,
+//     decided by time: there is a queue when the last queued transaction's
+//     immediate commit is later than the newest that any worker applied,
+//     and no worker is applying one at least as new; its latency is the same
+//     upper bound;
+//   - when the workers have applied nothing since they started (their
+//     statistics are empty): now minus the last queued transaction's commit
+//     time while that is under a minute old, and none once it is older (an
+//     idle source, whose last transaction was applied before the applier
+//     restarted; the receiver checks below still apply).
+//
+// The replica's lag is the worst flowing channel's.
+//
+// It never reads 0 for a replica it cannot observe: a receiver that is not
+// ON, an applier whose workers are all stopped, and a caught-up channel whose
+// receiver has heard neither a transaction nor a heartbeat for two minutes
+// read as "not flowing"; a server with no channel is ErrNotReplica;
+// performance_schema=OFF is ErrUnavailable.
+//
+// The exact queue rule assumes that the channel's stream numbers the
+// source's transactions consecutively, as a single source does. A source
+// that relays another UUID's transactions in between (chained replication
+// through a server that also takes writes) could, while the applier has not
+// yet picked them up, hide such a transaction between n-1 and n; the lag is
+// then understated by at most the time between those two commits.
 //
 // It needs SELECT on performance_schema.replication_connection_status and
 // performance_schema.replication_applier_status_by_worker.
@@ -38,16 +81,26 @@ func (performanceSchemaSource) String() string { return "performance_schema" }
 
 // performanceSchemaQuery returns one row per channel and worker. The lag is
 // computed in Go (performanceSchemaLag) so that every case can be tested from
-// recorded rows, and so that unset timestamps ('0000-00-00 00:00:00.000000')
-// need no SQL special-casing.
-const performanceSchemaQuery = `SELECT NOW(6),
+// recorded rows.
+//
+// Instants are absolute: UNIX_TIMESTAMP of a TIMESTAMP column is its stored
+// value (seconds since the epoch, with the column's six fractional digits, as
+// a DECIMAL; 0 when unset), whatever the session time zone. "Now" is the
+// statement's start in microseconds: UNIX_TIMESTAMP() (its whole seconds) and
+// the microseconds of NOW(6), both of which MySQL takes from the statement's
+// start time (time zone offsets are whole seconds). UNIX_TIMESTAMP(NOW(6))
+// would convert NOW(6)'s wall clock back through the session time zone, which
+// is ambiguous in the repeated hour after a daylight-saving switch.
+const performanceSchemaQuery = `SELECT UNIX_TIMESTAMP() * 1000000 + MICROSECOND(NOW(6)),
   c.CHANNEL_NAME, c.SERVICE_STATE, c.LAST_ERROR_NUMBER, c.LAST_ERROR_MESSAGE,
-  c.LAST_HEARTBEAT_TIMESTAMP, c.LAST_QUEUED_TRANSACTION,
-  c.LAST_QUEUED_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP,
-  c.LAST_QUEUED_TRANSACTION_END_QUEUE_TIMESTAMP,
+  UNIX_TIMESTAMP(c.LAST_HEARTBEAT_TIMESTAMP), c.LAST_QUEUED_TRANSACTION,
+  UNIX_TIMESTAMP(c.LAST_QUEUED_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP),
+  UNIX_TIMESTAMP(c.LAST_QUEUED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
+  UNIX_TIMESTAMP(c.LAST_QUEUED_TRANSACTION_END_QUEUE_TIMESTAMP),
+  c.QUEUEING_TRANSACTION, UNIX_TIMESTAMP(c.QUEUEING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
   w.WORKER_ID, w.SERVICE_STATE, w.LAST_ERROR_NUMBER, w.LAST_ERROR_MESSAGE,
-  w.LAST_APPLIED_TRANSACTION, w.LAST_APPLIED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP,
-  w.APPLYING_TRANSACTION, w.APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP
+  w.LAST_APPLIED_TRANSACTION, UNIX_TIMESTAMP(w.LAST_APPLIED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
+  w.APPLYING_TRANSACTION, UNIX_TIMESTAMP(w.APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP)
 FROM performance_schema.replication_connection_status c
 LEFT JOIN performance_schema.replication_applier_status_by_worker w
   ON w.CHANNEL_NAME = c.CHANNEL_NAME
@@ -56,6 +109,8 @@ ORDER BY c.CHANNEL_NAME, w.WORKER_ID`
 // PerformanceSchemaRow is one row of the performance_schema lag query: a
 // channel's connection status joined with one of its applier workers. It is
 // exported for fixtures and tests; a zero time means the column was unset.
+// Times are instants (the query reads them as Unix times); their location
+// does not matter.
 type PerformanceSchemaRow struct {
 	Now time.Time `json:"now"`
 
@@ -64,9 +119,15 @@ type PerformanceSchemaRow struct {
 	ReceiverErrNo     int64     `json:"receiver_errno,omitempty"`
 	ReceiverError     string    `json:"receiver_error,omitempty"`
 	LastHeartbeat     time.Time `json:"last_heartbeat"`
-	LastQueued        string    `json:"last_queued"`
+	LastQueued        string    `json:"last_queued"` // a GTID, ANONYMOUS, or ""
 	LastQueuedCommit  time.Time `json:"last_queued_original_commit"`
 	LastQueuedEnqueue time.Time `json:"last_queued_end_queue"`
+	// LastQueuedImmediateCommit is LAST_QUEUED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP.
+	// When unset, LastQueuedCommit (the original commit, never later) stands in.
+	LastQueuedImmediateCommit time.Time `json:"last_queued_immediate_commit,omitzero"`
+	// Queueing is the transaction the receiver is receiving ("" when none).
+	Queueing                string    `json:"queueing,omitempty"`
+	QueueingImmediateCommit time.Time `json:"queueing_immediate_commit,omitzero"`
 
 	HasWorker       bool      `json:"has_worker"` // false: the channel has no worker row (LEFT JOIN)
 	WorkerID        int64     `json:"worker_id"`
@@ -98,16 +159,21 @@ func (performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measure
 	var recs []PerformanceSchemaRow
 	for rows.Next() {
 		var r PerformanceSchemaRow
-		var now, hb, qCommit, qEnd, applied, applying dbTime
-		var cErrNo, wID, wErrNo sql.NullInt64
-		var cErr, wState, wErr, lastApplied, applyingTrx, lastQueued sql.NullString
-		if err := rows.Scan(&now, &r.Channel, &r.ReceiverState, &cErrNo, &cErr,
-			&hb, &lastQueued, &qCommit, &qEnd,
+		var nowMicros, cErrNo, wID, wErrNo sql.NullInt64
+		var hb, qCommit, qImmediate, qEnd, queueing, applied, applying unixTime
+		var cErr, lastQueued, queueingTrx, wState, wErr, lastApplied, applyingTrx sql.NullString
+		if err := rows.Scan(&nowMicros, &r.Channel, &r.ReceiverState, &cErrNo, &cErr,
+			&hb, &lastQueued, &qCommit, &qImmediate, &qEnd, &queueingTrx, &queueing,
 			&wID, &wState, &wErrNo, &wErr, &lastApplied, &applied, &applyingTrx, &applying); err != nil {
 			return Measurement{}, fmt.Errorf("read row: %w", err)
 		}
-		r.Now, r.LastHeartbeat, r.LastQueuedCommit, r.LastQueuedEnqueue = now.t, hb.t, qCommit.t, qEnd.t
+		if nowMicros.Int64 <= 0 {
+			return Measurement{}, fmt.Errorf("read row: the server returned no current time (%d)", nowMicros.Int64)
+		}
+		r.Now = time.UnixMicro(nowMicros.Int64).UTC()
+		r.LastHeartbeat, r.LastQueuedCommit, r.LastQueuedImmediateCommit, r.LastQueuedEnqueue = hb.t, qCommit.t, qImmediate.t, qEnd.t
 		r.ReceiverErrNo, r.ReceiverError, r.LastQueued = cErrNo.Int64, cErr.String, lastQueued.String
+		r.Queueing, r.QueueingImmediateCommit = queueingTrx.String, queueing.t
 		r.HasWorker, r.WorkerID, r.WorkerState = wID.Valid, wID.Int64, wState.String
 		r.WorkerErrNo, r.WorkerError = wErrNo.Int64, wErr.String
 		r.LastApplied, r.LastAppliedAt = lastApplied.String, applied.t
@@ -187,8 +253,16 @@ func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
 		return 0, why
 	}
 
+	anonymous := strings.EqualFold(c.LastQueued, "ANONYMOUS")
+	queued, queuedOK := parseGTID(c.LastQueued)
+	lastQueuedAt := c.LastQueuedImmediateCommit
+	if lastQueuedAt.IsZero() {
+		lastQueuedAt = c.LastQueuedCommit // the original commit: never later
+	}
+
 	var applier time.Duration // applier latency: the oldest transaction being applied
-	var newestApplied time.Time
+	var newestApplied, newestApplying time.Time
+	var highestApplied int64 = -1 // for queued's source, over the workers' last applied
 	running, caughtUp, anyWorker := false, false, false
 	var stopped []string
 	for _, w := range ws {
@@ -205,14 +279,22 @@ func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
 		running = true
 		if w.Applying != "" && !w.ApplyingStarted.IsZero() {
 			applier = max(applier, since(now, w.ApplyingStarted))
+			if w.ApplyingStarted.After(newestApplying) {
+				newestApplying = w.ApplyingStarted
+			}
 		}
 		// The last queued transaction applied, or being applied (its
 		// latency is then the applier's), leaves no queue behind it.
-		if c.LastQueued != "" && (strings.EqualFold(w.LastApplied, c.LastQueued) || strings.EqualFold(w.Applying, c.LastQueued)) {
+		// ANONYMOUS names every transaction alike: it matches nothing.
+		if c.LastQueued != "" && !anonymous &&
+			(strings.EqualFold(w.LastApplied, c.LastQueued) || strings.EqualFold(w.Applying, c.LastQueued)) {
 			caughtUp = true
 		}
 		if w.LastAppliedAt.After(newestApplied) {
 			newestApplied = w.LastAppliedAt
+		}
+		if g, ok := parseGTID(w.LastApplied); ok && queuedOK && strings.EqualFold(g.source, queued.source) {
+			highestApplied = max(highestApplied, g.seq)
 		}
 	}
 	switch {
@@ -226,24 +308,39 @@ func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
 		return 0, why
 	}
 
-	var queue time.Duration // queue latency: queued but not yet applied
+	// Receiver latency: a transaction still in transfer from the source.
+	var receiving time.Duration
+	if c.Queueing != "" && !c.QueueingImmediateCommit.IsZero() {
+		receiving = since(now, c.QueueingImmediateCommit)
+	}
+
+	var queue time.Duration // queue latency: queued but neither applied nor being applied
 	switch {
-	case c.LastQueued == "" || strings.EqualFold(c.LastQueued, "ANONYMOUS") || caughtUp:
-		// Nothing queued since the receiver started, GTIDs off (queued
-		// transactions cannot be matched to applied ones), or applied.
+	case c.LastQueued == "" || caughtUp:
+		// Nothing queued since the receiver started, or applied.
+	case anonymous && (lastQueuedAt.IsZero() || !lastQueuedAt.After(newestApplied) ||
+		(!newestApplying.IsZero() && !newestApplying.Before(lastQueuedAt))):
+		// GTIDs off: by the immediate commit times, the last queued
+		// transaction is no later than one applied, or one being applied
+		// (whose latency is the applier's).
+	case !anonymous && queuedOK && highestApplied == queued.seq-1 && !lastQueuedAt.IsZero():
+		// Exactly one transaction pending, the last queued: exact.
+		queue = since(now, lastQueuedAt)
 	case !newestApplied.IsZero():
+		// Pending transactions, the oldest committed after the newest
+		// applied one: an upper bound.
 		queue = since(now, newestApplied)
-	case !c.LastQueuedCommit.IsZero() && since(now, c.LastQueuedCommit) >= idleAfter:
+	case !lastQueuedAt.IsZero() && since(now, lastQueuedAt) >= idleAfter:
 		// The workers have applied nothing since they started, and the
 		// last queued transaction is old: an idle source, whose last
 		// transaction was applied before the applier restarted. The
 		// receiver is ON; the silence check below covers a dead link.
-	case !c.LastQueuedCommit.IsZero():
+	case !lastQueuedAt.IsZero():
 		// Applied nothing yet, and the queued transaction is recent: at
 		// least this much behind.
-		queue = since(now, c.LastQueuedCommit)
+		queue = since(now, lastQueuedAt)
 	}
-	lag := max(applier, queue)
+	lag := max(applier, receiving, queue)
 
 	if lag == 0 {
 		// Caught up. That is only believable while the receiver hears from
@@ -260,7 +357,7 @@ func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
 }
 
 // since is now - t, never negative: clock skew between the source (commit
-// timestamps) and the replica (NOW(6)) must not produce a negative lag.
+// timestamps) and the replica (now) must not produce a negative lag.
 func since(now, t time.Time) time.Duration {
 	if d := now.Sub(t); d > 0 {
 		return d
@@ -268,38 +365,113 @@ func since(now, t time.Time) time.Duration {
 	return 0
 }
 
-// dbTime scans a DATETIME/TIMESTAMP whether or not the DSN has parseTime, and
-// maps MySQL's zero timestamp to the zero time.Time.
-type dbTime struct{ t time.Time }
+// gtid is a parsed global transaction ID: "<source>:<seq>", where source is
+// the originating server's UUID, followed on MySQL 8.4 by ":<tag>" for a
+// tagged transaction.
+type gtid struct {
+	source string
+	seq    int64
+}
 
-func (d *dbTime) Scan(v any) error {
-	d.t = time.Time{}
+// parseGTID splits a GTID at its last colon. ANONYMOUS, "" and anything
+// without a positive sequence number do not parse.
+func parseGTID(s string) (gtid, bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i <= 0 {
+		return gtid{}, false
+	}
+	n, err := strconv.ParseInt(s[i+1:], 10, 64)
+	if err != nil || n <= 0 {
+		return gtid{}, false
+	}
+	return gtid{source: s[:i], seq: n}, true
+}
+
+// unixTime scans UNIX_TIMESTAMP(column): seconds since the epoch, as the
+// DECIMAL text MySQL sends ("1795441436.052842"), an integer, or a float. It
+// keeps microseconds exactly; 0 (MySQL's answer for an unset timestamp) and
+// NULL (a worker column of a channel without workers) are the zero time.
+type unixTime struct{ t time.Time }
+
+// maxUnixSeconds keeps seconds * 1e6 within an int64.
+const maxUnixSeconds = math.MaxInt64 / 1_000_000
+
+func (u *unixTime) Scan(v any) error {
+	u.t = time.Time{}
+	var micros int64
 	switch v := v.(type) {
 	case nil:
 		return nil
-	case time.Time:
-		if v.Year() > 1 {
-			// Only differences matter and both operands come from the same
-			// session time zone: keep the wall clock, drop the location.
-			d.t = time.Date(v.Year(), v.Month(), v.Day(), v.Hour(), v.Minute(), v.Second(), v.Nanosecond(), time.UTC)
-		}
-		return nil
 	case []byte:
-		return d.parse(string(v))
+		m, err := parseUnixMicros(string(v))
+		if err != nil {
+			return err
+		}
+		micros = m
 	case string:
-		return d.parse(v)
+		m, err := parseUnixMicros(v)
+		if err != nil {
+			return err
+		}
+		micros = m
+	case int64:
+		if v < 0 || v > maxUnixSeconds {
+			return fmt.Errorf("cannot use Unix time %d", v)
+		}
+		micros = v * 1e6
+	case uint64:
+		if v > maxUnixSeconds {
+			return fmt.Errorf("cannot use Unix time %d", v)
+		}
+		micros = int64(v) * 1e6
+	case float64:
+		if math.IsNaN(v) || v < 0 || v > maxUnixSeconds {
+			return fmt.Errorf("cannot use Unix time %v", v)
+		}
+		micros = int64(math.Round(v * 1e6))
+	default:
+		return fmt.Errorf("cannot scan %T into a Unix time", v)
 	}
-	return fmt.Errorf("cannot scan %T into a timestamp", v)
+	if micros != 0 {
+		u.t = time.UnixMicro(micros).UTC()
+	}
+	return nil
 }
 
-func (d *dbTime) parse(s string) error {
-	if s == "" || strings.HasPrefix(s, "0000-00-00") {
-		return nil
+// parseUnixMicros parses a non-negative decimal number of seconds into
+// microseconds without going through a float: digits past the sixth
+// fractional one round half up.
+func parseUnixMicros(s string) (int64, error) {
+	bad := func() (int64, error) { return 0, fmt.Errorf("cannot parse Unix time %q", s) }
+	intPart, frac, _ := strings.Cut(strings.TrimSpace(s), ".")
+	if intPart == "" && frac == "" || !allDigits(intPart) || !allDigits(frac) || len(intPart) > 12 {
+		return bad()
 	}
-	t, err := time.Parse("2006-01-02 15:04:05.999999999", s)
-	if err != nil {
-		return fmt.Errorf("cannot parse timestamp %q: %w", s, err)
+	var sec int64
+	if intPart != "" {
+		var err error
+		if sec, err = strconv.ParseInt(intPart, 10, 64); err != nil {
+			return bad()
+		}
 	}
-	d.t = t
-	return nil
+	var us int64
+	for i := 0; i < 6; i++ {
+		us *= 10
+		if i < len(frac) {
+			us += int64(frac[i] - '0')
+		}
+	}
+	if len(frac) > 6 && frac[6] >= '5' {
+		us++
+	}
+	return sec*1e6 + us, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -56,9 +56,11 @@ func TestPerformanceSchemaFixtures(t *testing.T) {
 	}
 }
 
-func TestDBTimeScan(t *testing.T) {
+// TestPerformanceSchemaUnixTime checks the scan of UNIX_TIMESTAMP(column):
+// exact to the microsecond, 0 and NULL unset, whatever the protocol's type.
+func TestPerformanceSchemaUnixTime(t *testing.T) {
 	at := time.Date(2026, 11, 23, 12, 0, 0, 123456000, time.UTC)
-	local := time.Date(2026, 11, 23, 12, 0, 0, 123456000, time.FixedZone("X", 3600))
+	sec := at.Unix()
 	cases := []struct {
 		name string
 		in   any
@@ -66,25 +68,65 @@ func TestDBTimeScan(t *testing.T) {
 		err  string
 	}{
 		{"nil", nil, time.Time{}, ""},
-		{"bytes", []byte("2026-11-23 12:00:00.123456"), at, ""},
-		{"string", "2026-11-23 12:00:00.123456", at, ""},
-		{"zero with fraction", []byte("0000-00-00 00:00:00.000000"), time.Time{}, ""},
-		{"zero", "0000-00-00 00:00:00", time.Time{}, ""},
-		{"empty", []byte(""), time.Time{}, ""},
-		{"parseTime value", at, at, ""},
-		{"parseTime zero", time.Time{}, time.Time{}, ""},
-		{"wall clock kept", local, at, ""},
-		{"garbage", []byte("yesterday"), time.Time{}, `cannot parse timestamp "yesterday"`},
-		{"wrong type", int64(5), time.Time{}, "cannot scan int64"},
+		{"decimal bytes", []byte("1795435200.123456"), at, ""},
+		{"decimal string", "1795435200.123456", at, ""},
+		{"every microsecond kept", []byte("1795435200.999999"), time.Unix(sec, 999999000).UTC(), ""},
+		{"one microsecond", []byte("1795435200.000001"), time.Unix(sec, 1000).UTC(), ""},
+		{"fewer digits", []byte("1795435200.12"), time.Unix(sec, 120000000).UTC(), ""},
+		{"more digits round half up", []byte("1795435200.1234565"), time.Unix(sec, 123457000).UTC(), ""},
+		{"more digits carry", []byte("1795435200.9999996"), time.Unix(sec+1, 0).UTC(), ""},
+		{"integer", []byte("1795435200"), time.Unix(sec, 0).UTC(), ""},
+		{"binary integer", int64(1795435200), time.Unix(sec, 0).UTC(), ""},
+		{"binary unsigned", uint64(1795435200), time.Unix(sec, 0).UTC(), ""},
+		{"float", 1795435200.123456, at, ""},
+		{"unset", []byte("0.000000"), time.Time{}, ""},
+		{"unset integer", []byte("0"), time.Time{}, ""},
+		{"unset binary", int64(0), time.Time{}, ""},
+		{"negative", []byte("-1.5"), time.Time{}, `cannot parse Unix time "-1.5"`},
+		{"wall clock", []byte("2026-11-23 12:00:00.123456"), time.Time{}, "cannot parse Unix time"},
+		{"empty", []byte(""), time.Time{}, "cannot parse Unix time"},
+		{"exponent", []byte("1.7954352e9"), time.Time{}, "cannot parse Unix time"},
+		{"too large", []byte("99999999999999"), time.Time{}, "cannot parse Unix time"},
+		{"negative binary", int64(-5), time.Time{}, "cannot use Unix time -5"},
+		{"wrong type", at, time.Time{}, "cannot scan time.Time"},
 	}
 	for _, c := range cases {
-		var d dbTime
-		err := d.Scan(c.in)
+		var u unixTime
+		err := u.Scan(c.in)
 		if c.err != "" {
 			assert.ErrorContains(t, err, c.err, c.name)
+			assert.True(t, u.t.IsZero(), c.name)
 			continue
 		}
 		assert.NoError(t, err, c.name)
-		assert.True(t, c.want.Equal(d.t), "%s: got %v", c.name, d.t)
+		assert.True(t, c.want.Equal(u.t), "%s: got %v, want %v", c.name, u.t, c.want)
+	}
+}
+
+func TestPerformanceSchemaParseGTID(t *testing.T) {
+	const uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+	cases := []struct {
+		in     string
+		source string
+		seq    int64
+		ok     bool
+	}{
+		{uuid + ":1001", uuid, 1001, true},
+		{uuid + ":batch_7:42", uuid + ":batch_7", 42, true}, // MySQL 8.4 tagged GTID
+		{"ANONYMOUS", "", 0, false},
+		{"", "", 0, false},
+		{uuid, "", 0, false},
+		{uuid + ":", "", 0, false},
+		{uuid + ":0", "", 0, false},
+		{uuid + ":1-5", "", 0, false}, // a set, not a GTID
+		{":5", "", 0, false},
+	}
+	for _, c := range cases {
+		g, ok := parseGTID(c.in)
+		assert.Equal(t, c.ok, ok, c.in)
+		if ok {
+			assert.Equal(t, c.source, g.source, c.in)
+			assert.Equal(t, c.seq, g.seq, c.in)
+		}
 	}
 }

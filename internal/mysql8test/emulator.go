@@ -11,14 +11,34 @@
 //
 // What it emulates beyond the tables, per Emulator: @@performance_schema (1
 // unless SetPerformanceSchema(false)), @@version and @@version_comment
-// ("8.0.36", "MySQL Community Server - GPL" unless WithVersion).
+// ("8.0.36", "MySQL Community Server - GPL" unless WithVersion), and the
+// system time zone (time_zone=SYSTEM; the process's local zone unless
+// WithTimeZone): NOW() and its synonyms show the statement's start in it,
+// timestamps are written as wall clocks in it, and UNIX_TIMESTAMP converts
+// them with its offset at each instant.
 //
 // Gaps of go-mysql-server that matter here (see shared/notes/mysql8-emulation.md):
 //   - an unset timestamp is written as '0000-00-00 00:00:00': the engine
 //     rejects the zero timestamp with a fraction that MySQL shows;
-//   - NOW() follows the process's local time zone, so timestamps are written
-//     as local wall-clock times, computed in Go (SQL date arithmetic drops
-//     fractional seconds);
+//   - TIMESTAMP columns hold wall clocks, not instants, so timestamps are
+//     written as wall clocks in the emulator's zone, computed in Go (SQL date
+//     arithmetic drops fractional seconds). In the hour repeated after a
+//     fall-back switch a wall clock is ambiguous; UNIX_TIMESTAMP reads it as
+//     the earlier instant (MySQL stores the instant and has no ambiguity);
+//   - go-mysql-server's NOW() follows the process's local zone, and its
+//     UNIX_TIMESTAMP(timestamp_column) converts every wall clock with the
+//     zone's current offset: an hour off for a timestamp from the other side
+//     of a daylight-saving switch. The emulator replaces both (NOW,
+//     CURRENT_TIMESTAMP, LOCALTIME, LOCALTIMESTAMP, UNIX_TIMESTAMP) through
+//     its database provider, which the engine asks before its built-ins; see
+//     timezone.go. UNIX_TIMESTAMP of a TIMESTAMP(6) column, UNIX_TIMESTAMP()
+//     and MICROSECOND(NOW(6)) then behave as on MySQL (a DECIMAL with six
+//     digits, 0 for the zero timestamp);
+//   - the in-memory database is not safe for concurrent statements: every
+//     statement's commit writes back the tables it read, so a SELECT that
+//     started before an UPDATE and ends after it undoes the UPDATE (a
+//     throttler polling while a test writes lost the write now and then).
+//     The emulator runs one statement at a time (see serializer);
 //   - system variables are process-wide in go-mysql-server; the per-emulator
 //     ones above are served by a wrapper registered once (see emuVar);
 //   - starting an engine resets process-wide status variables, so emulators
@@ -43,6 +63,9 @@ import (
 	"github.com/dolthub/go-mysql-server/server"
 	gms "github.com/dolthub/go-mysql-server/sql"
 	"github.com/dolthub/vitess/go/mysql"
+	"github.com/dolthub/vitess/go/sqltypes"
+	querypb "github.com/dolthub/vitess/go/vt/proto/query"
+	"github.com/dolthub/vitess/go/vt/sqlparser"
 	_ "github.com/go-sql-driver/mysql" // the client under test
 	"github.com/sirupsen/logrus"
 )
@@ -179,6 +202,7 @@ type Option func(*config)
 type config struct {
 	version, comment string
 	perfSchema       bool
+	loc              *time.Location
 }
 
 // WithVersion sets what the emulator reports as @@version and
@@ -190,6 +214,13 @@ func WithVersion(version, comment string) Option {
 // WithPerformanceSchema sets @@performance_schema at start (default ON).
 func WithPerformanceSchema(on bool) Option {
 	return func(c *config) { c.perfSchema = on }
+}
+
+// WithTimeZone sets the emulated server's system time zone (default: the
+// process's local zone), which sessions use with time_zone=SYSTEM. With
+// TransitionZone it puts a daylight-saving switch between two rows' instants.
+func WithTimeZone(loc *time.Location) Option {
+	return func(c *config) { c.loc = loc }
 }
 
 // Emulator is a running emulated MySQL 8.0 replica.
@@ -204,6 +235,7 @@ type Emulator struct {
 
 	version, comment string
 	perfSchema       atomic.Bool
+	loc              *time.Location // the system time zone
 
 	engine   *sqle.Engine
 	srv      *server.Server
@@ -237,7 +269,7 @@ func Start(tb testing.TB, opts ...Option) *Emulator {
 
 // New starts an emulator; the caller must Close it. Most tests want Start.
 func New(opts ...Option) (*Emulator, error) {
-	cfg := config{version: DefaultVersion, comment: DefaultVersionComment, perfSchema: true}
+	cfg := config{version: DefaultVersion, comment: DefaultVersionComment, perfSchema: true, loc: time.Local}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -245,11 +277,14 @@ func New(opts ...Option) (*Emulator, error) {
 
 	startMu.Lock()
 	defer startMu.Unlock()
-	e := &Emulator{version: cfg.version, comment: cfg.comment, served: make(chan struct{})}
+	if cfg.loc == nil {
+		cfg.loc = time.Local
+	}
+	e := &Emulator{version: cfg.version, comment: cfg.comment, loc: cfg.loc, served: make(chan struct{})}
 	e.perfSchema.Store(cfg.perfSchema)
 
 	pro := memory.NewDBProvider(memory.NewDatabase("performance_schema"))
-	e.engine = sqle.NewDefault(pro)
+	e.engine = sqle.NewDefault(emuProvider{memoryProvider: pro, fns: e.functions()})
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -264,11 +299,14 @@ func New(opts ...Option) (*Emulator, error) {
 		}
 		return s, err
 	}
+	var chain server.InterceptorChain
+	chain.WithInterceptor(&serializer{})
 	e.srv, err = server.NewServer(server.Config{
 		Protocol: "tcp",
 		Address:  e.Addr,
 		Listener: e.ln,
 		Version:  cfg.version,
+		Options:  []server.Option{chain.Option()},
 	}, e.engine, gms.NewContext, sb, nil)
 	if err != nil {
 		raw.Close()
@@ -393,12 +431,12 @@ func (e *Emulator) InsertConnection(tb testing.TB, c Connection) {
 	state := orDefault(c.ServiceState, "ON")
 	e.Exec(tb, "INSERT INTO performance_schema."+ConnectionStatusTable+" VALUES ("+placeholders(20)+")",
 		c.Channel, c.GroupName, c.SourceUUID, threadID(state, 30+uint64(len(c.Channel))), state,
-		c.CountReceivedHeartbeats, Timestamp(c.LastHeartbeat), c.ReceivedTransactionSet,
-		c.LastErrorNumber, c.LastErrorMessage, Timestamp(c.LastErrorTime),
-		c.LastQueued, Timestamp(c.LastQueuedOriginalCommit), Timestamp(c.LastQueuedImmediateCommit),
-		Timestamp(c.LastQueuedStartQueue), Timestamp(c.LastQueuedEndQueue),
-		c.Queueing, Timestamp(c.QueueingOriginalCommit), Timestamp(c.QueueingImmediateCommit),
-		Timestamp(c.QueueingStartQueue))
+		c.CountReceivedHeartbeats, e.Timestamp(c.LastHeartbeat), c.ReceivedTransactionSet,
+		c.LastErrorNumber, c.LastErrorMessage, e.Timestamp(c.LastErrorTime),
+		c.LastQueued, e.Timestamp(c.LastQueuedOriginalCommit), e.Timestamp(c.LastQueuedImmediateCommit),
+		e.Timestamp(c.LastQueuedStartQueue), e.Timestamp(c.LastQueuedEndQueue),
+		c.Queueing, e.Timestamp(c.QueueingOriginalCommit), e.Timestamp(c.QueueingImmediateCommit),
+		e.Timestamp(c.QueueingStartQueue))
 }
 
 // InsertWorker writes one replication_applier_status_by_worker row.
@@ -407,15 +445,15 @@ func (e *Emulator) InsertWorker(tb testing.TB, w Worker) {
 	state := orDefault(w.ServiceState, "ON")
 	e.Exec(tb, "INSERT INTO performance_schema."+WorkerStatusTable+" VALUES ("+placeholders(24)+")",
 		w.Channel, w.WorkerID, threadID(state, 50+w.WorkerID), state,
-		w.LastErrorNumber, w.LastErrorMessage, Timestamp(w.LastErrorTime),
-		w.LastApplied, Timestamp(w.LastAppliedOriginalCommit), Timestamp(w.LastAppliedImmediateCommit),
-		Timestamp(w.LastAppliedStartApply), Timestamp(w.LastAppliedEndApply),
-		w.Applying, Timestamp(w.ApplyingOriginalCommit), Timestamp(w.ApplyingImmediateCommit),
-		Timestamp(w.ApplyingStartApply),
+		w.LastErrorNumber, w.LastErrorMessage, e.Timestamp(w.LastErrorTime),
+		w.LastApplied, e.Timestamp(w.LastAppliedOriginalCommit), e.Timestamp(w.LastAppliedImmediateCommit),
+		e.Timestamp(w.LastAppliedStartApply), e.Timestamp(w.LastAppliedEndApply),
+		w.Applying, e.Timestamp(w.ApplyingOriginalCommit), e.Timestamp(w.ApplyingImmediateCommit),
+		e.Timestamp(w.ApplyingStartApply),
 		w.LastAppliedRetries, w.LastAppliedTransientErrorNumber, w.LastAppliedTransientErrorMessage,
-		Timestamp(w.LastAppliedTransientErrorTime),
+		e.Timestamp(w.LastAppliedTransientErrorTime),
 		w.ApplyingRetries, w.ApplyingTransientErrorNumber, w.ApplyingTransientErrorMessage,
-		Timestamp(w.ApplyingTransientErrorTime))
+		e.Timestamp(w.ApplyingTransientErrorTime))
 }
 
 // ZeroTimestamp is how an unset timestamp is written. MySQL shows
@@ -423,15 +461,30 @@ func (e *Emulator) InsertWorker(tb testing.TB, w Worker) {
 // a fraction and accepts it without one.
 const ZeroTimestamp = "0000-00-00 00:00:00"
 
-// Timestamp formats t as the emulator must receive it: the local wall clock
-// with microseconds (NOW() follows the process's local time zone), or
-// ZeroTimestamp for the zero time.
+// Timestamp formats t as an emulator in the process's local time zone (no
+// WithTimeZone) must receive it: the local wall clock with microseconds, or
+// ZeroTimestamp for the zero time. Emulator.Timestamp formats for any
+// emulator, whatever its zone.
 func Timestamp(t time.Time) string {
+	return formatTimestamp(t, time.Local)
+}
+
+// Timestamp formats t as e must receive it: the wall clock in e's system
+// time zone with microseconds, or ZeroTimestamp for the zero time.
+func (e *Emulator) Timestamp(t time.Time) string {
+	return formatTimestamp(t, e.loc)
+}
+
+func formatTimestamp(t time.Time, loc *time.Location) string {
 	if t.IsZero() {
 		return ZeroTimestamp
 	}
-	return t.In(time.Local).Format("2006-01-02 15:04:05.000000")
+	return t.In(loc).Format("2006-01-02 15:04:05.000000")
 }
+
+// memoryProvider is go-mysql-server's in-memory database provider, which
+// emuProvider embeds.
+type memoryProvider = memory.DbProvider
 
 func threadID(state string, id uint64) any {
 	if strings.EqualFold(state, "OFF") {
@@ -523,6 +576,51 @@ func (e *Emulator) variable(name string) (any, bool) {
 		return e.comment, true
 	}
 	return nil, false
+}
+
+// --- one statement at a time ---
+
+// serializer runs an emulator's statements one at a time: go-mysql-server's
+// in-memory database loses an UPDATE that commits while another session's
+// statement runs (that statement's commit writes back the table as it read
+// it). Result sets here are small, so a statement never holds the lock
+// waiting for a client to read.
+type serializer struct{ mu sync.Mutex }
+
+var _ server.Interceptor = (*serializer)(nil)
+
+func (s *serializer) Priority() int { return 0 }
+
+func (s *serializer) Query(ctx context.Context, chain server.Chain, c *mysql.Conn, query string, callback func(*sqltypes.Result, bool) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return chain.ComQuery(ctx, c, query, callback)
+}
+
+// ParsedQuery is not called: the interceptor chain's handler does not offer
+// parsed queries to the protocol layer.
+func (s *serializer) ParsedQuery(chain server.Chain, c *mysql.Conn, query string, _ sqlparser.Statement, callback func(*sqltypes.Result, bool) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return chain.ComQuery(context.Background(), c, query, callback)
+}
+
+func (s *serializer) MultiQuery(ctx context.Context, chain server.Chain, c *mysql.Conn, query string, callback func(*sqltypes.Result, bool) error) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return chain.ComMultiQuery(ctx, c, query, callback)
+}
+
+func (s *serializer) Prepare(ctx context.Context, chain server.Chain, c *mysql.Conn, query string, prepare *mysql.PrepareData) ([]*querypb.Field, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return chain.ComPrepare(ctx, c, query, prepare)
+}
+
+func (s *serializer) StmtExecute(ctx context.Context, chain server.Chain, c *mysql.Conn, prepare *mysql.PrepareData, callback func(*sqltypes.Result) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return chain.ComStmtExecute(ctx, c, prepare, callback)
 }
 
 // --- connection tracking, so that Close leaves no goroutine behind ---

@@ -2,6 +2,7 @@ package mysql8test
 
 import (
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -90,4 +91,82 @@ func TestEmulatorCloseIdempotent(t *testing.T) {
 	require.NoError(t, e.Close())
 	require.NoError(t, e.Close())
 	require.NoError(t, db.Close())
+}
+
+// TestEmulatorTimeZone checks the emulated system time zone across a
+// daylight-saving switch: UNIX_TIMESTAMP of a TIMESTAMP(6) column is the
+// instant written, on either side of the switch (go-mysql-server's own
+// converts with the current offset: an hour off on the other side), and
+// UNIX_TIMESTAMP() with MICROSECOND(NOW(6)) is the statement's start.
+func TestEmulatorTimeZone(t *testing.T) {
+	now := time.Now()
+	zone := TransitionZone("fall back 5m ago", now.Add(-5*time.Minute), EDT, EST)
+	e := Start(t, WithTimeZone(zone))
+	before := now.Add(-3 * time.Hour).Truncate(time.Microsecond) // EDT, an unambiguous wall clock
+	after := now.Add(2 * time.Hour).Truncate(time.Microsecond)   // EST
+	repeated := now.Add(-11 * time.Minute).Truncate(time.Microsecond)
+	e.InsertConnection(t, Connection{LastHeartbeat: before, LastErrorTime: after, LastQueuedOriginalCommit: repeated})
+	assert.Equal(t, before.In(zone).Format("2006-01-02 15:04:05.000000"), e.Timestamp(before))
+
+	for _, params := range []string{"", "parseTime=true"} {
+		db := e.Open(t, params)
+		var hb, errAt, commit, unset, wall string
+		var nowMicros, ambiguousNow int64
+		start := time.Now()
+		require.NoError(t, db.QueryRow(`SELECT UNIX_TIMESTAMP(LAST_HEARTBEAT_TIMESTAMP), UNIX_TIMESTAMP(LAST_ERROR_TIMESTAMP),
+			UNIX_TIMESTAMP(LAST_QUEUED_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP), UNIX_TIMESTAMP(LAST_QUEUED_TRANSACTION_END_QUEUE_TIMESTAMP),
+			UNIX_TIMESTAMP() * 1000000 + MICROSECOND(NOW(6)), CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED),
+			DATE_FORMAT(NOW(6), '%Y-%m-%d %H:%i:%s.%f')
+			FROM performance_schema.replication_connection_status`).
+			Scan(&hb, &errAt, &commit, &unset, &nowMicros, &ambiguousNow, &wall), params)
+		end := time.Now()
+		micros := func(t time.Time) string { return fmt.Sprintf("%d.%06d", t.Unix(), t.Nanosecond()/1000) }
+		assert.Equal(t, micros(before), hb, "%s: the other side of the switch", params)
+		assert.Equal(t, micros(after), errAt, params)
+		assert.Equal(t, micros(repeated), commit, "%s: the repeated hour reads as its first pass", params)
+		assert.Equal(t, "0.000000", unset, params)
+
+		got := time.UnixMicro(nowMicros)
+		assert.False(t, got.Before(start.Truncate(time.Microsecond)) || got.After(end), "%s: now %v not in [%v, %v]", params, got, start, end)
+		// NOW(6) shows the wall clock in the zone (EST now).
+		assert.Equal(t, got.In(zone).Format("2006-01-02 15:04:05.000000"), wall, params)
+		// Converting that wall clock back through the zone cannot tell the
+		// repeated hour's two passes apart: the emulator takes the first,
+		// an hour early. The lag source therefore never uses it.
+		assert.Equal(t, nowMicros-time.Hour.Microseconds(), ambiguousNow, params)
+	}
+}
+
+// TestEmulatorConcurrentWrites checks that a write is not lost while another
+// connection polls, as a throttler does (go-mysql-server's in-memory
+// database, unserialized, loses some).
+func TestEmulatorConcurrentWrites(t *testing.T) {
+	e := Start(t)
+	e.InsertConnection(t, Connection{})
+	poller := e.Open(t, "")
+	done := make(chan struct{})
+	polled := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() { polled <- err }()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			var n uint64
+			if err = poller.QueryRow("SELECT COUNT_RECEIVED_HEARTBEATS FROM performance_schema.replication_connection_status").Scan(&n); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 1; i <= 200; i++ {
+		e.Exec(t, "UPDATE replication_connection_status SET COUNT_RECEIVED_HEARTBEATS = ? WHERE CHANNEL_NAME = ''", i)
+		var n int
+		require.NoError(t, e.DB.QueryRow("SELECT COUNT_RECEIVED_HEARTBEATS FROM replication_connection_status").Scan(&n))
+		require.Equal(t, i, n, "write %d lost", i)
+	}
+	close(done)
+	require.NoError(t, <-polled)
 }

@@ -42,8 +42,8 @@ func receiver(channel, trx string, commit, hb time.Time) Connection {
 	if hb.IsZero() {
 		c.CountReceivedHeartbeats = 0
 	}
-	if _, n, ok := strings.Cut(trx, ":"); ok {
-		c.ReceivedTransactionSet = sourceUUID + ":1-" + n
+	if i := strings.LastIndexByte(trx, ':'); i > 0 {
+		c.ReceivedTransactionSet = trx[:i] + ":1-" + trx[i+1:]
 	}
 	if trx != "" {
 		c.LastQueuedOriginalCommit = commit
@@ -51,6 +51,16 @@ func receiver(channel, trx string, commit, hb time.Time) Connection {
 		c.LastQueuedStartQueue = commit.Add(300 * time.Microsecond)
 		c.LastQueuedEndQueue = commit.Add(500 * time.Microsecond)
 	}
+	return c
+}
+
+// queueing is c while it receives trx, committed on the source at commit:
+// the transaction has not been queued in full yet.
+func (c Connection) queueing(trx string, commit time.Time) Connection {
+	c.Queueing = trx
+	c.QueueingOriginalCommit = commit
+	c.QueueingImmediateCommit = commit
+	c.QueueingStartQueue = commit.Add(300 * time.Microsecond)
 	return c
 }
 
@@ -94,7 +104,8 @@ func (w Worker) stopped(errno int, msg string, at time.Time) Worker {
 type scenario struct {
 	name    string
 	rows    func(now time.Time) ([]Connection, []Worker)
-	prepare func(t *testing.T, e *Emulator) // after the rows are written
+	prepare func(t *testing.T, e *Emulator)    // after the rows are written
+	zone    func(now time.Time) *time.Location // the server's system time zone; nil: local
 
 	lag        time.Duration // the expected lag, as of now, when flowing
 	channel    string        // the expected Measurement.Channel
@@ -169,6 +180,88 @@ func scenarios() []scenario {
 					[]Worker{worker("", 0, "ANONYMOUS", last)}
 			},
 			lag: 0,
+		},
+		{
+			name: "gtid_mode=OFF: ANONYMOUS transactions queued, workers idle, newest applied committed 7s ago",
+			rows: func(now time.Time) ([]Connection, []Worker) {
+				return []Connection{receiver("", "ANONYMOUS", now.Add(-500*time.Millisecond), now.Add(-20*time.Minute))},
+					[]Worker{
+						worker("", 1, "ANONYMOUS", now.Add(-7*time.Second)),
+						worker("", 2, "ANONYMOUS", now.Add(-7100*time.Millisecond)),
+					}
+			},
+			lag: 7 * time.Second, // ANONYMOUS cannot be matched by id: read 0 before
+		},
+		{
+			name: "idle for 10 minutes, then one transaction committed 2ms ago: queued, not yet picked up",
+			rows: func(now time.Time) ([]Connection, []Worker) {
+				return []Connection{receiver("", gtid(1001), now.Add(-2*time.Millisecond), now.Add(-20*time.Second))},
+					[]Worker{
+						worker("", 1, gtid(1000), now.Add(-10*time.Minute)),
+						worker("", 2, gtid(999), now.Add(-11*time.Minute)),
+					}
+			},
+			lag: 2 * time.Millisecond, // only :1001 is pending: exact (read 10m before)
+		},
+		{
+			name: "MySQL 8.4 tagged GTIDs: one transaction pending after an idle period",
+			rows: func(now time.Time) ([]Connection, []Worker) {
+				tagged := func(n int) string { return fmt.Sprintf("%s:batch:%d", sourceUUID, n) }
+				return []Connection{receiver("", tagged(1001), now.Add(-2*time.Millisecond), now.Add(-20*time.Second))},
+					[]Worker{
+						worker("", 1, tagged(1000), now.Add(-10*time.Minute)),
+						worker("", 2, gtid(5000), now.Add(-9*time.Minute)), // untagged: another sequence
+					}
+			},
+			lag: 2 * time.Millisecond,
+		},
+		{
+			name: "idle, then two transactions queued: the first cannot be dated, upper bound",
+			rows: func(now time.Time) ([]Connection, []Worker) {
+				return []Connection{receiver("", gtid(1002), now.Add(-2*time.Millisecond), now.Add(-20*time.Second))},
+					[]Worker{
+						worker("", 1, gtid(1000), now.Add(-10*time.Minute)),
+						worker("", 2, gtid(999), now.Add(-11*time.Minute)),
+					}
+			},
+			lag: 10 * time.Minute,
+		},
+		{
+			name: "a huge transaction committed 40s ago still being received, the last queued one applied",
+			rows: func(now time.Time) ([]Connection, []Worker) {
+				last := now.Add(-45 * time.Second)
+				return []Connection{receiver("", gtid(100), last, now.Add(-3*time.Minute)).
+						queueing(gtid(101), now.Add(-40*time.Second))},
+					[]Worker{
+						worker("", 1, gtid(100), last),
+						worker("", 2, gtid(99), last.Add(-time.Second)),
+					}
+			},
+			lag: 40 * time.Second, // QUEUEING_TRANSACTION was not read before: 0
+		},
+		{
+			name: "daylight saving, spring forward: applying a transaction committed at 01:59:59 EST, now 03:00:01 EDT",
+			zone: func(now time.Time) *time.Location {
+				return TransitionZone("America/New_York (spring forward 1s ago)", now.Add(-time.Second), EST, EDT)
+			},
+			rows: func(now time.Time) ([]Connection, []Worker) {
+				commit := now.Add(-2 * time.Second)
+				return []Connection{receiver("", gtid(9001), commit, now.Add(-20*time.Minute))},
+					[]Worker{worker("", 1, gtid(9000), commit.Add(-time.Second)).applying(gtid(9001), commit, commit.Add(time.Millisecond))}
+			},
+			lag: 2 * time.Second, // wall clocks: 1h0m2s
+		},
+		{
+			name: "daylight saving, fall back: applying a transaction committed 11 minutes ago in EDT, now in EST",
+			zone: func(now time.Time) *time.Location {
+				return TransitionZone("America/New_York (fall back 5m ago)", now.Add(-5*time.Minute), EDT, EST)
+			},
+			rows: func(now time.Time) ([]Connection, []Worker) {
+				commit := now.Add(-11 * time.Minute)
+				return []Connection{receiver("", gtid(9101), commit, now.Add(-20*time.Minute))},
+					[]Worker{worker("", 1, gtid(9100), commit.Add(-time.Second)).applying(gtid(9101), commit, commit.Add(time.Millisecond))}
+			},
+			lag: 11 * time.Minute, // wall clocks run backwards: 0
 		},
 		{
 			name: "SQL thread stopped (STOP REPLICA SQL_THREAD) while the receiver queues",
@@ -290,8 +383,12 @@ func scenarios() []scenario {
 func TestPerformanceSchemaScenarios(t *testing.T) {
 	for _, sc := range scenarios() {
 		t.Run(sc.name, func(t *testing.T) {
-			e := Start(t)
 			now := time.Now()
+			var opts []Option
+			if sc.zone != nil {
+				opts = append(opts, WithTimeZone(sc.zone(now)))
+			}
+			e := Start(t, opts...)
 			conns, workers := sc.rows(now)
 			for _, c := range conns {
 				e.InsertConnection(t, c)
@@ -377,12 +474,12 @@ func TestPerformanceSchemaThrottlerEndToEnd(t *testing.T) {
 		LAST_QUEUED_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP = ?, LAST_QUEUED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP = ?,
 		LAST_QUEUED_TRANSACTION_START_QUEUE_TIMESTAMP = ?, LAST_QUEUED_TRANSACTION_END_QUEUE_TIMESTAMP = ?
 		WHERE CHANNEL_NAME = ''`,
-		gtid(501), Timestamp(commit), Timestamp(commit), Timestamp(commit.Add(time.Second)), Timestamp(commit.Add(9*time.Second)))
+		gtid(501), e.Timestamp(commit), e.Timestamp(commit), e.Timestamp(commit.Add(time.Second)), e.Timestamp(commit.Add(9*time.Second)))
 	e.Exec(t, `UPDATE replication_applier_status_by_worker SET APPLYING_TRANSACTION = ?,
 		APPLYING_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP = ?, APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP = ?,
 		APPLYING_TRANSACTION_START_APPLY_TIMESTAMP = ?
 		WHERE CHANNEL_NAME = '' AND WORKER_ID = 2`,
-		gtid(501), Timestamp(commit), Timestamp(commit), Timestamp(commit.Add(9*time.Second)))
+		gtid(501), e.Timestamp(commit), e.Timestamp(commit), e.Timestamp(commit.Add(9*time.Second)))
 	require.Eventually(t, func() bool {
 		return thr.IsThrottled() && strings.Contains(thr.ThrottleReason(), "replica lag")
 	}, 5*time.Second, 5*time.Millisecond, "last reason: %q", thr.ThrottleReason())
@@ -407,7 +504,7 @@ func TestPerformanceSchemaThrottlerEndToEnd(t *testing.T) {
 		APPLYING_TRANSACTION = '', APPLYING_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP = ?,
 		APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP = ?, APPLYING_TRANSACTION_START_APPLY_TIMESTAMP = ?
 		WHERE CHANNEL_NAME = '' AND WORKER_ID = 2`,
-		gtid(501), Timestamp(commit), Timestamp(commit), Timestamp(commit.Add(9*time.Second)), Timestamp(applied),
+		gtid(501), e.Timestamp(commit), e.Timestamp(commit), e.Timestamp(commit.Add(9*time.Second)), e.Timestamp(applied),
 		ZeroTimestamp, ZeroTimestamp, ZeroTimestamp)
 	select {
 	case <-returned:
