@@ -308,6 +308,12 @@ func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
 		return 0, why
 	}
 
+	// A source older than MySQL 8.0 sends no commit timestamps: every
+	// latency above would read 0 however far behind the replica is.
+	if (c.LastQueued != "" && lastQueuedAt.IsZero()) || (newestApplying.IsZero() && applyingWithoutTime(ws)) {
+		return 0, "lag unknown: the source sends no commit timestamps (a source older than MySQL 8.0?); use ReplicaStatusSource or HeartbeatSource"
+	}
+
 	// Receiver latency: a transaction still in transfer from the source.
 	var receiving time.Duration
 	if c.Queueing != "" && !c.QueueingImmediateCommit.IsZero() {
@@ -354,6 +360,17 @@ func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
 		}
 	}
 	return lag, ""
+}
+
+// applyingWithoutTime reports whether a running worker applies a transaction
+// that carries no immediate commit timestamp.
+func applyingWithoutTime(ws []PerformanceSchemaRow) bool {
+	for _, w := range ws {
+		if w.HasWorker && strings.EqualFold(w.WorkerState, "ON") && w.Applying != "" && w.ApplyingStarted.IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // since is now - t, never negative: clock skew between the source (commit
