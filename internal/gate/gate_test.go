@@ -103,3 +103,40 @@ func TestNoLostWakeup(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestCapIsNeverEarlyAndShared: a cap ends no earlier than asked; waiters
+// that arrive together share one timer; Release stops the timers.
+func TestCapIsNeverEarlyAndShared(t *testing.T) {
+	var g Gate
+	g.Set(true, "lag")
+	const n = 50
+	starts := make(chan time.Duration, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), ErrMaxWait)
+			starts <- time.Since(start)
+		}()
+	}
+	wg.Wait()
+	close(starts)
+	for d := range starts {
+		assert.GreaterOrEqual(t, d, 30*time.Millisecond, "a cap ended early")
+	}
+	g.capMu.Lock()
+	assert.Empty(t, g.caps, "fired timers remove themselves")
+	g.capMu.Unlock()
+
+	// Pending cap timers are stopped by Release.
+	done := make(chan error)
+	go func() { done <- g.Wait(context.Background(), time.Hour) }()
+	require.Eventually(t, func() bool { g.capMu.Lock(); defer g.capMu.Unlock(); return len(g.caps) == 1 }, time.Second, time.Millisecond)
+	g.Release()
+	assert.ErrorIs(t, <-done, ErrReleased)
+	g.capMu.Lock()
+	assert.Empty(t, g.caps)
+	g.capMu.Unlock()
+}
