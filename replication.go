@@ -41,9 +41,16 @@ type Replication struct {
 	log       *slog.Logger
 	poll      *poller.Poller
 	lag       atomic.Int64 // nanoseconds; written by the probe
+	last      atomic.Pointer[measured]
 
 	mu     sync.Mutex // guards source
 	source LagSource  // nil until Open chooses one, unless WithLagSource gave it
+}
+
+// measured is a measurement and when it was taken.
+type measured struct {
+	m  Measurement
+	at time.Time
 }
 
 // NewReplicationThrottler returns a throttler that watches replica and
@@ -115,6 +122,7 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 		return poller.Verdict{}, err
 	}
 	r.lag.Store(int64(m.Lag))
+	r.last.Store(&measured{m: m, at: time.Now()})
 	return r.verdict(m), nil
 }
 
@@ -181,9 +189,21 @@ func (r *Replication) Wait(ctx context.Context) error { return waitError(r.poll.
 // the comparison, for example "replica lag 12.4s >= 10s".
 func (r *Replication) ThrottleReason() string { return r.poll.Reason() }
 
-// Lag is the last successfully measured lag (the worst channel's); 0 before
-// the first measurement.
+// Lag is the last successfully measured lag (the worst flowing channel's); 0
+// before the first measurement. While replication is not flowing the lag is
+// unknown and Lag may read low: LastMeasurement says which, and when.
 func (r *Replication) Lag() time.Duration { return time.Duration(r.lag.Load()) }
+
+// LastMeasurement is the last successful measurement and when it was taken
+// (by the client's clock); ok is false before the first one. A measurement
+// with NotFlowing set has no meaningful Lag, and an old one means the polls
+// since have failed (ThrottleReason says why).
+func (r *Replication) LastMeasurement() (m Measurement, at time.Time, ok bool) {
+	if p := r.last.Load(); p != nil {
+		return p.m, p.at, true
+	}
+	return Measurement{}, time.Time{}, false
+}
 
 // Source is the lag source in use: the one given with WithLagSource, or the
 // one Open chose; nil before Open chose one.

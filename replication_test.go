@@ -299,3 +299,25 @@ func TestWaitSaysWhy(t *testing.T) {
 	require.NoError(t, r.Close())
 	assert.ErrorIs(t, r.Wait(context.Background()), ErrClosed)
 }
+
+func TestLastMeasurement(t *testing.T) {
+	r, src := newFake(t, time.Second, lagOf(300*time.Millisecond), WithInterval(time.Hour))
+	_, _, ok := r.LastMeasurement()
+	assert.False(t, ok, "none before Open")
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	m, at, ok := r.LastMeasurement()
+	require.True(t, ok)
+	assert.Equal(t, 300*time.Millisecond, m.Lag)
+	assert.WithinDuration(t, time.Now(), at, time.Second)
+
+	src.set(Measurement{NotFlowing: "applier (SQL) thread not running"}, nil)
+	require.NoError(t, r.UpdateLag(context.Background()))
+	m, _, _ = r.LastMeasurement()
+	assert.Equal(t, "applier (SQL) thread not running", m.NotFlowing, "the lag is unknown, and says so")
+
+	src.set(Measurement{}, errBoom)
+	_ = r.UpdateLag(context.Background())
+	m, _, _ = r.LastMeasurement()
+	assert.Equal(t, "applier (SQL) thread not running", m.NotFlowing, "a failed poll leaves the last success")
+}

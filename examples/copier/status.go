@@ -94,6 +94,16 @@ const (
 	rateWindow = time.Second
 )
 
+// lagText is the replica's lag, or "?" while it is unknown: replication not
+// flowing, or no measurement for several polls.
+func lagText(t *throttler.Replication, now time.Time) string {
+	m, at, ok := t.LastMeasurement()
+	if !ok || m.NotFlowing != "" || now.Sub(at) > 3*pollInterval {
+		return "?"
+	}
+	return m.Lag.String()
+}
+
 // startStatus shows the copy's progress until stop is called; stop draws
 // the line a last time, with final as its state, and returns the worst
 // replica lag seen.
@@ -126,8 +136,8 @@ func startStatus(con *console, c *copier, t *throttler.Replication, total int64)
 			state = "throttled: " + t.ThrottleReason()
 		}
 		all := thousands(total)
-		con.Status(fmt.Sprintf("%*s/%s rows %3d%%  %7s rows/s  lag %-3v  %s",
-			len(all), thousands(rows), all, rows*100/max(total, 1), thousands(int64(rate)), t.Lag(), state))
+		con.Status(fmt.Sprintf("%*s/%s rows %3d%%  %7s rows/s  lag %-3s  %s",
+			len(all), thousands(rows), all, rows*100/max(total, 1), thousands(int64(rate)), lagText(t, now), state))
 		drawn = now
 	}
 	record := func(now time.Time) {
