@@ -157,7 +157,7 @@ func localPair(ctx context.Context, cfg *config, say func(string, ...any)) (rele
 		dir = testenv.DefaultDir()
 	}
 	say("demo: PRIMARY_DSN and REPLICA_DSN are not set: using the local MariaDB primary+replica in %s", dir)
-	release, err = holdPair(ctx, dir, func() {
+	release, err = testenv.Hold(ctx, dir, func() {
 		say("demo: waiting for a test run to finish with the pair (Ctrl-C to give up)")
 	})
 	if err != nil {

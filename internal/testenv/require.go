@@ -112,3 +112,31 @@ func holdPair(t testing.TB, dir string) error {
 	held.dirs[abs] = unlock // never called: the kernel releases it at exit
 	return nil
 }
+
+// Hold takes the pair's use lock in dir for a process that injects faults
+// outside a test (the demo), waiting, bounded by ctx, while a test process
+// holds it; waiting is called once if it must wait. Tests use Require, which
+// takes the same lock. The kernel drops the lock if the process dies.
+func Hold(ctx context.Context, dir string, waiting func()) (release func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("take the pair's use lock: %w", err)
+	}
+	path := filepath.Join(dir, useLockName)
+	quick, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	release, err = lockFile(quick, path)
+	cancel()
+	if err == nil {
+		return release, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("take the pair's use lock: %w", err)
+	}
+	if waiting != nil {
+		waiting()
+	}
+	release, err = lockFile(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("take the pair's use lock: %w", err)
+	}
+	return release, nil
+}
