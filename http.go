@@ -51,7 +51,7 @@ type HTTP struct {
 	header    http.Header
 	host      string // a Host header, which net/http takes from Request.Host
 	log       *slog.Logger
-	poll      *poller.Poller
+	polling
 }
 
 // HTTPConfig says which endpoint an HTTP throttler asks and how.
@@ -144,7 +144,7 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 		h.header.Del("Host")
 	}
 	h.log = logger.With("url", h.shown)
-	h.poll = poller.New(o.pollerConfig(h.log, "answer"), h.probe)
+	h.polling = polling{poll: poller.New(o.pollerConfig(h.log, "answer"), h.probe), updating: "update"}
 	return h, nil
 }
 
@@ -302,17 +302,6 @@ func httpNewTransport() *http.Transport {
 	return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
 }
 
-// UpdateLag asks once, synchronously, and publishes the answer; a 200 wakes
-// every waiter. It returns the error of a request that got no answer (a
-// refusal is an answer, not an error), ErrNotOpen before Open and ErrClosed
-// after the throttler stopped.
-func (h *HTTP) UpdateLag(ctx context.Context) error {
-	if err := h.poll.Update(ctx); err != nil {
-		return fmt.Errorf("throttler: update: %w", lifecycleError(err))
-	}
-	return nil
-}
-
 // Close stops the monitor, waits for it to exit, releases every blocked
 // BlockWait, and closes the idle connections of the client NewHTTP built.
 // It is idempotent and always returns nil.
@@ -323,32 +312,6 @@ func (h *HTTP) Close() error {
 	}
 	return nil
 }
-
-// IsThrottled reports whether work should wait: one atomic load. It is false
-// before Open, after a failed Open, after Close, and after Open's context
-// ends.
-func (h *HTTP) IsThrottled() bool { return h.poll.Throttled() }
-
-// BlockWait returns at once when not throttled. Otherwise it blocks until the
-// throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
-// Callers that must know why it returned use Wait.
-func (h *HTTP) BlockWait(ctx context.Context) {
-	if h.poll.Throttled() {
-		_ = h.poll.Wait(ctx)
-	}
-}
-
-// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
-// when WithMaxWait elapsed while still throttled, ErrClosed when the
-// throttler stopped, or ctx's error.
-func (h *HTTP) Wait(ctx context.Context) error { return waitError(h.poll.Wait(ctx), h) }
-
-// ThrottleReason is "" when not throttled; otherwise it names the endpoint
-// and its answer, for example
-// "HTTP check http://freno:8111/check/myapp/mysql/main: 429 Too Many
-// Requests: threshold exceeded (value 2.5, threshold 1)", or, when no answer
-// came for the stale window, the error.
-func (h *HTTP) ThrottleReason() string { return h.poll.Reason() }
 
 var (
 	_ Throttler = (*HTTP)(nil)

@@ -52,7 +52,7 @@ type Load struct {
 	limits []LoadLimit
 	stmt   string // SHOW GLOBAL STATUS for exactly the limits' variables
 	log    *slog.Logger
-	poll   *poller.Poller
+	polling
 	values []atomic.Int64 // last reading per limit, in limits' order
 
 	// critical is the published critical reason; nil when not critical.
@@ -137,7 +137,7 @@ func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*
 		log:    logger,
 		values: make([]atomic.Int64, len(limits)),
 	}
-	l.poll = poller.New(o.pollerConfig(logger, "status reading"), l.probe)
+	l.polling = polling{poll: poller.New(o.pollerConfig(logger, "status reading"), l.probe), updating: "update load"}
 	return l, nil
 }
 
@@ -404,18 +404,6 @@ func (l *Load) stopCritical() {
 	l.critMu.Unlock()
 }
 
-// UpdateLag reads the status variables once, synchronously, and publishes the
-// result (the name is the Throttler interface's); a clear result wakes every
-// waiter. It waits for a reading already in flight rather than starting a
-// second one. It returns ErrNotOpen before Open and ErrClosed after the
-// throttler stopped.
-func (l *Load) UpdateLag(ctx context.Context) error {
-	if err := l.poll.Update(ctx); err != nil {
-		return fmt.Errorf("throttler: update load: %w", lifecycleError(err))
-	}
-	return nil
-}
-
 // Close stops the monitor, waits for it to exit, and releases every blocked
 // BlockWait; IsCritical reports false from then on. It is idempotent and
 // always returns nil.
@@ -430,29 +418,6 @@ func (l *Load) Close() error {
 	}
 	return nil
 }
-
-// IsThrottled reports whether work should wait: one atomic load. It is false
-// before Open, after a failed Open, after Close, and after Open's context
-// ends.
-func (l *Load) IsThrottled() bool { return l.poll.Throttled() }
-
-// BlockWait returns at once when not throttled. Otherwise it blocks until the
-// throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
-// Callers that must know why it returned use Wait.
-func (l *Load) BlockWait(ctx context.Context) {
-	if l.poll.Throttled() {
-		_ = l.poll.Wait(ctx)
-	}
-}
-
-// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
-// when WithMaxWait elapsed while still throttled, ErrClosed when the
-// throttler stopped, or ctx's error.
-func (l *Load) Wait(ctx context.Context) error { return waitError(l.poll.Wait(ctx), l) }
-
-// ThrottleReason is "" when not throttled; otherwise it names each variable
-// at or above its threshold, for example "Threads_running 31 >= 25".
-func (l *Load) ThrottleReason() string { return l.poll.Reason() }
 
 // IsCritical reports whether the last successful reading was at or above a
 // critical level: one atomic load. It is false when no Critical is set,

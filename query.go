@@ -61,8 +61,8 @@ type Query struct {
 	threshold   float64
 	killTimeout time.Duration
 	log         *slog.Logger
-	poll        *poller.Poller
-	value       atomic.Uint64 // math.Float64bits of the last value
+	polling
+	value atomic.Uint64 // math.Float64bits of the last value
 }
 
 // QueryConfig is the query Query runs and the level that throttles.
@@ -116,7 +116,7 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 		killTimeout: o.queryTimeout,
 		log:         logger,
 	}
-	q.poll = poller.New(o.pollerConfig(logger, "throttle query result"), q.probe)
+	q.polling = polling{poll: poller.New(o.pollerConfig(logger, "throttle query result"), q.probe), updating: "update query"}
 	return q, nil
 }
 
@@ -286,18 +286,6 @@ func queryTruncate(s string, n int) string {
 	return s
 }
 
-// UpdateLag runs the query once, synchronously, and publishes the result
-// (the name is the Throttler interface's); a clear result wakes every
-// waiter. It waits for a run already in flight rather than starting a
-// second one. It returns ErrNotOpen before Open and ErrClosed after the
-// throttler stopped.
-func (q *Query) UpdateLag(ctx context.Context) error {
-	if err := q.poll.Update(ctx); err != nil {
-		return fmt.Errorf("throttler: update query: %w", lifecycleError(err))
-	}
-	return nil
-}
-
 // Close stops the monitor, waits for it to exit, and releases every blocked
 // BlockWait. A run in flight is killed on the server first, which takes at
 // most the query timeout. It is idempotent and always returns nil.
@@ -305,30 +293,6 @@ func (q *Query) Close() error {
 	q.poll.Close()
 	return nil
 }
-
-// IsThrottled reports whether work should wait: one atomic load. It is false
-// before Open, after a failed Open, after Close, and after Open's context
-// ends.
-func (q *Query) IsThrottled() bool { return q.poll.Throttled() }
-
-// BlockWait returns at once when not throttled. Otherwise it blocks until the
-// throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
-// Callers that must know why it returned use Wait.
-func (q *Query) BlockWait(ctx context.Context) {
-	if q.poll.Throttled() {
-		_ = q.poll.Wait(ctx)
-	}
-}
-
-// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
-// when WithMaxWait elapsed while still throttled, ErrClosed when the
-// throttler stopped, or ctx's error.
-func (q *Query) Wait(ctx context.Context) error { return waitError(q.poll.Wait(ctx), q) }
-
-// ThrottleReason is "" when not throttled; otherwise it says why, for example
-// "throttle query value 3 >= 1" or "throttle query returned NULL: the value
-// is unknown".
-func (q *Query) ThrottleReason() string { return q.poll.Reason() }
 
 // Value is the last number the query returned; 0 before the first.
 func (q *Query) Value() float64 { return math.Float64frombits(q.value.Load()) }

@@ -39,9 +39,9 @@ type Replication struct {
 	name      string
 	tolerance time.Duration
 	log       *slog.Logger
-	poll      *poller.Poller
-	lag       atomic.Int64 // nanoseconds; written by the probe
-	last      atomic.Pointer[measured]
+	polling
+	lag  atomic.Int64 // nanoseconds; written by the probe
+	last atomic.Pointer[measured]
 
 	mu     sync.Mutex // guards source
 	source LagSource  // nil until Open chooses one, unless WithLagSource gave it
@@ -77,7 +77,7 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	}
 	logger = o.logger(logger)
 	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, log: logger, source: o.source}
-	r.poll = poller.New(o.pollerConfig(logger, "lag measurement"), r.probe)
+	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement"), r.probe), updating: "update lag"}
 	return r, nil
 }
 
@@ -148,46 +148,12 @@ func roundLag(d time.Duration) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-// UpdateLag measures once, synchronously, and publishes the result; a clear
-// result wakes every waiter. It waits for a measurement already in flight
-// rather than starting a second one. It returns ErrNotOpen before Open and
-// ErrClosed after the throttler stopped.
-func (r *Replication) UpdateLag(ctx context.Context) error {
-	if err := r.poll.Update(ctx); err != nil {
-		return fmt.Errorf("throttler: update lag: %w", lifecycleError(err))
-	}
-	return nil
-}
-
 // Close stops the monitor, waits for it to exit, and releases every blocked
 // BlockWait. It is idempotent and always returns nil.
 func (r *Replication) Close() error {
 	r.poll.Close()
 	return nil
 }
-
-// IsThrottled reports whether work should wait: one atomic load. It is false
-// before Open, after a failed Open, after Close, and after Open's context
-// ends.
-func (r *Replication) IsThrottled() bool { return r.poll.Throttled() }
-
-// BlockWait returns at once when not throttled. Otherwise it blocks until the
-// throttle clears, ctx is done, the throttler stops, or WithMaxWait elapses.
-// Callers that must know why it returned use Wait.
-func (r *Replication) BlockWait(ctx context.Context) {
-	if r.poll.Throttled() { // inlined: the unthrottled call costs one atomic load
-		_ = r.poll.Wait(ctx)
-	}
-}
-
-// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
-// when WithMaxWait elapsed while still throttled, ErrClosed when the
-// throttler stopped, or ctx's error.
-func (r *Replication) Wait(ctx context.Context) error { return waitError(r.poll.Wait(ctx), r) }
-
-// ThrottleReason is "" when not throttled; otherwise it names the signal and
-// the comparison, for example "replica lag 12.4s >= 10s".
-func (r *Replication) ThrottleReason() string { return r.poll.Reason() }
 
 // Lag is the last successfully measured lag (the worst flowing channel's); 0
 // before the first measurement. While replication is not flowing the lag is
