@@ -11,11 +11,7 @@ package throttler
 import (
 	"context"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,48 +26,20 @@ type auroraFixture struct {
 		Freshness string `json:"freshness"`
 	} `json:"config"`
 	Rows []auroraRow `json:"rows"`
-	Want struct {
-		Lag        string `json:"lag"`
-		Channel    string `json:"channel"`
-		NotFlowing string `json:"not_flowing"`
-		Err        string `json:"err"`
-	} `json:"want"`
+	Want lagWant     `json:"want"`
 }
 
 func TestAuroraFixtures(t *testing.T) {
-	files, err := filepath.Glob("testdata/aurora/*.json")
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(files), 20, "fixtures missing")
-	for _, file := range files {
-		name := strings.TrimSuffix(filepath.Base(file), ".json")
-		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(file)
-			require.NoError(t, err)
-			var fx auroraFixture
-			require.NoError(t, json.Unmarshal(raw, &fx))
-			cfg := AuroraConfig{ServerID: fx.Config.ServerID}
-			if fx.Config.Freshness != "" {
-				cfg.Freshness, err = time.ParseDuration(fx.Config.Freshness)
-				require.NoError(t, err, "fixture's freshness")
-			}
-			m, err := auroraLag(fx.Rows, cfg)
-			switch {
-			case fx.Want.Err != "":
-				assert.ErrorContains(t, err, fx.Want.Err, fx.Description)
-			case fx.Want.NotFlowing != "":
-				require.NoError(t, err, fx.Description)
-				assert.Contains(t, m.NotFlowing, fx.Want.NotFlowing, fx.Description)
-				assert.Equal(t, fx.Want.Channel, m.Channel)
-			default:
-				require.NoError(t, err, fx.Description)
-				want, err := time.ParseDuration(fx.Want.Lag)
-				require.NoError(t, err, "fixture's lag")
-				assert.Empty(t, m.NotFlowing, fx.Description)
-				assert.Equal(t, want, m.Lag, fx.Description)
-				assert.Equal(t, fx.Want.Channel, m.Channel)
-			}
-		})
-	}
+	eachFixture(t, "testdata/aurora", 20, func(t *testing.T, fx *auroraFixture) {
+		cfg := AuroraConfig{ServerID: fx.Config.ServerID}
+		if fx.Config.Freshness != "" {
+			var err error
+			cfg.Freshness, err = time.ParseDuration(fx.Config.Freshness)
+			require.NoError(t, err, "fixture's freshness")
+		}
+		m, err := auroraLag(fx.Rows, cfg)
+		fx.Want.check(t, fx.Description, m, err)
+	})
 }
 
 func TestAuroraMeasure(t *testing.T) {

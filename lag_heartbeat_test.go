@@ -3,10 +3,6 @@ package throttler
 import (
 	"context"
 	"database/sql/driver"
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,46 +22,26 @@ type hbFixture struct {
 		UTCOffset string `json:"utc_offset"` // "-05:00": Location; "" is UTC
 	} `json:"config"`
 	Row  heartbeatRow `json:"row"`
-	Want struct {
-		Lag string `json:"lag"` // a time.Duration
-		Err string `json:"err"` // a substring of the error
-	} `json:"want"`
+	Want lagWant      `json:"want"` // a heartbeat never says not flowing nor names a channel
 }
 
 func TestHeartbeatFixtures(t *testing.T) {
-	files, err := filepath.Glob("testdata/heartbeat/*.json")
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(files), 19, "fixtures missing")
-	for _, file := range files {
-		name := strings.TrimSuffix(filepath.Base(file), ".json")
-		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(file)
-			require.NoError(t, err)
-			var fx hbFixture
-			require.NoError(t, json.Unmarshal(raw, &fx))
-			cfg := HeartbeatConfig{Table: "percona.heartbeat", SourceServerID: fx.Config.ServerID}
-			if fx.Config.UTCOffset != "" {
-				off, err := time.Parse("-07:00", fx.Config.UTCOffset)
-				require.NoError(t, err, "fixture's offset")
-				_, secs := off.Zone()
-				cfg.Location = time.FixedZone(fx.Config.UTCOffset, secs)
-			}
-			src, err := HeartbeatSource(cfg)
-			require.NoError(t, err)
-			m, err := src.(*heartbeatSource).lag(fx.Row)
-			if fx.Want.Err != "" {
-				assert.ErrorContains(t, err, fx.Want.Err, fx.Description)
-				assert.ErrorContains(t, err, "percona.heartbeat", "errors name the table")
-				return
-			}
-			require.NoError(t, err, fx.Description)
-			want, err := time.ParseDuration(fx.Want.Lag)
-			require.NoError(t, err, "fixture's lag")
-			assert.Equal(t, want, m.Lag, fx.Description)
-			assert.Empty(t, m.NotFlowing, "a heartbeat never says not flowing")
-			assert.Empty(t, m.Channel)
-		})
-	}
+	eachFixture(t, "testdata/heartbeat", 19, func(t *testing.T, fx *hbFixture) {
+		cfg := HeartbeatConfig{Table: "percona.heartbeat", SourceServerID: fx.Config.ServerID}
+		if fx.Config.UTCOffset != "" {
+			off, err := time.Parse("-07:00", fx.Config.UTCOffset)
+			require.NoError(t, err, "fixture's offset")
+			_, secs := off.Zone()
+			cfg.Location = time.FixedZone(fx.Config.UTCOffset, secs)
+		}
+		src, err := HeartbeatSource(cfg)
+		require.NoError(t, err)
+		m, err := src.(*heartbeatSource).lag(fx.Row)
+		fx.Want.check(t, fx.Description, m, err)
+		if fx.Want.Err != "" {
+			assert.ErrorContains(t, err, "percona.heartbeat", "errors name the table")
+		}
+	})
 }
 
 func TestHeartbeatSourceConfig(t *testing.T) {

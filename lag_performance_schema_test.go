@@ -1,15 +1,10 @@
 package throttler
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 // psFixture is one recorded situation: the rows the performance_schema query
@@ -17,43 +12,14 @@ import (
 type psFixture struct {
 	Description string                 `json:"description"`
 	Rows        []PerformanceSchemaRow `json:"rows"`
-	Want        struct {
-		Lag        string `json:"lag"`         // a time.Duration, when flowing
-		Channel    string `json:"channel"`     // the channel named
-		NotFlowing string `json:"not_flowing"` // a substring of the reason
-		Err        string `json:"err"`         // "not_replica"
-	} `json:"want"`
+	Want        lagWant                `json:"want"`
 }
 
 func TestPerformanceSchemaFixtures(t *testing.T) {
-	files, err := filepath.Glob("testdata/performance_schema/*.json")
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(files), 20, "fixtures missing")
-	for _, file := range files {
-		name := strings.TrimSuffix(filepath.Base(file), ".json")
-		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(file)
-			require.NoError(t, err)
-			var fx psFixture
-			require.NoError(t, json.Unmarshal(raw, &fx))
-			m, err := performanceSchemaLag(fx.Rows)
-			switch {
-			case fx.Want.Err == "not_replica":
-				assert.ErrorIs(t, err, ErrNotReplica, fx.Description)
-			case fx.Want.NotFlowing != "":
-				require.NoError(t, err)
-				assert.Contains(t, m.NotFlowing, fx.Want.NotFlowing, fx.Description)
-				assert.Equal(t, fx.Want.Channel, m.Channel)
-			default:
-				require.NoError(t, err)
-				want, err := time.ParseDuration(fx.Want.Lag)
-				require.NoError(t, err, "fixture's lag")
-				assert.Empty(t, m.NotFlowing, fx.Description)
-				assert.Equal(t, want, m.Lag, fx.Description)
-				assert.Equal(t, fx.Want.Channel, m.Channel)
-			}
-		})
-	}
+	eachFixture(t, "testdata/performance_schema", 20, func(t *testing.T, fx *psFixture) {
+		m, err := performanceSchemaLag(fx.Rows)
+		fx.Want.check(t, fx.Description, m, err)
+	})
 }
 
 // TestPerformanceSchemaUnixTime checks the scan of UNIX_TIMESTAMP(column):

@@ -1,0 +1,63 @@
+package throttler
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// lagWant is what a recorded situation must make a lag source report: a lag
+// (and the channel it is on), a not-flowing reason, or an error.
+type lagWant struct {
+	Lag        string `json:"lag"`         // a time.Duration, when flowing
+	Channel    string `json:"channel"`     // the channel named
+	NotFlowing string `json:"not_flowing"` // a substring of the reason
+	Err        string `json:"err"`         // "not_replica", or a substring of the error
+}
+
+func (w lagWant) check(t *testing.T, desc string, m Measurement, err error) {
+	t.Helper()
+	switch {
+	case w.Err == "not_replica":
+		assert.ErrorIs(t, err, ErrNotReplica, desc)
+	case w.Err != "":
+		assert.ErrorContains(t, err, w.Err, desc)
+		assert.False(t, errors.Is(err, ErrNotReplica), "only a server without a channel is not a replica")
+	case w.NotFlowing != "":
+		require.NoError(t, err, desc)
+		assert.Contains(t, m.NotFlowing, w.NotFlowing, desc)
+		assert.Equal(t, w.Channel, m.Channel, desc)
+	default:
+		require.NoError(t, err, desc)
+		want, err := time.ParseDuration(w.Lag)
+		require.NoError(t, err, "fixture's lag")
+		assert.Empty(t, m.NotFlowing, desc)
+		assert.Equal(t, want, m.Lag, desc)
+		assert.Equal(t, w.Channel, m.Channel, desc)
+	}
+}
+
+// eachFixture runs run on every JSON file in dir, each decoded into a new T
+// in a subtest of its own, and fails if there are fewer than atLeast.
+func eachFixture[T any](t *testing.T, dir string, atLeast int, run func(t *testing.T, fx *T)) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(files), atLeast, "fixtures missing in %s", dir)
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".json"), func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			require.NoError(t, err)
+			fx := new(T)
+			require.NoError(t, json.Unmarshal(raw, fx), file)
+			run(t, fx)
+		})
+	}
+}
