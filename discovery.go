@@ -174,24 +174,9 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 		cfg.OpenDB = func(dsn string) (*sql.DB, error) { return sql.Open("mysql", dsn) }
 	}
 	cfg.Exclude = slices.Clone(cfg.Exclude)
-	o, oerr := buildOptions(opts)
-	switch {
-	case oerr != nil && len(errs) == 0:
-		return nil, oerr // already wraps ErrInvalidConfig
-	case oerr != nil:
-		// Join the options' own errors, not their ErrInvalidConfig again.
-		if u, ok := oerr.(interface{ Unwrap() []error }); ok {
-			for _, e := range u.Unwrap() {
-				if e != ErrInvalidConfig {
-					errs = append(errs, e)
-				}
-			}
-		} else {
-			errs = append(errs, oerr)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w: NewDiscovery: %w", ErrInvalidConfig, errors.Join(errs...))
+	o, problems := buildOptions(opts, "") // the options apply to every replica's throttler
+	if err := configError(append(errs, problems...)); err != nil {
+		return nil, fmt.Errorf("NewDiscovery: %w", err)
 	}
 	d := &Discovery{
 		primary:   primary,

@@ -118,17 +118,8 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 	default:
 		errs = append(errs, fmt.Errorf("HTTPConfig.Method %q is not HEAD or GET", cfg.Method))
 	}
-	o, err := buildOptions(opts)
-	if err == nil && o.sourceSet {
-		err = fmt.Errorf("%w: WithLagSource does not apply to an HTTP throttler", ErrInvalidConfig)
-	}
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		if err == nil || len(errs) > 1 {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
-		}
+	o, problems := buildOptions(opts, "an HTTP throttler")
+	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
 	if logger == nil {

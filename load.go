@@ -118,14 +118,8 @@ func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*
 	if err != nil {
 		errs = append(errs, err)
 	}
-	o, err := buildOptions(opts)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		if err == nil || len(errs) > 1 {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
-		}
+	o, problems := buildOptions(opts, "a Load throttler")
+	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
 	logger = o.logger(logger)

@@ -103,7 +103,12 @@ func WithName(name string) Option {
 	return func(o *options) { o.name = name }
 }
 
-func buildOptions(opts []Option) (options, error) {
+// buildOptions applies opts over the defaults and returns every problem
+// found, unwrapped: the constructor adds its own and wraps them all once with
+// configError. forWhat names the throttler in messages ("an HTTP
+// throttler");
+// WithLagSource applies only to replication throttlers (forWhat == "").
+func buildOptions(opts []Option, forWhat string) (options, []error) {
 	o := options{interval: defaultInterval, maxWait: defaultMaxWait}
 	for i, opt := range opts {
 		if opt == nil {
@@ -111,6 +116,9 @@ func buildOptions(opts []Option) (options, error) {
 			continue
 		}
 		opt(&o)
+	}
+	if o.sourceSet && forWhat != "" {
+		o.errs = append(o.errs, fmt.Errorf("WithLagSource does not apply to %s", forWhat))
 	}
 	if len(o.errs) == 0 {
 		if o.staleAfter == 0 {
@@ -124,10 +132,16 @@ func buildOptions(opts []Option) (options, error) {
 			o.errs = append(o.errs, fmt.Errorf("WithQueryTimeout(%v) is longer than the stale window %v: a hung poll would outlive it", o.queryTimeout, o.staleAfter))
 		}
 	}
-	if len(o.errs) > 0 {
-		return o, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(o.errs...))
+	return o, o.errs
+}
+
+// configError is nil when there is no problem, and otherwise one error that
+// wraps ErrInvalidConfig and names every problem.
+func configError(problems []error) error {
+	if len(problems) == 0 {
+		return nil
 	}
-	return o, nil
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(problems...))
 }
 
 // logger is l (a discard logger when nil) with the throttler's name attached.

@@ -73,11 +73,8 @@ const (
 // nothing. Bad options are an error wrapping ErrInvalidConfig. Without a
 // flag file, only WithMaxWait applies.
 func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, error) {
-	o, err := buildOptions(opts)
-	if err == nil && o.sourceSet {
-		err = fmt.Errorf("%w: WithLagSource does not apply to a Pause throttler", ErrInvalidConfig)
-	}
-	if err != nil {
+	o, problems := buildOptions(opts, "a Pause throttler")
+	if err := configError(problems); err != nil {
 		return nil, err
 	}
 	if logger == nil {

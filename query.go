@@ -96,14 +96,8 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 	if !(cfg.Threshold > 0) || math.IsInf(cfg.Threshold, 1) {
 		errs = append(errs, fmt.Errorf("QueryConfig.Threshold %v must be a positive number", cfg.Threshold))
 	}
-	o, err := buildOptions(opts)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		if err == nil || len(errs) > 1 {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
-		}
+	o, problems := buildOptions(opts, "a Query throttler")
+	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
 	logger = o.logger(logger)

@@ -65,14 +65,8 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	if lagTolerance <= 0 {
 		errs = append(errs, fmt.Errorf("lag tolerance %v must be positive", lagTolerance))
 	}
-	o, err := buildOptions(opts)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		if err == nil || len(errs) > 1 {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
-		}
+	o, problems := buildOptions(opts, "")
+	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
 	logger = o.logger(logger)

@@ -52,15 +52,15 @@ func TestNewReplicationThrottlerRejectsBadInput(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	o, err := buildOptions(nil)
-	require.NoError(t, err)
+	o, problems := buildOptions(nil, "")
+	require.Empty(t, problems)
 	assert.Equal(t, time.Second, o.interval)
 	assert.Equal(t, 60*time.Second, o.maxWait)
 	assert.Equal(t, 3*time.Second, o.staleAfter)
 	assert.Equal(t, time.Second, o.queryTimeout)
 
-	o, err = buildOptions([]Option{WithInterval(10 * time.Second)})
-	require.NoError(t, err)
+	o, problems = buildOptions([]Option{WithInterval(10 * time.Second)}, "")
+	require.Empty(t, problems)
 	assert.Equal(t, 5*time.Second, o.queryTimeout, "the default query timeout is capped at 5s")
 	assert.Equal(t, 30*time.Second, o.staleAfter)
 
@@ -320,4 +320,19 @@ func TestLastMeasurement(t *testing.T) {
 	_ = r.UpdateLag(context.Background())
 	m, _, _ = r.LastMeasurement()
 	assert.Equal(t, "applier (SQL) thread not running", m.NotFlowing, "a failed poll leaves the last success")
+}
+
+// TestOptionsThatDoNotApplyAreErrors: WithLagSource means something only to
+// replication throttlers; elsewhere it is a configuration error, not ignored.
+func TestOptionsThatDoNotApplyAreErrors(t *testing.T) {
+	src := WithLagSource(ReplicaStatusSource())
+	_, errLoad := NewLoad(fakeDB, LoadConfig{Threshold: 1}, nil, src)
+	_, errQuery := NewQuery(fakeDB, QueryConfig{SQL: "SELECT 1", Threshold: 1}, nil, src)
+	_, errHTTP := NewHTTP(HTTPConfig{URL: "http://127.0.0.1:1/check"}, nil, src)
+	_, errPause := NewPause(PauseConfig{}, nil, src)
+	_, errSchedule := NewSchedule(ScheduleConfig{TimeZone: "UTC", Windows: []Window{{Start: "01:00", End: "02:00"}}}, nil, src)
+	for name, err := range map[string]error{"Load": errLoad, "Query": errQuery, "HTTP": errHTTP, "Pause": errPause, "Schedule": errSchedule} {
+		assert.ErrorIs(t, err, ErrInvalidConfig, name)
+		assert.ErrorContains(t, err, "WithLagSource does not apply to", name)
+	}
 }

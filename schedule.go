@@ -146,17 +146,8 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 		}
 		windows = append(windows, sw)
 	}
-	o, err := buildOptions(opts)
-	if err == nil && o.sourceSet {
-		err = fmt.Errorf("%w: WithLagSource does not apply to a Schedule throttler", ErrInvalidConfig)
-	}
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		if err == nil || len(errs) > 1 {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
-		}
+	o, problems := buildOptions(opts, "a Schedule throttler")
+	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
 	if logger == nil {
