@@ -122,9 +122,7 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = o.logger(logger) // WithName's name on every line
 	h := &HTTP{url: cfg.URL, shown: u.Redacted(), method: method, client: cfg.Client, header: cfg.Header.Clone()}
 	if h.client == nil {
 		h.ownClient = true

@@ -77,9 +77,7 @@ func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, err
 	if err := configError(problems); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = o.logger(logger) // WithName's name on every line
 	p := &Pause{flagFile: cfg.FlagFile, log: logger, maxWait: o.maxWait}
 	if p.flagFile != "" {
 		pc := o.pollerConfig(logger.With("signal", "flag file", "path", p.flagFile), "flag file check")

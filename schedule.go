@@ -150,9 +150,7 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = o.logger(logger) // WithName's name on every line
 	for i := range windows {
 		windows[i].text = scheduleWindowText(windows[i], loc)
 	}
