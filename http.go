@@ -43,6 +43,7 @@ import (
 // Most callers need only NewHTTP (often with FrenoURL), Open, BlockWait
 // before each chunk, and Close.
 type HTTP struct {
+	name      string // WithName's, or ""
 	url       string // as given; requests use it
 	shown     string // the URL with any password redacted, for reasons and logs
 	method    string
@@ -123,7 +124,7 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 		return nil, err
 	}
 	logger = o.logger(logger) // WithName's name on every line
-	h := &HTTP{url: cfg.URL, shown: u.Redacted(), method: method, client: cfg.Client, header: cfg.Header.Clone()}
+	h := &HTTP{name: o.name, url: cfg.URL, shown: u.Redacted(), method: method, client: cfg.Client, header: cfg.Header.Clone()}
 	if h.client == nil {
 		h.ownClient = true
 		h.client = &http.Client{Transport: httpNewTransport()}
@@ -307,3 +308,12 @@ var (
 	_ Waiter    = (*HTTP)(nil)
 	_ Reasoner  = (*HTTP)(nil)
 )
+
+// String is the name given with WithName, or "HTTP", which names it in the
+// reasons of a Multi that holds it (its own reason names the URL).
+func (h *HTTP) String() string {
+	if h.name != "" {
+		return h.name
+	}
+	return "HTTP"
+}

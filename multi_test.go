@@ -171,3 +171,18 @@ func TestNewReplicasThrottler(t *testing.T) {
 	assert.Equal(t, "east: replica lag 1m0s >= 1s; west: replica lag 1m0s >= 1s", m.ThrottleReason())
 	require.NoError(t, m.Close())
 }
+
+// TestMultiNamesEveryKindOfChild: each throttler names itself (WithName, or
+// its kind) in a Multi's reason.
+func TestMultiNamesEveryKindOfChild(t *testing.T) {
+	p, err := NewPause(PauseConfig{}, nil)
+	require.NoError(t, err)
+	named, err := NewPause(PauseConfig{}, nil, WithName("operator"))
+	require.NoError(t, err)
+	s, err := NewSchedule(ScheduleConfig{TimeZone: "UTC", Windows: []Window{{Start: "00:00", End: "00:01"}}}, nil)
+	require.NoError(t, err)
+	h, err := NewHTTP(HTTPConfig{URL: "http://127.0.0.1:1/check"}, nil)
+	require.NoError(t, err)
+	m := NewMulti(p, named, s, h, Noop{})
+	assert.Equal(t, []string{"pause", "operator", "schedule", "HTTP", "throttler 5"}, m.names)
+}

@@ -37,6 +37,7 @@ import (
 // Callers that copy use BlockWait before each chunk; operators use Pause and
 // Resume.
 type Pause struct {
+	name     string // WithName's, or ""
 	flagFile string
 	log      *slog.Logger
 	maxWait  time.Duration
@@ -78,7 +79,7 @@ func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, err
 		return nil, err
 	}
 	logger = o.logger(logger) // WithName's name on every line
-	p := &Pause{flagFile: cfg.FlagFile, log: logger, maxWait: o.maxWait}
+	p := &Pause{name: o.name, flagFile: cfg.FlagFile, log: logger, maxWait: o.maxWait}
 	if p.flagFile != "" {
 		pc := o.pollerConfig(logger.With("signal", "flag file", "path", p.flagFile), "flag file check")
 		pc.MaxWait = 0 // Wait caps the combined wait itself
@@ -320,3 +321,12 @@ var (
 	_ Waiter    = (*Pause)(nil)
 	_ Reasoner  = (*Pause)(nil)
 )
+
+// String is the name given with WithName, or "pause", which names it in the
+// reasons of a Multi that holds it.
+func (p *Pause) String() string {
+	if p.name != "" {
+		return p.name
+	}
+	return "pause"
+}

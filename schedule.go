@@ -41,6 +41,7 @@ import (
 // Callers use BlockWait before each chunk; StateAt answers "what would the
 // schedule say at this instant" without opening anything.
 type Schedule struct {
+	name    string // WithName's, or ""
 	loc     *time.Location
 	windows []scheduleWindow
 	maxWait time.Duration
@@ -155,6 +156,7 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 		windows[i].text = scheduleWindowText(windows[i], loc)
 	}
 	return &Schedule{
+		name:     o.name,
 		loc:      loc,
 		windows:  windows,
 		maxWait:  o.maxWait,
@@ -504,3 +506,12 @@ var (
 	_ Waiter    = (*Schedule)(nil)
 	_ Reasoner  = (*Schedule)(nil)
 )
+
+// String is the name given with WithName, or "schedule", which names it in the
+// reasons of a Multi that holds it.
+func (s *Schedule) String() string {
+	if s.name != "" {
+		return s.name
+	}
+	return "schedule"
+}
