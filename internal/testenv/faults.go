@@ -314,25 +314,31 @@ func killMonitorSessions(ctx context.Context, c *sql.Conn) error {
 // ignored (the next tick retries). stop waits for the goroutine to exit and
 // may be called more than once.
 func (p *Pair) StartWriter(ctx context.Context, every time.Duration) (stop func(), err error) {
+	return startWriter(ctx, p.adminDSN(p.Primary), HeartbeatTable, every, "start writer")
+}
+
+// startWriter is StartWriter for the server at adminDSN, into table; what
+// prefixes errors.
+func startWriter(ctx context.Context, adminDSN, table string, every time.Duration, what string) (stop func(), err error) {
 	if every <= 0 {
 		every = 100 * time.Millisecond
 	}
-	db, err := sql.Open("mysql", p.adminDSN(p.Primary))
+	db, err := sql.Open("mysql", adminDSN)
 	if err != nil {
-		return nil, fmt.Errorf("testenv: start writer: %w", err)
+		return nil, fmt.Errorf("testenv: %s: %w", what, err)
 	}
 	db.SetMaxOpenConns(1)
 	write := func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		_, err := db.ExecContext(ctx, `INSERT INTO `+HeartbeatTable+` (ts, server_id)
+		_, err := db.ExecContext(ctx, `INSERT INTO `+table+` (ts, server_id)
 			VALUES (DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f'), @@server_id)
 			ON DUPLICATE KEY UPDATE ts = VALUES(ts)`)
 		return err
 	}
 	if err := write(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("testenv: start writer: first heartbeat: %w", err)
+		return nil, fmt.Errorf("testenv: %s: first heartbeat: %w", what, err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -395,9 +401,11 @@ func (p *Pair) waitCaughtUp(ctx context.Context, id replicaID) error {
 }
 
 // Reset brings the pair back to healthy: replica thawed, restarted if dead
-// or unresponsive, monitor grant present, no delay, both threads running,
+// or unresponsive, monitor grant present, no named (multi-source)
+// connection left (see AddSourceConnection), no delay, both threads running,
 // caught up; and the same for the second replica when SecondReplica has
-// created one. It only acts where something differs, so it is cheap on a
+// created one; and the second source thawed, or restarted when it does not
+// answer, when SecondSource has created one. It only acts where something differs, so it is cheap on a
 // healthy pair; Require runs it before and after every test.
 func (p *Pair) Reset(ctx context.Context) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultStartTimeout)
@@ -415,6 +423,11 @@ func (p *Pair) reset(ctx context.Context, locked bool) error {
 	if _, err := p.replicaByID(replica2); err == nil {
 		if err := p.resetReplica(ctx, replica2, locked); err != nil {
 			return fmt.Errorf("%s: %w", replica2Name, err)
+		}
+	}
+	if _, err := p.source2(); err == nil {
+		if err := p.repairSource2(ctx, locked); err != nil {
+			return fmt.Errorf("%s: %w", source2Name, err)
 		}
 	}
 	return nil
@@ -445,6 +458,14 @@ func (p *Pair) resetReplica(ctx context.Context, id replicaID, locked bool) erro
 			}
 			if err := killMonitorSessions(ctx, c); err != nil {
 				return err
+			}
+		}
+		if id == replica1 {
+			// Only the first replica gets named connections
+			// (AddSourceConnection); every test starts with the
+			// default one only.
+			if err := removeNamedConnections(ctx, c); err != nil {
+				return fmt.Errorf("remove named connections: %w", err)
 			}
 		}
 		st, err := queryStatus(ctx, c)
@@ -542,35 +563,47 @@ func (p *Pair) Healthy(ctx context.Context) error {
 	return nil
 }
 
-// queryStatus reads SHOW SLAVE STATUS into a map; nil when there is no row.
+// queryStatus reads SHOW SLAVE STATUS (the default connection's row) into a
+// map; nil when there is no row.
 func queryStatus(ctx context.Context, c *sql.Conn) (map[string]string, error) {
-	rows, err := c.QueryContext(ctx, "SHOW SLAVE STATUS")
+	all, err := queryStatusRows(ctx, c, "SHOW SLAVE STATUS")
+	if err != nil || len(all) == 0 {
+		return nil, err
+	}
+	return all[0], nil
+}
+
+// queryStatusRows runs a SHOW ... STATUS statement and returns its rows by
+// column name, NULL columns absent.
+func queryStatusRows(ctx context.Context, c *sql.Conn, stmt string) ([]map[string]string, error) {
+	rows, err := c.QueryContext(ctx, stmt)
 	if err != nil {
-		return nil, fmt.Errorf("show slave status: %w", err)
+		return nil, fmt.Errorf("%s: %w", strings.ToLower(stmt), err)
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
 		return nil, err
 	}
-	if !rows.Next() {
-		return nil, rows.Err()
-	}
+	var out []map[string]string
 	vals := make([]sql.NullString, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	if err := rows.Scan(ptrs...); err != nil {
-		return nil, err
-	}
-	st := make(map[string]string, len(cols))
-	for i, col := range cols {
-		if vals[i].Valid {
-			st[col] = vals[i].String
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
 		}
+		st := make(map[string]string, len(cols))
+		for i, col := range cols {
+			if vals[i].Valid {
+				st[col] = vals[i].String
+			}
+		}
+		out = append(out, st)
 	}
-	return st, rows.Err()
+	return out, rows.Err()
 }
 
 // statusSummary describes the replica for error messages, with its own short

@@ -83,6 +83,9 @@ func (s Server) config(primary bool) string {
 	w("query-cache-size=0")
 	w("table-open-cache=400") // the default asks for more open files than a container allows
 	if primary {
+		if s.GTIDDomainID != 0 {
+			w("gtid-domain-id=%d", s.GTIDDomainID) // the second source: GTIDs that never collide with the primary's domain 0
+		}
 		w("log-bin=mysql-bin")
 		w("binlog-format=ROW")
 		w("sync-binlog=0")
@@ -299,6 +302,15 @@ func startFresh(ctx context.Context, dir string, bins binaries, logf func(string
 		}
 	}
 	if err := removeInstance(filepath.Join(dir, replica2Name)); err != nil {
+		return nil, err
+	}
+	// The second source has the old passwords: it goes the same way.
+	if s, ok := orphanServer(dir, source2Name); ok {
+		if err := stopServer(s); err != nil {
+			return nil, fmt.Errorf("stop the previous %s: %w", s.Name, err)
+		}
+	}
+	if err := removeInstance(filepath.Join(dir, source2Name)); err != nil {
 		return nil, err
 	}
 	p := &Pair{

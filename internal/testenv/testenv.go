@@ -2,7 +2,10 @@
 // project's integration tests and demo, and drives real replication lag and
 // faults on them. Tests that need two replicas of the same primary (replica
 // discovery, several replicas under one throttler) ask for a second one with
-// SecondReplica; ReplicaHandle drives either replica.
+// SecondReplica; ReplicaHandle drives either replica. Multi-source tests ask
+// for a second, independent primary with SecondSource and attach the first
+// replica to it as a named connection with AddSourceConnection (see
+// source2.go).
 //
 // The pair is plain mariadbd processes owned by this package: each server has
 // its own datadir, tmpdir, socket, port and server_id under one state
@@ -79,7 +82,7 @@ const (
 
 // Server is one mariadbd instance of the pair.
 type Server struct {
-	Name         string `json:"name"` // "primary", "replica" or "replica2"
+	Name         string `json:"name"` // "primary", "replica", "replica2" or "source2"
 	ServerID     int    `json:"server_id"`
 	Port         int    `json:"port"` // TCP port on 127.0.0.1
 	PID          int    `json:"pid"`  // 0 when stopped by Down
@@ -90,6 +93,9 @@ type Server struct {
 	DefaultsFile string `json:"defaults_file"`
 	ErrorLog     string `json:"error_log"`
 	ConsoleLog   string `json:"console_log"` // stdout/stderr of mariadbd
+	// GTIDDomainID is gtid_domain_id when not 0: 1 on the second source
+	// (SecondSource), 0 (MariaDB's default) on every other server.
+	GTIDDomainID int `json:"gtid_domain_id,omitempty"`
 }
 
 // Addr is the server's TCP address.
@@ -108,13 +114,17 @@ type Pair struct {
 	// until a test asked for it. State files written before it existed
 	// have no such key and load with it nil.
 	Replica2 *Server `json:"replica2,omitempty"`
+	// Source2 is the on-demand second, independent primary (see
+	// SecondSource); nil until a test asked for it. Older state files load
+	// with it nil.
+	Source2 *Server `json:"source2,omitempty"`
 
 	// Passwords are random per fresh start; the state file is mode 0600.
 	AdminPassword   string `json:"admin_password"` // root on both servers
 	MonitorPassword string `json:"monitor_password"`
 	ReplPassword    string `json:"repl_password"`
 
-	mu sync.Mutex // guards Replica.PID and Replica2 against concurrent restarts
+	mu sync.Mutex // guards Replica.PID, Replica2 and Source2 against concurrent restarts
 }
 
 // DefaultDir is where the command and `make test` keep the pair by default.
@@ -249,6 +259,11 @@ func downLocked(dir string) error {
 		// reset).
 		servers = append(servers, &s)
 	}
+	if p.Source2 != nil {
+		servers = append(servers, p.Source2)
+	} else if s, ok := orphanServer(dir, source2Name); ok {
+		servers = append(servers, &s)
+	}
 	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
 	for i, s := range servers {
@@ -287,7 +302,7 @@ func Purge(dir string) error {
 		return err
 	}
 	var errs []error
-	for _, name := range []string{"primary", "replica", replica2Name} {
+	for _, name := range []string{"primary", "replica", replica2Name, source2Name} {
 		errs = append(errs, removeInstance(filepath.Join(dir, name)))
 	}
 	if p, err := readState(dir); err == nil {
@@ -384,7 +399,7 @@ func writeState(p *Pair) error {
 }
 
 // servers lists the pair's recorded servers: primary, replica, and the
-// second replica when there is one.
+// second replica and the second source when there are.
 func (p *Pair) servers() []Server {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -392,12 +407,15 @@ func (p *Pair) servers() []Server {
 	if p.Replica2 != nil {
 		out = append(out, *p.Replica2)
 	}
+	if p.Source2 != nil {
+		out = append(out, *p.Source2)
+	}
 	return out
 }
 
 // refresh takes what other processes may have changed from the state file:
 // the replica's PID (RestartReplica) and the second replica's whole record
-// (SecondReplica). The in-memory copy stands when the file cannot be read.
+// (SecondReplica), and the second source's (SecondSource). The in-memory copy stands when the file cannot be read.
 func (p *Pair) refresh() {
 	q, err := readState(p.Dir)
 	if err != nil {
@@ -407,6 +425,7 @@ func (p *Pair) refresh() {
 	defer p.mu.Unlock()
 	p.Replica.PID = q.Replica.PID
 	p.Replica2 = q.Replica2 // the file is authoritative: every write holds the dir lock
+	p.Source2 = q.Source2
 }
 
 // replicaByID returns replica id as currently recorded (see refresh), or an

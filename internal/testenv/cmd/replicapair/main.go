@@ -129,6 +129,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if p.Replica2 != nil {
 			second = fmt.Sprintf(", replica2 pid %d on %s", p.Replica2.PID, p.Replica2.Addr())
 		}
+		if p.Source2 != nil {
+			second += fmt.Sprintf(", source2 pid %d on %s", p.Source2.PID, p.Source2.Addr())
+		}
 		fmt.Fprintf(stdout, "running: primary pid %d on %s, replica pid %d on %s%s, replication healthy (%s)\n",
 			p.Primary.PID, p.Primary.Addr(), p.Replica.PID, p.Replica.Addr(), second, p.Dir)
 	case "env":
