@@ -78,6 +78,11 @@ type Discovery struct {
 	opening chan struct{}   // closed when a running Open returns
 	done    chan struct{}   // closed when the monitor has exited
 	unwatch func() bool     // stops the AfterFunc that releases on Open's ctx end
+	// openDone is the Done channel of the monitor's context (Open's ctx,
+	// cancelled by Close too). The AfterFunc releases a moment after it
+	// closes; IsThrottled also looks here, lock-free, so that it reports
+	// false as soon as cancel returns.
+	openDone atomic.Pointer[discoveryDone]
 
 	opMu        sync.Mutex // serialises membership changes; held during I/O
 	members     map[replicaKey]*discoveryMember
@@ -395,6 +400,7 @@ func (d *Discovery) Open(ctx context.Context) error {
 	d.phase = phaseOpening
 	mctx, cancel := context.WithCancel(ctx)
 	d.cancel, d.mctx = cancel, mctx
+	d.openDone.Store(&discoveryDone{mctx.Done()})
 	opening := make(chan struct{})
 	d.opening = opening
 	d.mu.Unlock()
@@ -804,7 +810,22 @@ func (d *Discovery) Close() error {
 // one atomic load for the snapshot, then one per watched member. It is false
 // before Open, after a failed Open, after Close, and after Open's context
 // ends.
-func (d *Discovery) IsThrottled() bool { return d.cur.Load().throttled() }
+func (d *Discovery) IsThrottled() bool { return d.cur.Load().throttled() && !d.ended() }
+
+type discoveryDone struct{ c <-chan struct{} }
+
+// ended reports whether the monitor's context is done: a non-blocking
+// receive, which takes no lock.
+func (d *Discovery) ended() bool {
+	if p := d.openDone.Load(); p != nil {
+		select {
+		case <-p.c:
+			return true
+		default:
+		}
+	}
+	return false
+}
 
 func (s *discoverySet) throttled() bool {
 	if s == nil {

@@ -711,3 +711,20 @@ func TestDiscoveryRediscoversPeriodically(t *testing.T) {
 	require.NoError(t, d.UpdateLag(context.Background()))
 	assert.True(t, d.IsThrottled())
 }
+
+// TestDiscoveryNotThrottledAsSoonAsCancelReturns: a failed member throttles,
+// and IsThrottled is false the moment Open's context is cancelled, not a
+// goroutine switch later.
+func TestDiscoveryNotThrottledAsSoonAsCancelReturns(t *testing.T) {
+	for range 100 {
+		f := newFleet(hostA, hostB)
+		f.setOpenErr(hostB, errors.New("connection refused"))
+		d := newDisco(t, f, nil, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		require.NoError(t, d.Open(ctx))
+		require.True(t, d.IsThrottled())
+		cancel()
+		require.False(t, d.IsThrottled())
+		require.NoError(t, d.Close())
+	}
+}
