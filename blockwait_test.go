@@ -299,16 +299,46 @@ func TestCloseWaitsForTheMonitor(t *testing.T) {
 }
 
 // TestNotThrottledAsSoonAsCancelReturns: the release on cancellation is not
-// left to a goroutine switch; IsThrottled is false the moment cancel returns.
+// left to a goroutine switch; IsThrottled is false, and the reason empty, the
+// moment cancel returns, for every throttler bound to Open's context.
 func TestNotThrottledAsSoonAsCancelReturns(t *testing.T) {
-	for range 200 {
-		r, _ := newFake(t, time.Second, lagOf(time.Minute), WithInterval(time.Hour))
-		ctx, cancel := context.WithCancel(context.Background())
-		require.NoError(t, r.Open(ctx))
-		require.True(t, r.IsThrottled())
-		cancel()
-		require.False(t, r.IsThrottled())
-		require.Equal(t, "", r.ThrottleReason())
-		require.NoError(t, r.Close())
+	throttled := map[string]func() Throttler{
+		"Replication": func() Throttler {
+			r, _ := newFake(t, time.Second, lagOf(time.Minute), WithInterval(time.Hour))
+			return r
+		},
+		"Multi": func() Throttler {
+			r, _ := newFake(t, time.Second, lagOf(time.Minute), WithInterval(time.Hour))
+			return NewMulti(Noop{}, r)
+		},
+		"Pause": func() Throttler {
+			p, err := NewPause(PauseConfig{}, nil)
+			require.NoError(t, err)
+			p.Pause("operator")
+			return p
+		},
+		"Schedule": func() Throttler {
+			now := time.Now().UTC()
+			s, err := NewSchedule(ScheduleConfig{TimeZone: "UTC", Windows: []Window{{
+				Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04"),
+			}}}, nil)
+			require.NoError(t, err)
+			return s
+		},
+	}
+	for name, mk := range throttled {
+		t.Run(name, func(t *testing.T) {
+			for range 100 {
+				th := mk()
+				ctx, cancel := context.WithCancel(context.Background())
+				require.NoError(t, th.Open(ctx))
+				require.True(t, th.IsThrottled())
+				cancel()
+				require.False(t, th.IsThrottled())
+				require.Equal(t, "", th.(Reasoner).ThrottleReason())
+				th.BlockWait(context.Background()) // returns at once
+				require.NoError(t, th.Close())
+			}
+		})
 	}
 }

@@ -187,6 +187,7 @@ func (p *Pause) Open(ctx context.Context) error {
 		return fmt.Errorf("throttler: open: %w", err)
 	}
 	p.phase = pauseOpen
+	p.manual.Bind(ctx.Done()) // released the moment cancel returns
 	p.manual.Set(p.paused, p.manualReason())
 	done := make(chan struct{})
 	p.unwatched = done

@@ -402,6 +402,7 @@ func (s *Schedule) Open(ctx context.Context) error {
 	mctx, cancel := context.WithCancel(ctx)
 	s.phase, s.cancel, s.done = scheduleOpen, cancel, make(chan struct{})
 	// Release the moment the context ends, not when the monitor next looks.
+	s.gate.Bind(mctx.Done()) // released the moment cancel returns
 	s.unwatch = context.AfterFunc(mctx, func() { s.gate.Release() })
 	go s.monitor(mctx, s.done, d)
 	s.log.Info("throttler: open", "windows", len(s.windows), "location", s.loc.String(), "throttled", s.IsThrottled())

@@ -46,7 +46,13 @@ type Gate struct {
 
 	capMu sync.Mutex          // guards caps
 	caps  map[int64]*capTimer // shared per-call caps, by end granule
+
+	// bound is the channel given to Bind: once it is closed the gate reads
+	// as released, before anyone has called Release.
+	bound atomic.Pointer[boundChan]
 }
+
+type boundChan struct{ c <-chan struct{} }
 
 // capGranule is the width of the time slots within which waiters share one
 // cap timer. Ten thousand waiters that arrive together then share one or two
@@ -62,22 +68,42 @@ type capTimer struct {
 	t *time.Timer
 }
 
-// Throttled reports whether the gate is throttled: one atomic load, no lock,
-// no allocation.
+// Throttled reports whether the gate is throttled: one atomic load when
+// clear; no lock and no allocation either way.
 func (g *Gate) Throttled() bool {
 	s := g.cur.Load()
-	return s != nil && s.throttled
+	return s != nil && s.throttled && !g.ended()
 }
 
-// Released reports whether Release has been called.
+// Bind ties the gate to done, typically Open's ctx.Done(): once done is
+// closed the gate reads as released at once, although the Release that a
+// context.AfterFunc runs comes a goroutine switch later. Waiters already
+// blocked are woken by that Release.
+func (g *Gate) Bind(done <-chan struct{}) { g.bound.Store(&boundChan{done}) }
+
+// ended reports whether the bound channel is closed: a non-blocking
+// receive, which takes no lock.
+func (g *Gate) ended() bool {
+	if b := g.bound.Load(); b != nil && b.c != nil {
+		select {
+		case <-b.c:
+			return true
+		default:
+		}
+	}
+	return false
+}
+
+// Released reports whether Release has been called, or the bound channel
+// closed.
 func (g *Gate) Released() bool {
 	s := g.cur.Load()
-	return s != nil && s.released
+	return s != nil && s.released || g.ended()
 }
 
 // Reason is the reason given with the current throttled state, "" when clear.
 func (g *Gate) Reason() string {
-	if s := g.cur.Load(); s != nil {
+	if s := g.cur.Load(); s != nil && !g.ended() {
 		return s.reason
 	}
 	return ""
@@ -180,6 +206,9 @@ func (g *Gate) Wait(ctx context.Context, max time.Duration) error {
 
 func (g *Gate) wait(ctx context.Context, max time.Duration) error {
 	s := g.cur.Load()
+	if g.ended() {
+		return ErrReleased
+	}
 	if !s.throttled {
 		if s.released {
 			return ErrReleased

@@ -140,3 +140,19 @@ func TestCapIsNeverEarlyAndShared(t *testing.T) {
 	assert.Empty(t, g.caps)
 	g.capMu.Unlock()
 }
+
+// TestBindReleasesAtOnce: once the bound channel is closed the gate reads
+// as released, before Release is called.
+func TestBindReleasesAtOnce(t *testing.T) {
+	var g Gate
+	done := make(chan struct{})
+	g.Bind(done)
+	g.Set(true, "lag")
+	require.True(t, g.Throttled())
+	close(done)
+	assert.False(t, g.Throttled())
+	assert.True(t, g.Released())
+	assert.Equal(t, "", g.Reason())
+	assert.ErrorIs(t, g.Wait(context.Background(), 0), ErrReleased)
+	assert.True(t, g.Release(), "the first Release still reports that it released")
+}

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/throttlekit/throttler/internal/gate"
@@ -78,10 +77,6 @@ type Poller struct {
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the monitor has exited
 	unwatch func() bool   // stops the context.AfterFunc that releases on cancel
-	// openDone is Open's ctx.Done(). The AfterFunc releases the gate a
-	// moment after the context ends; Throttled also looks here so that it
-	// reports false as soon as cancel returns, not a goroutine switch later.
-	openDone atomic.Pointer[doneChan]
 
 	stateMu sync.Mutex // guards the verdict fields below; never held during I/O
 	lastOK  time.Time
@@ -89,8 +84,6 @@ type Poller struct {
 	kind    string // the published verdict's kind; "" when clear
 	stale   *time.Timer
 }
-
-type doneChan struct{ c <-chan struct{} }
 
 type phase int
 
@@ -144,7 +137,9 @@ func (p *Poller) Open(ctx context.Context) error {
 	p.stateMu.Unlock()
 	p.apply(v, nil, time.Now())
 
-	p.openDone.Store(&doneChan{ctx.Done()})
+	// The AfterFunc below releases a goroutine switch after ctx ends; bound,
+	// the gate reads as released the moment cancel returns.
+	p.gate.Bind(ctx.Done())
 	mctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	p.done = make(chan struct{})
@@ -327,30 +322,11 @@ func (p *Poller) Close() bool {
 	return true
 }
 
-// Throttled is the hot path: one atomic load when clear. When throttled it
-// also checks, without a lock, that Open's context has not ended.
-func (p *Poller) Throttled() bool { return p.gate.Throttled() && !p.openEnded() }
-
-// openEnded reports whether Open's context is done (a non-blocking receive
-// takes no lock).
-func (p *Poller) openEnded() bool {
-	if d := p.openDone.Load(); d != nil && d.c != nil {
-		select {
-		case <-d.c:
-			return true
-		default:
-		}
-	}
-	return false
-}
+// Throttled is the hot path: one atomic load when clear.
+func (p *Poller) Throttled() bool { return p.gate.Throttled() }
 
 // Reason is the published reason, "" when clear.
-func (p *Poller) Reason() string {
-	if p.openEnded() {
-		return ""
-	}
-	return p.gate.Reason()
-}
+func (p *Poller) Reason() string { return p.gate.Reason() }
 
 // Wait blocks while throttled, up to MaxWait; see gate.Gate.Wait.
 func (p *Poller) Wait(ctx context.Context) error { return p.gate.Wait(ctx, p.cfg.MaxWait) }
