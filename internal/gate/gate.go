@@ -29,12 +29,38 @@ type state struct {
 	throttled bool
 	released  bool
 	reason    string
-	// wake is closed when this throttled epoch ends. States of one epoch
-	// (throttled with a changing reason) share it; it is nil when clear.
-	wake chan struct{}
+	// ep is the throttled epoch; states of one epoch (throttled with a
+	// changing reason) share it. It is nil when clear.
+	ep *epoch
 }
 
-// clearState is shared by every gate: a clear state carries no channel, so
+// epoch is one throttled period: from a clear (or new) gate turning
+// throttled to the write that clears or releases it.
+type epoch struct {
+	wake chan struct{} // closed when the epoch ends
+
+	mu    sync.Mutex          // guards caps and ended
+	caps  map[int64]*capTimer // per-call caps of this epoch's waiters, by end granule
+	ended bool
+}
+
+// capGranule is the width of the time slots within which waiters share one
+// cap. Ten thousand waiters that arrive together then share one or two timers
+// instead of owning ten thousand, and each waits on two channels at most (its
+// cap's, which also closes when the epoch ends, and its context's): a timer of
+// its own, and a third channel to select on, cost each waiter more on wake
+// than everything else it does. A cap may end up to one granule late, never
+// early.
+const capGranule = 5 * time.Millisecond
+
+// capTimer's channel closes when its granule ends or its epoch ends,
+// whichever is first; exactly once, by whoever removes it from the map.
+type capTimer struct {
+	c chan struct{}
+	t *time.Timer
+}
+
+// clearState is shared by every gate: a clear state carries no epoch, so
 // publishing "clear" needs no allocation.
 var clearState = &state{}
 
@@ -44,29 +70,12 @@ type Gate struct {
 	cur atomic.Pointer[state] // nil means clear
 	mu  sync.Mutex            // serialises writers; readers never take it
 
-	capMu sync.Mutex          // guards caps
-	caps  map[int64]*capTimer // shared per-call caps, by end granule
-
 	// bound is the channel given to Bind: once it is closed the gate reads
 	// as released, before anyone has called Release.
 	bound atomic.Pointer[boundChan]
 }
 
 type boundChan struct{ c <-chan struct{} }
-
-// capGranule is the width of the time slots within which waiters share one
-// cap timer. Ten thousand waiters that arrive together then share one or two
-// timers instead of owning ten thousand: a waiter's own timer costs more to
-// stop, on wake, than everything else it does (measured: about 14ms against
-// 10ms to release 10,000 waiters on two cores). A cap may end up to one
-// granule late, never early.
-const capGranule = 5 * time.Millisecond
-
-// capTimer closes c when its granule ends.
-type capTimer struct {
-	c chan struct{}
-	t *time.Timer
-}
 
 // Throttled reports whether the gate is throttled: one atomic load when
 // clear; no lock and no allocation either way.
@@ -131,11 +140,11 @@ func (g *Gate) Set(throttled bool, reason string) (flipped bool) {
 	switch {
 	case !throttled:
 		g.cur.Store(clearState)
-		close(old.wake)
-	case old.throttled: // same epoch, new reason: keep the waiters' channel
-		g.cur.Store(&state{throttled: true, reason: reason, wake: old.wake})
+		old.ep.end()
+	case old.throttled: // same epoch, new reason: keep the waiters' channels
+		g.cur.Store(&state{throttled: true, reason: reason, ep: old.ep})
 	default:
-		g.cur.Store(&state{throttled: true, reason: reason, wake: make(chan struct{})})
+		g.cur.Store(&state{throttled: true, reason: reason, ep: &epoch{wake: make(chan struct{})}})
 	}
 	return old.throttled != throttled
 }
@@ -150,43 +159,53 @@ func (g *Gate) Release() bool {
 		return false
 	}
 	g.cur.Store(&state{released: true})
-	if old != nil && old.wake != nil {
-		close(old.wake)
+	if old != nil && old.ep != nil {
+		old.ep.end()
 	}
-	// No waiter needs a cap any more: stop the timers rather than leave
-	// them to fire for up to the cap's length.
-	g.capMu.Lock()
-	for k, ct := range g.caps {
-		ct.t.Stop()
-		delete(g.caps, k)
-	}
-	g.capMu.Unlock()
 	return true
 }
 
-// capChan returns a channel closed no earlier than max from now, shared with
-// the waiters whose caps end in the same granule.
-func (g *Gate) capChan(max time.Duration) <-chan struct{} {
+// end wakes the epoch's waiters: its wake channel, and every cap's channel,
+// whose timers it stops (no waiter needs them any more).
+func (ep *epoch) end() {
+	close(ep.wake)
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	ep.ended = true
+	for k, ct := range ep.caps {
+		ct.t.Stop()
+		delete(ep.caps, k)
+		close(ct.c)
+	}
+}
+
+// capChan returns a channel closed no earlier than max from now, or when the
+// epoch ends if that is sooner, shared with the epoch's waiters whose caps
+// end in the same granule.
+func (ep *epoch) capChan(max time.Duration) <-chan struct{} {
 	end := time.Now().Add(max).UnixNano()
 	key := (end + int64(capGranule) - 1) / int64(capGranule)
-	g.capMu.Lock()
-	defer g.capMu.Unlock()
-	if ct := g.caps[key]; ct != nil {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.ended {
+		return ep.wake // closed
+	}
+	if ct := ep.caps[key]; ct != nil {
 		return ct.c
 	}
-	if g.caps == nil {
-		g.caps = make(map[int64]*capTimer)
+	if ep.caps == nil {
+		ep.caps = make(map[int64]*capTimer)
 	}
 	ct := &capTimer{c: make(chan struct{})}
 	ct.t = time.AfterFunc(time.Until(time.Unix(0, key*int64(capGranule))), func() {
-		g.capMu.Lock()
-		if g.caps[key] == ct {
-			delete(g.caps, key)
+		ep.mu.Lock()
+		defer ep.mu.Unlock()
+		if ep.caps[key] == ct { // not already closed by end
+			delete(ep.caps, key)
+			close(ct.c)
 		}
-		g.capMu.Unlock()
-		close(ct.c)
 	})
-	g.caps[key] = ct
+	ep.caps[key] = ct
 	return ct.c
 }
 
@@ -195,8 +214,7 @@ func (g *Gate) capChan(max time.Duration) <-chan struct{} {
 // ctx is done (ctx.Err()), or max elapses (ErrMaxWait); max <= 0 means no cap.
 //
 // The clear path is small enough to inline: one atomic load and two loads of
-// immutable fields. Any number of goroutines may wait at once; those whose
-// caps end within the same few milliseconds share one timer.
+// immutable fields. Any number of goroutines may wait at once.
 func (g *Gate) Wait(ctx context.Context, max time.Duration) error {
 	if s := g.cur.Load(); s == nil || !s.throttled && !s.released {
 		return nil
@@ -215,29 +233,26 @@ func (g *Gate) wait(ctx context.Context, max time.Duration) error {
 		}
 		return nil // cleared since Wait looked
 	}
-	done := ctx.Done()
-	if max <= 0 && done == nil {
-		// Nothing else can end the wait: a plain receive is the cheapest
-		// wake-up there is.
-		<-s.wake
-		if g.Released() {
-			return ErrReleased
-		}
-		return nil
-	}
-	var expired <-chan struct{} // nil: no cap
+	// One channel ends the wait from the gate's side: the epoch's wake, or
+	// the cap's, which also closes when the epoch ends.
+	var c <-chan struct{} = s.ep.wake
 	if max > 0 {
-		expired = g.capChan(max)
+		c = s.ep.capChan(max)
 	}
-	select {
-	case <-s.wake:
-		if g.Released() {
-			return ErrReleased
+	if done := ctx.Done(); done == nil {
+		<-c // nothing else can end the wait: the cheapest wake-up there is
+	} else {
+		select {
+		case <-c:
+		case <-done:
+			return ctx.Err()
 		}
-		return nil
-	case <-done:
-		return ctx.Err()
-	case <-expired:
-		return ErrMaxWait
 	}
+	switch cur := g.cur.Load(); {
+	case g.Released():
+		return ErrReleased
+	case cur.throttled && cur.ep == s.ep:
+		return ErrMaxWait // the cap, not the end of the epoch
+	}
+	return nil
 }

@@ -104,13 +104,24 @@ func TestNoLostWakeup(t *testing.T) {
 	}
 }
 
+// capsOf is the number of pending cap timers of the current epoch.
+func capsOf(g *Gate) int {
+	s := g.cur.Load()
+	if s == nil || s.ep == nil {
+		return 0
+	}
+	s.ep.mu.Lock()
+	defer s.ep.mu.Unlock()
+	return len(s.ep.caps)
+}
+
 // TestCapIsNeverEarlyAndShared: a cap ends no earlier than asked; waiters
-// that arrive together share one timer; Release stops the timers.
+// that arrive together share a timer; fired timers remove themselves.
 func TestCapIsNeverEarlyAndShared(t *testing.T) {
 	var g Gate
 	g.Set(true, "lag")
 	const n = 50
-	starts := make(chan time.Duration, n)
+	took := make(chan time.Duration, n)
 	var wg sync.WaitGroup
 	for range n {
 		wg.Add(1)
@@ -118,27 +129,62 @@ func TestCapIsNeverEarlyAndShared(t *testing.T) {
 			defer wg.Done()
 			start := time.Now()
 			assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), ErrMaxWait)
-			starts <- time.Since(start)
+			took <- time.Since(start)
 		}()
 	}
+	require.Eventually(t, func() bool { return capsOf(&g) > 0 }, time.Second, time.Millisecond)
+	assert.Less(t, capsOf(&g), n, "waiters arriving together share cap timers")
 	wg.Wait()
-	close(starts)
-	for d := range starts {
+	close(took)
+	for d := range took {
 		assert.GreaterOrEqual(t, d, 30*time.Millisecond, "a cap ended early")
 	}
-	g.capMu.Lock()
-	assert.Empty(t, g.caps, "fired timers remove themselves")
-	g.capMu.Unlock()
+	assert.Zero(t, capsOf(&g), "fired timers remove themselves")
+	assert.True(t, g.Throttled(), "a cap changes nothing")
+}
 
-	// Pending cap timers are stopped by Release.
+// TestEpochEndStopsCaps: clearing or releasing wakes capped waiters at once
+// (nil and ErrReleased), and stops their timers.
+func TestEpochEndStopsCaps(t *testing.T) {
+	for _, release := range []bool{false, true} {
+		var g Gate
+		g.Set(true, "lag")
+		ep := g.cur.Load().ep
+		done := make(chan error)
+		go func() { done <- g.Wait(context.Background(), time.Hour) }()
+		require.Eventually(t, func() bool { return capsOf(&g) == 1 }, time.Second, time.Millisecond)
+		if release {
+			g.Release()
+			assert.ErrorIs(t, <-done, ErrReleased)
+		} else {
+			g.Set(false, "")
+			assert.NoError(t, <-done)
+		}
+		ep.mu.Lock()
+		assert.Empty(t, ep.caps, "the epoch's timers are stopped")
+		assert.True(t, ep.ended)
+		ep.mu.Unlock()
+		// A waiter arriving at an epoch that has just ended is not stranded:
+		// its cap channel is already closed.
+		select {
+		case <-ep.capChan(time.Hour):
+		default:
+			t.Fatal("a cap taken after the epoch ended is open")
+		}
+	}
+}
+
+// TestNewEpochAfterCapIsNotMaxWait: a cap that fires after its epoch ended
+// and a new one began reports the clear it missed, not ErrMaxWait.
+func TestNewEpochAfterCapIsNotMaxWait(t *testing.T) {
+	var g Gate
+	g.Set(true, "lag")
 	done := make(chan error)
-	go func() { done <- g.Wait(context.Background(), time.Hour) }()
-	require.Eventually(t, func() bool { g.capMu.Lock(); defer g.capMu.Unlock(); return len(g.caps) == 1 }, time.Second, time.Millisecond)
-	g.Release()
-	assert.ErrorIs(t, <-done, ErrReleased)
-	g.capMu.Lock()
-	assert.Empty(t, g.caps)
-	g.capMu.Unlock()
+	go func() { done <- g.Wait(context.Background(), 0) }()
+	time.Sleep(5 * time.Millisecond)
+	g.Set(false, "")
+	g.Set(true, "lag again") // a new epoch before the waiter looks
+	assert.NoError(t, <-done, "the throttle cleared while it waited")
 }
 
 // TestBindReleasesAtOnce: once the bound channel is closed the gate reads
