@@ -92,60 +92,16 @@ func (p *Pair) ensureSecondReplica(ctx context.Context) error {
 }
 
 func (p *Pair) createSecondReplica(ctx context.Context) (err error) {
-	p.mu.Lock()
-	old := p.Replica2
-	p.mu.Unlock()
-	if old != nil {
-		if err := stopServer(*old); err != nil {
-			return err
-		}
-	}
-	if s, ok := orphanServer(p.Dir, replica2Name); ok {
-		if err := stopServer(s); err != nil {
-			return err
-		}
-	}
-	bins, err := findBinaries()
-	if err != nil {
-		return err
-	}
-	if p.Mariadbd != "" {
-		bins.mariadbd = p.Mariadbd // the same server as the rest of the pair
-	}
 	s := newServer(p.Dir, replica2Name, replica2ServerID)
-	ports, err := freePorts(1)
+	discard, err := p.startExtra(ctx, &s, false, func(v *Server) { p.Replica2 = v })
 	if err != nil {
 		return err
 	}
-	s.Port = ports[0]
-	if err := initServer(ctx, bins, s, false); err != nil {
-		return err
-	}
-	if err := startWithPortRetry(ctx, bins.mariadbd, &s, false); err != nil {
-		return err
-	}
-	// Recorded as soon as it runs, so that Down stops it whatever happens.
-	p.mu.Lock()
-	p.Replica2 = &s
-	p.mu.Unlock()
 	defer func() {
-		if err != nil { // leave nothing running that no state file points to
-			_ = stopServer(s)
-			p.mu.Lock()
-			p.Replica2 = nil
-			p.mu.Unlock()
-			_ = writeState(p)
+		if err != nil {
+			discard()
 		}
 	}()
-	if err := writeState(p); err != nil {
-		return err
-	}
-	err = withConn(ctx, dsn("root", "", s.Port, ""), func(c *sql.Conn) error {
-		return setRootPassword(ctx, c, p.AdminPassword)
-	})
-	if err != nil {
-		return fmt.Errorf("secure root on the %s: %w", s.Name, err)
-	}
 	if err := p.adminOn(ctx, replica2, p.configureReplication); err != nil {
 		return fmt.Errorf("start replication: %w", err)
 	}
@@ -289,4 +245,71 @@ func (h *ReplicaHandle) Status(ctx context.Context) (map[string]string, error) {
 // has binlogged so far; see Pair.WaitCaughtUp.
 func (h *ReplicaHandle) WaitCaughtUp(ctx context.Context) error {
 	return h.p.waitCaughtUp(ctx, h.id)
+}
+
+// startExtra starts one more server of the pair (the second replica, the
+// second source) from s, which names it: it stops whatever an earlier one
+// left running, initialises and starts it, records it through record (under
+// p.mu) and in the state file as soon as it runs, so that Down stops it
+// whatever happens next, and secures root. On error nothing of it is left
+// running; after success, the caller calls discard if its own set-up fails.
+func (p *Pair) startExtra(ctx context.Context, s *Server, primary bool, record func(*Server)) (discard func(), err error) {
+	p.mu.Lock()
+	var old *Server
+	for _, x := range []*Server{p.Replica2, p.Source2} {
+		if x != nil && x.Name == s.Name {
+			old = x
+		}
+	}
+	p.mu.Unlock()
+	if old != nil {
+		if err := stopServer(*old); err != nil {
+			return nil, err
+		}
+	}
+	if orphan, ok := orphanServer(p.Dir, s.Name); ok {
+		if err := stopServer(orphan); err != nil {
+			return nil, err
+		}
+	}
+	bins, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	if p.Mariadbd != "" {
+		bins.mariadbd = p.Mariadbd // the same server as the rest of the pair
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	s.Port = ports[0]
+	if err := initServer(ctx, bins, *s, primary); err != nil {
+		return nil, err
+	}
+	if err := startWithPortRetry(ctx, bins.mariadbd, s, primary); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	record(s)
+	p.mu.Unlock()
+	discard = func() { // leave nothing running that no state file points to
+		_ = stopServer(*s)
+		p.mu.Lock()
+		record(nil)
+		p.mu.Unlock()
+		_ = writeState(p)
+	}
+	if err := writeState(p); err != nil {
+		discard()
+		return nil, err
+	}
+	err = withConn(ctx, dsn("root", "", s.Port, ""), func(c *sql.Conn) error {
+		return setRootPassword(ctx, c, p.AdminPassword)
+	})
+	if err != nil {
+		discard()
+		return nil, fmt.Errorf("secure root on the %s: %w", s.Name, err)
+	}
+	return discard, nil
 }

@@ -178,60 +178,17 @@ func (p *Pair) restartSource2(ctx context.Context) error {
 }
 
 func (p *Pair) createSecondSource(ctx context.Context) (err error) {
-	p.mu.Lock()
-	old := p.Source2
-	p.mu.Unlock()
-	if old != nil {
-		if err := stopServer(*old); err != nil {
-			return err
-		}
-	}
-	if s, ok := orphanServer(p.Dir, source2Name); ok {
-		if err := stopServer(s); err != nil {
-			return err
-		}
-	}
-	bins, err := findBinaries()
-	if err != nil {
-		return err
-	}
-	if p.Mariadbd != "" {
-		bins.mariadbd = p.Mariadbd
-	}
 	s := newServer(p.Dir, source2Name, source2ServerID)
 	s.GTIDDomainID = source2DomainID
-	ports, err := freePorts(1)
+	discard, err := p.startExtra(ctx, &s, true, func(v *Server) { p.Source2 = v })
 	if err != nil {
 		return err
 	}
-	s.Port = ports[0]
-	if err := initServer(ctx, bins, s, true); err != nil {
-		return err
-	}
-	if err := startWithPortRetry(ctx, bins.mariadbd, &s, true); err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.Source2 = &s
-	p.mu.Unlock()
 	defer func() {
-		if err != nil { // leave nothing running that no state file points to
-			_ = stopServer(s)
-			p.mu.Lock()
-			p.Source2 = nil
-			p.mu.Unlock()
-			_ = writeState(p)
+		if err != nil {
+			discard()
 		}
 	}()
-	if err := writeState(p); err != nil {
-		return err
-	}
-	err = withConn(ctx, dsn("root", "", s.Port, ""), func(c *sql.Conn) error {
-		return setRootPassword(ctx, c, p.AdminPassword)
-	})
-	if err != nil {
-		return fmt.Errorf("secure root on the %s: %w", s.Name, err)
-	}
 	err = withConn(ctx, p.adminDSN(s), func(c *sql.Conn) error {
 		return execAll(ctx, c,
 			"SET SESSION sql_log_bin = 0",
