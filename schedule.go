@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/lifecycle"
 )
 
 // Schedule throttles during configured windows of wall-clock time in a named
@@ -57,11 +58,7 @@ type Schedule struct {
 	stateMu sync.Mutex // serialises evaluations, so publishes follow the clock
 	last    string     // the published reason, for change-only logging
 
-	mu      sync.Mutex // guards the lifecycle fields below
-	phase   schedulePhase
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the monitor has exited
-	unwatch func() bool   // stops the context.AfterFunc that releases on cancel
+	life lifecycle.Runner
 }
 
 // ScheduleConfig configures a Schedule.
@@ -93,14 +90,6 @@ type scheduleWindow struct {
 	start, end int   // seconds after midnight
 	text       string
 }
-
-type schedulePhase int
-
-const (
-	scheduleNew schedulePhase = iota
-	scheduleOpen
-	scheduleClosed
-)
 
 const (
 	scheduleEveryDay = 1<<7 - 1
@@ -387,42 +376,31 @@ func (s *Schedule) evaluate() time.Duration {
 // done; a second Open returns ErrAlreadyOpen, and Open after Close
 // ErrClosed.
 func (s *Schedule) Open(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch s.phase {
-	case scheduleOpen:
-		return fmt.Errorf("throttler: open: %w", ErrAlreadyOpen)
-	case scheduleClosed:
-		return fmt.Errorf("throttler: open: %w", ErrClosed)
+	if err := s.life.Begin(); err != nil {
+		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
 	}
 	if err := ctx.Err(); err != nil {
+		_ = s.life.Abort()
 		return fmt.Errorf("throttler: open: %w", err)
 	}
-	d := s.evaluate()
-	mctx, cancel := context.WithCancel(ctx)
-	s.phase, s.cancel, s.done = scheduleOpen, cancel, make(chan struct{})
-	// Release the moment the context ends, not when the monitor next looks.
-	s.gate.Bind(mctx.Done()) // released the moment cancel returns
-	s.unwatch = context.AfterFunc(mctx, func() { s.gate.Release() })
-	go s.monitor(mctx, s.done, d)
+	var d time.Duration
+	err := s.life.Start(ctx, &s.gate, func() { d = s.evaluate() }, func(ctx context.Context) { s.monitor(ctx, d) })
+	if err != nil {
+		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+	}
 	s.log.Info("throttler: open", "windows", len(s.windows), "location", s.loc.String(), "throttled", s.IsThrottled())
 	return nil
 }
 
 // monitor sleeps until the next boundary, publishes, and re-arms: one timer,
 // no polling.
-func (s *Schedule) monitor(ctx context.Context, done chan<- struct{}, d time.Duration) {
-	defer close(done)
-	defer s.gate.Release()
+func (s *Schedule) monitor(ctx context.Context, d time.Duration) {
 	for {
 		c, stop := s.newTimer(d)
 		select {
 		case <-ctx.Done():
 			stop()
-			s.mu.Lock()
-			closing := s.phase == scheduleClosed
-			s.mu.Unlock()
-			if !closing {
+			if !s.life.Closing() {
 				s.log.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
 			}
 			return
@@ -439,10 +417,7 @@ func (s *Schedule) monitor(ctx context.Context, done chan<- struct{}, d time.Dur
 // example after the host's clock was stepped. There is nothing to measure:
 // it returns nil, and does nothing unless the schedule is open.
 func (s *Schedule) UpdateLag(context.Context) error {
-	s.mu.Lock()
-	open := s.phase == scheduleOpen
-	s.mu.Unlock()
-	if !open || s.gate.Released() {
+	if s.life.CheckOpen() != nil || s.gate.Released() {
 		return nil
 	}
 	s.evaluate()
@@ -456,20 +431,8 @@ func (s *Schedule) UpdateLag(context.Context) error {
 // Close stops the monitor, waits for it to exit, and releases every blocked
 // BlockWait. It is idempotent and always returns nil.
 func (s *Schedule) Close() error {
-	s.mu.Lock()
-	if s.phase == scheduleClosed {
-		s.mu.Unlock()
+	if !s.life.Close(&s.gate) {
 		return nil
-	}
-	s.phase = scheduleClosed
-	cancel, done, unwatch := s.cancel, s.done, s.unwatch
-	s.mu.Unlock()
-
-	s.gate.Release()
-	if cancel != nil {
-		cancel()
-		<-done
-		unwatch()
 	}
 	s.log.Info("throttler: closed")
 	return nil

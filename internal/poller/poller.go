@@ -11,20 +11,20 @@ package poller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/lifecycle"
 )
 
 // Errors the Poller returns; the root package maps them to its sentinels.
 var (
-	ErrAlreadyOpen = errors.New("already open")
-	ErrClosed      = errors.New("closed")
-	ErrNotOpen     = errors.New("not open")
+	ErrAlreadyOpen = lifecycle.ErrAlreadyOpen
+	ErrClosed      = lifecycle.ErrClosed
+	ErrNotOpen     = lifecycle.ErrNotOpen
 )
 
 // Verdict is what one successful probe calls for.
@@ -72,11 +72,7 @@ type Poller struct {
 	// server costs one connection and one goroutine, not a pile.
 	slot chan struct{}
 
-	mu      sync.Mutex // guards the lifecycle fields below
-	phase   phase
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the monitor has exited
-	unwatch func() bool   // stops the context.AfterFunc that releases on cancel
+	life lifecycle.Runner
 
 	stateMu sync.Mutex // guards the verdict fields below; never held during I/O
 	lastOK  time.Time
@@ -84,15 +80,6 @@ type Poller struct {
 	kind    string // the published verdict's kind; "" when clear
 	stale   *time.Timer
 }
-
-type phase int
-
-const (
-	phaseNew phase = iota
-	phaseOpening
-	phaseOpen
-	phaseClosed
-)
 
 const kindStale = "stale"
 
@@ -105,49 +92,25 @@ func New(cfg Config, probe Probe) *Poller {
 // verdict and starts the monitor, which runs until Close or until ctx is
 // done. A failed Open may be retried.
 func (p *Poller) Open(ctx context.Context) error {
-	p.mu.Lock()
-	switch p.phase {
-	case phaseOpening, phaseOpen:
-		p.mu.Unlock()
-		return ErrAlreadyOpen
-	case phaseClosed:
-		p.mu.Unlock()
-		return ErrClosed
+	if err := p.life.Begin(); err != nil {
+		return err
 	}
-	p.phase = phaseOpening
-	p.mu.Unlock()
-
 	v, err := p.run(ctx)
 	if err == nil {
 		err = ctx.Err()
 	}
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.phase == phaseClosed { // Close ran while we probed
-		return ErrClosed
-	}
 	if err != nil {
-		p.phase = phaseNew
+		if p.life.Abort() != nil {
+			return ErrClosed // Close ran while we probed
+		}
 		return err
 	}
-	p.phase = phaseOpen
-	p.stateMu.Lock()
-	p.stale = time.AfterFunc(p.cfg.StaleAfter, p.checkStale)
-	p.stateMu.Unlock()
-	p.apply(v, nil, time.Now())
-
-	// The AfterFunc below releases a goroutine switch after ctx ends; bound,
-	// the gate reads as released the moment cancel returns.
-	p.gate.Bind(ctx.Done())
-	mctx, cancel := context.WithCancel(ctx)
-	p.cancel = cancel
-	p.done = make(chan struct{})
-	// Release the moment the context ends, not when the monitor next looks:
-	// waiters must not wait out a probe in flight.
-	p.unwatch = context.AfterFunc(mctx, func() { p.gate.Release() })
-	go p.monitor(mctx, p.done)
-	return nil
+	return p.life.Start(ctx, &p.gate, func() {
+		p.stateMu.Lock()
+		p.stale = time.AfterFunc(p.cfg.StaleAfter, p.checkStale)
+		p.stateMu.Unlock()
+		p.apply(v, nil, time.Now())
+	}, p.monitor)
 }
 
 // run takes the probe slot (waiting for a probe in flight, or ctx) and probes
@@ -164,11 +127,7 @@ func (p *Poller) run(ctx context.Context) (Verdict, error) {
 	return p.probe(qctx)
 }
 
-func (p *Poller) monitor(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
-	// Whatever ends the monitor releases the throttler: nothing may stay
-	// throttled with no one left to clear it.
-	defer p.gate.Release()
+func (p *Poller) monitor(ctx context.Context) {
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -189,10 +148,7 @@ func (p *Poller) monitor(ctx context.Context, done chan<- struct{}) {
 
 // stopped logs why the monitor stopped, unless Close stopped it (Close logs).
 func (p *Poller) stopped(ctx context.Context) {
-	p.mu.Lock()
-	closing := p.phase == phaseClosed
-	p.mu.Unlock()
-	if !closing {
+	if !p.life.Closing() {
 		p.cfg.Logger.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
 	}
 }
@@ -200,14 +156,11 @@ func (p *Poller) stopped(ctx context.Context) {
 // Update probes once, synchronously, and publishes the result. It waits for
 // a probe already in flight rather than starting a second one.
 func (p *Poller) Update(ctx context.Context) error {
-	p.mu.Lock()
-	ph := p.phase
-	p.mu.Unlock()
-	switch {
-	case ph == phaseClosed || p.gate.Released():
-		return ErrClosed
-	case ph != phaseOpen:
-		return ErrNotOpen
+	if err := p.life.CheckOpen(); err != nil {
+		return err
+	}
+	if p.gate.Released() {
+		return ErrClosed // Open's context ended
 	}
 	v, err := p.run(ctx)
 	if err != nil && ctx.Err() != nil {
@@ -298,20 +251,8 @@ func (p *Poller) publish(v Verdict) {
 // Close stops the monitor, waits for it to exit, and releases every waiter.
 // It is idempotent and reports whether this call closed the Poller.
 func (p *Poller) Close() bool {
-	p.mu.Lock()
-	if p.phase == phaseClosed {
-		p.mu.Unlock()
+	if !p.life.Close(&p.gate) {
 		return false
-	}
-	p.phase = phaseClosed
-	cancel, done, unwatch := p.cancel, p.done, p.unwatch
-	p.mu.Unlock()
-
-	p.gate.Release()
-	if cancel != nil {
-		cancel()
-		<-done
-		unwatch()
 	}
 	p.stateMu.Lock()
 	if p.stale != nil {
