@@ -98,10 +98,6 @@ var (
 	// has no replication channel at all. Open returns it wrapped; while
 	// open, a replica that loses its source throttles with that reason.
 	ErrNotReplica = errors.New("server is not a replica")
-	// ErrNotFlowing means the server is a replica but replication is not
-	// running: a stopped or disconnected receiver (IO) thread, a stopped
-	// applier (SQL) thread, or an unknown lag.
-	ErrNotFlowing = errors.New("replication not flowing")
 	// ErrAccessDenied means the lag source lacks a privilege it needs; the
 	// message names the privilege.
 	ErrAccessDenied = errors.New("missing privilege")
