@@ -56,11 +56,10 @@ type Load struct {
 	values []atomic.Int64 // last reading per limit, in limits' order
 
 	// critical is the published critical reason; nil when not critical.
-	// IsCritical is one load of it.
+	// It is masked once the poller is released, so that a closed
+	// throttler, or one whose Open context ended, is never critical.
 	critical atomic.Pointer[string]
-	critMu   sync.Mutex // serialises critical changes with the stop below
-	stopped  bool       // guarded by critMu: the throttler is released for good
-	unwatch  func() bool
+	critMu   sync.Mutex // serialises critical changes and their log lines
 }
 
 // LoadConfig says which status variables Load watches and at which levels.
@@ -242,10 +241,6 @@ func (l *Load) Open(ctx context.Context) error {
 		}
 		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
 	}
-	unwatch := context.AfterFunc(ctx, l.stopCritical)
-	l.critMu.Lock()
-	l.unwatch = unwatch
-	l.critMu.Unlock()
 	l.log.Info("throttler: open", "load", l.describe(), "value", l.Value())
 	return nil
 }
@@ -365,11 +360,12 @@ func loadTruncate(s string) string {
 }
 
 // setCritical publishes the critical reason ("" for none) and logs a change.
-// Once the throttler is released, only reset may clear it.
+// Once the throttler is released, only reset may clear it: a reading that
+// lands after Close changes nothing, and logs nothing.
 func (l *Load) setCritical(reason string, reset bool) {
 	l.critMu.Lock()
 	defer l.critMu.Unlock()
-	if l.stopped && !reset {
+	if l.poll.Released() && !reset {
 		return
 	}
 	old := l.critical.Load()
@@ -389,39 +385,23 @@ func (l *Load) setCritical(reason string, reset bool) {
 	}
 }
 
-// stopCritical clears the critical level for good: a released throttler
-// reports nothing, and a reading that lands after Close cannot raise it.
-func (l *Load) stopCritical() {
-	l.critMu.Lock()
-	l.stopped = true
-	l.critical.Store(nil)
-	l.critMu.Unlock()
-}
-
 // Close stops the monitor, waits for it to exit, and releases every blocked
 // BlockWait; IsCritical reports false from then on. It is idempotent and
 // always returns nil.
 func (l *Load) Close() error {
 	l.poll.Close()
-	l.stopCritical()
-	l.critMu.Lock()
-	unwatch := l.unwatch
-	l.critMu.Unlock()
-	if unwatch != nil {
-		unwatch()
-	}
 	return nil
 }
 
 // IsCritical reports whether the last successful reading was at or above a
-// critical level: one atomic load. It is false when no Critical is set,
-// before Open, and once the throttler stopped.
-func (l *Load) IsCritical() bool { return l.critical.Load() != nil }
+// critical level: one atomic load while not critical. It is false when no
+// Critical is set, before Open, and once the throttler stopped.
+func (l *Load) IsCritical() bool { return l.critical.Load() != nil && !l.poll.Released() }
 
 // CriticalReason is "" when not critical; otherwise it names each variable at
 // or above its critical level, for example "Threads_running 120 >= 100".
 func (l *Load) CriticalReason() string {
-	if r := l.critical.Load(); r != nil {
+	if r := l.critical.Load(); r != nil && !l.poll.Released() {
 		return *r
 	}
 	return ""

@@ -266,6 +266,10 @@ func (p *Poller) Close() bool {
 // Throttled is the hot path: one atomic load when clear.
 func (p *Poller) Throttled() bool { return p.gate.Throttled() }
 
+// Released reports whether the Poller is released for good: closed, or its
+// Open context ended (at once: the gate is bound to it).
+func (p *Poller) Released() bool { return p.gate.Released() }
+
 // Reason is the published reason, "" when clear.
 func (p *Poller) Reason() string { return p.gate.Reason() }
 
