@@ -177,6 +177,23 @@ func (p *Pair) restartReplica(ctx context.Context, id replicaID, locked bool) er
 	if err != nil {
 		return err
 	}
+	err = p.restartRecorded(ctx, s, func(pid int) {
+		if id == replica1 {
+			p.Replica.PID = pid
+		} else {
+			p.Replica2.PID = pid
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return p.waitThreads(ctx, id, bothThreads)
+}
+
+// restartRecorded stops s and starts it again with its config and port, and
+// records its new PID (through setPID, under p.mu) in the state file. The
+// caller holds the dir lock.
+func (p *Pair) restartRecorded(ctx context.Context, s Server, setPID func(int)) error {
 	if err := stopServer(s); err != nil {
 		return err
 	}
@@ -185,16 +202,9 @@ func (p *Pair) restartReplica(ctx context.Context, id replicaID, locked bool) er
 		return err
 	}
 	p.mu.Lock()
-	if id == replica1 {
-		p.Replica.PID = pid
-	} else {
-		p.Replica2.PID = pid
-	}
+	setPID(pid)
 	p.mu.Unlock()
-	if err := writeState(p); err != nil {
-		return err
-	}
-	return p.waitThreads(ctx, id, bothThreads)
+	return writeState(p)
 }
 
 // waitThreads polls until the named replication thread(s) of replica id

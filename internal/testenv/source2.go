@@ -164,17 +164,7 @@ func (p *Pair) restartSource2(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := stopServer(s); err != nil {
-		return err
-	}
-	pid, err := startServer(ctx, p.Mariadbd, s, p.adminDSN(s))
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.Source2.PID = pid
-	p.mu.Unlock()
-	return writeState(p)
+	return p.restartRecorded(ctx, s, func(pid int) { p.Source2.PID = pid })
 }
 
 func (p *Pair) createSecondSource(ctx context.Context) (err error) {
