@@ -1,7 +1,6 @@
 package throttler
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -365,24 +364,6 @@ func TestDiscoveryExclude(t *testing.T) {
 	d := openDisco(t, f, func(c *DiscoveryConfig) { c.Exclude = []uint32{hostB.ServerID} })
 	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
 	assert.False(t, d.IsThrottled())
-}
-
-// syncBuffer is a log sink safe for the members' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestDiscoveryMembershipChanges(t *testing.T) {

@@ -1,7 +1,6 @@
 package throttler
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -375,7 +374,7 @@ func TestHTTPCallerClientIsTheCallers(t *testing.T) {
 // TestHTTPLogsChangesOnly: a steady refusal over many checks is one line.
 func TestHTTPLogsChangesOnly(t *testing.T) {
 	f := newFakeFreno(t, 429)
-	var buf lockedBuffer
+	var buf syncBuffer
 	h, err := NewHTTP(HTTPConfig{URL: f.url()}, slog.New(slog.NewTextHandler(&buf, nil)),
 		WithInterval(time.Millisecond), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
 	require.NoError(t, err)
@@ -415,24 +414,6 @@ func TestHTTPContract(t *testing.T) {
 			_ = h.UpdateLag(context.Background())
 		}}
 	})
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *lockedBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *lockedBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestHTTPHotPathDoesNotAllocate(t *testing.T) {

@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -87,4 +88,22 @@ func newFake(t testing.TB, tolerance time.Duration, m Measurement, opts ...Optio
 		t.Fatalf("NewReplicationThrottler: %v", err)
 	}
 	return r, src
+}
+
+// syncBuffer is a log sink that a logger's goroutines and a test can share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

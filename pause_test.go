@@ -148,7 +148,7 @@ func TestNewPauseRejectsBadOptions(t *testing.T) {
 
 func TestPauseManual(t *testing.T) {
 	ctx := context.Background()
-	var buf lockedBuffer
+	var buf syncBuffer
 	p, err := NewPause(PauseConfig{}, slog.New(slog.NewTextHandler(&buf, nil)), WithMaxWait(0))
 	require.NoError(t, err)
 	defer p.Close()

@@ -1,7 +1,6 @@
 package throttler
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -248,9 +247,8 @@ func TestUpdateLagWakesWaiters(t *testing.T) {
 }
 
 func TestLogsOneLinePerStateChange(t *testing.T) {
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	src := &fakeSource{}
 	r, err := NewReplicationThrottler(fakeDB, time.Second, logger, WithLagSource(src), WithInterval(time.Hour))
 	require.NoError(t, err)
@@ -260,25 +258,12 @@ func TestLogsOneLinePerStateChange(t *testing.T) {
 		require.NoError(t, r.UpdateLag(context.Background()))
 	}
 	require.NoError(t, r.Close())
-	mu.Lock()
 	out := buf.String()
-	mu.Unlock()
 	assert.Equal(t, 1, strings.Count(out, "throttler: open"))
 	assert.Equal(t, 2, strings.Count(out, "throttler: throttled"), out)
 	assert.Equal(t, 1, strings.Count(out, "throttler: resumed"), out)
 	assert.Equal(t, 1, strings.Count(out, "throttler: closed"), out)
 	assert.Equal(t, 5, strings.Count(out, "\n"), out)
-}
-
-type lockedWriter struct {
-	w  *bytes.Buffer
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func TestWaitSaysWhy(t *testing.T) {

@@ -268,7 +268,7 @@ func TestScheduleWakesWaitersAtWindowEnd(t *testing.T) {
 	ctx := context.Background()
 	ny := scheduleLoad(t, "America/New_York")
 	clock := newScheduleClock(time.Date(2026, 3, 2, 9, 44, 59, 5e8, ny)) // Monday
-	var buf lockedBuffer
+	var buf syncBuffer
 	s, err := NewSchedule(ScheduleConfig{Location: ny, Windows: []Window{{Days: scheduleWeekdays, Start: "09:15", End: "09:45"}}},
 		slog.New(slog.NewTextHandler(&buf, nil)), WithMaxWait(0))
 	require.NoError(t, err)
