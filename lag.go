@@ -131,13 +131,13 @@ func mysqlErrorNumber(err error) uint16 {
 
 // Server error numbers the sources branch on.
 const (
-	erParseError             = 1064 // ER_PARSE_ERROR
-	erSpecificAccessDenied   = 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR
-	erTableAccessDenied      = 1142 // ER_TABLEACCESS_DENIED_ERROR
-	erColumnAccessDenied     = 1143 // ER_COLUMNACCESS_DENIED_ERROR
-	erDBAccessDenied         = 1044 // ER_DBACCESS_DENIED_ERROR
-	erNoSuchTable            = 1146 // ER_NO_SUCH_TABLE
-	erBadField               = 1054 // ER_BAD_FIELD_ERROR
-	erUnknownSystemVariable  = 1193 // ER_UNKNOWN_SYSTEM_VARIABLE
-	erAccessDeniedNoPassword = 1045 // ER_ACCESS_DENIED_ERROR (login)
+	erParseError           = 1064 // ER_PARSE_ERROR
+	erSpecificAccessDenied = 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR
+	erTableAccessDenied    = 1142 // ER_TABLEACCESS_DENIED_ERROR
+	erColumnAccessDenied   = 1143 // ER_COLUMNACCESS_DENIED_ERROR
+	erDBAccessDenied       = 1044 // ER_DBACCESS_DENIED_ERROR
+	erNoSuchTable          = 1146 // ER_NO_SUCH_TABLE
+	erBadField             = 1054 // ER_BAD_FIELD_ERROR
+	erNoDB                 = 1046 // ER_NO_DB_ERROR: an unqualified table and no default database
+	erUnknownTable         = 1109 // ER_UNKNOWN_TABLE: e.g. an information_schema table the server lacks
 )

@@ -128,13 +128,9 @@ func (c AuroraConfig) check() error {
 	return nil
 }
 
-// auroraErUnknownTable is ER_UNKNOWN_TABLE, what MySQL and MariaDB answer
-// for a table information_schema does not have.
-const auroraErUnknownTable = 1109
-
 func auroraError(err error) error {
 	switch mysqlErrorNumber(err) {
-	case auroraErUnknownTable, erNoSuchTable:
+	case erUnknownTable, erNoSuchTable: // 1109 is what a missing information_schema table gives
 		return fmt.Errorf("%w: the server has no %s: it is not Aurora MySQL (use the source for its flavor, or DefaultLagSource): %w", ErrUnavailable, auroraStatusTable, err)
 	case erTableAccessDenied, erColumnAccessDenied, erDBAccessDenied:
 		return fmt.Errorf("%w: the monitoring user may not read %s: %w", ErrAccessDenied, auroraStatusTable, err)

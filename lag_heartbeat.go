@@ -134,15 +134,11 @@ func (s *heartbeatSource) queryError(err error) error {
 		return fmt.Errorf("%w: grant SELECT ON %s to the monitoring user: %w", ErrAccessDenied, s.table.name, err)
 	case erBadField:
 		return fmt.Errorf("%w: %s has no ts or server_id column: not a pt-heartbeat table (the legacy id-keyed table is not supported): %w", ErrUnavailable, s.table.name, err)
-	case heartbeatErNoDB:
+	case erNoDB:
 		return fmt.Errorf("%w: HeartbeatConfig.Table %q names no database and the connection has no default one: give it as \"database.%s\": %w", ErrInvalidConfig, s.table.name, s.table.name, err)
 	}
 	return fmt.Errorf("read heartbeat from %s: %w", s.table.name, err)
 }
-
-// heartbeatErNoDB is ER_NO_DB_ERROR: an unqualified table name and no
-// default database.
-const heartbeatErNoDB = 1046
 
 // heartbeatRow is what the heartbeat query returns: the replica's
 // UTC_TIMESTAMP(6) and the newest ts of the selected rows, as the server
