@@ -37,6 +37,49 @@ type Measurement struct {
 	// Connecting: error 2003 ..."). A measurement with NotFlowing set
 	// throttles whatever its Lag.
 	NotFlowing string
+	// Backlog is what the replica has received but not yet applied, where
+	// the source can see it (Backlog.Known): ReplicaStatusSource and
+	// PerformanceSchemaSource can, HeartbeatSource and AuroraSource cannot.
+	// Lag is late (it grows at most one second per second, while the work
+	// that causes it is already queued); the backlog is not.
+	Backlog Backlog
+	// Predicted is the lag the newest received transaction will have when
+	// it is applied, from the backlog and the applier's measured rate (0
+	// when either is unknown). A Replication throttles on it as it does on
+	// Lag, so that a backlog throttles within one measurement of forming.
+	Predicted time.Duration
+}
+
+// Backlog is what a replica has received (in its relay log) but not applied.
+// The sources fill Known, Transactions and Bytes; the throttler fills the
+// rates and ApplyTime from successive measurements of the same replica.
+type Backlog struct {
+	// Known is set when the source could compare the received and applied
+	// positions. The other fields are meaningless without it.
+	Known bool
+	// Transactions received but not applied, summed over channels (and
+	// GTID domains); -1 when only bytes can be counted (GTIDs off).
+	Transactions int64
+	// Bytes of the source's binary log received but not applied, summed
+	// over channels; -1 when unknown.
+	Bytes int64
+	// TransactionsPerSecond (or BytesPerSecond when transactions cannot be
+	// counted) is the rate the applier was measured to apply while it had
+	// work queued; 0 until measured.
+	TransactionsPerSecond float64
+	BytesPerSecond        float64
+	// ApplyTime is the time the applier needs to apply the backlog at its
+	// measured rate; 0 when the backlog is empty or the rate unknown.
+	ApplyTime time.Duration
+
+	// appliedTransactions and appliedBytes are counters that grow as the
+	// applier applies (a sum of applied GTID sequence numbers; a binary log
+	// position), for the rates. appliedBytes is -1 when unknown, and is only
+	// comparable between two readings of the same binary log file
+	// (appliedFile).
+	appliedTransactions int64
+	appliedBytes        int64
+	appliedFile         string
 }
 
 // Flavor is what the server says it is, from @@version and @@version_comment

@@ -27,6 +27,8 @@ type options struct {
 	source       LagSource
 	sourceSet    bool
 	name         string
+	pacing       bool
+	pacingTarget time.Duration // 0: half the tolerance
 	errs         []error
 }
 
@@ -97,6 +99,25 @@ func WithLagSource(s LagSource) Option {
 	}
 }
 
+// WithPacing makes BlockWait and Wait pace their callers, besides stopping
+// them while throttled: each call admits one chunk of work, at the rate the
+// replica is measured to apply, a little faster while the replica's lag is
+// under target and slower above it, so that a copier faster than the replica
+// holds the lag near target instead of overrunning the tolerance before lag
+// can show it. target 0 means half the lag tolerance; it must be below the
+// tolerance. Any number of goroutines may call BlockWait: they share one
+// rate. It applies to NewReplicationThrottler, NewReplicasThrottler (one rate
+// for the set, the slowest replica's) and NewDiscovery. Without it an
+// unthrottled BlockWait is one atomic load.
+func WithPacing(target time.Duration) Option {
+	return func(o *options) {
+		if target < 0 {
+			o.errs = append(o.errs, fmt.Errorf("WithPacing(%v): the target lag must not be negative (0 means half the tolerance)", target))
+		}
+		o.pacing, o.pacingTarget = true, target
+	}
+}
+
 // WithName names the throttler in its log lines and in the reasons of a
 // Multi that holds it (for example the replica's host name).
 func WithName(name string) Option {
@@ -119,6 +140,9 @@ func buildOptions(opts []Option, forWhat string) (options, []error) {
 	}
 	if o.sourceSet && forWhat != "" {
 		o.errs = append(o.errs, fmt.Errorf("WithLagSource does not apply to %s", forWhat))
+	}
+	if o.pacing && forWhat != "" {
+		o.errs = append(o.errs, fmt.Errorf("WithPacing does not apply to %s", forWhat))
 	}
 	if len(o.errs) == 0 {
 		if o.staleAfter == 0 {
