@@ -90,6 +90,10 @@ type Discovery struct {
 	listErr     error     // the last listing's error; nil after a success
 	listStale   bool      // listErr has lasted long enough to throttle
 	warnedEmpty bool
+
+	// pace, with WithPacing, paces callers once no member throttles; every
+	// watched member steers it, so the rate is the slowest replica's.
+	pace *pacer
 }
 
 // DiscoveryConfig configures NewDiscovery.
@@ -196,6 +200,10 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	}
 	if d.name == "" {
 		d.name = "replica discovery"
+	}
+	if o.pacing {
+		d.pace = newPacer()
+		d.opts = append(d.opts, withSharedPacer(d.pace))
 	}
 	d.log = o.logger(logger)
 	if o.name == "" {
@@ -847,7 +855,7 @@ func (s *discoverySet) throttled() bool {
 // Discovery stops, or WithMaxWait elapses. Callers that must know why it
 // returned use Wait.
 func (d *Discovery) BlockWait(ctx context.Context) {
-	if d.IsThrottled() {
+	if d.pace != nil || d.IsThrottled() {
 		_ = d.Wait(ctx)
 	}
 }
@@ -859,6 +867,14 @@ var errDiscoveryMaxWait = errors.New("discovery: maximum wait")
 // clears), ErrMaxWait when WithMaxWait elapsed while still throttled,
 // ErrClosed when the Discovery stopped, or ctx's error.
 func (d *Discovery) Wait(ctx context.Context) error {
+	if err := d.waitClear(ctx); err != nil || d.pace == nil {
+		return err
+	}
+	s := d.cur.Load()
+	return paceError(d.pace.wait(ctx, d.o.maxWait), s != nil && s.released || d.ended())
+}
+
+func (d *Discovery) waitClear(ctx context.Context) error {
 	if s := d.cur.Load(); s == nil || !s.released && !s.throttled() {
 		return nil
 	}

@@ -37,6 +37,10 @@ type Multi struct {
 	// child that does not release on Close.
 	closed      context.Context
 	closeCancel context.CancelFunc
+
+	// pace, from NewReplicasThrottler with WithPacing, paces callers once
+	// no child is throttled; the children steer it.
+	pace *pacer
 }
 
 type phase int
@@ -173,7 +177,7 @@ func (m *Multi) IsThrottled() bool {
 // child's wait ended while that child was still throttled (its own
 // WithMaxWait cap).
 func (m *Multi) BlockWait(ctx context.Context) {
-	if m.IsThrottled() {
+	if m.pace != nil || m.IsThrottled() {
 		_ = m.Wait(ctx)
 	}
 }
@@ -182,6 +186,22 @@ func (m *Multi) BlockWait(ctx context.Context) {
 // throttled, ErrMaxWait when a child's cap elapsed while it was still
 // throttled, ErrClosed when the Multi was closed, or ctx's error.
 func (m *Multi) Wait(ctx context.Context) error {
+	if err := m.waitClear(ctx); err != nil || m.pace == nil {
+		return err
+	}
+	return paceError(m.pace.wait(ctx, m.maxWait()), m.closed.Err() != nil)
+}
+
+// maxWait is the paced wait's cap: the children's (NewReplicasThrottler
+// gives them all the same options).
+func (m *Multi) maxWait() time.Duration {
+	if r, ok := m.children[0].(*Replication); ok {
+		return r.maxWait
+	}
+	return defaultMaxWait
+}
+
+func (m *Multi) waitClear(ctx context.Context) error {
 	for {
 		throttled := m.throttledChildren()
 		if len(throttled) == 0 {
@@ -303,6 +323,13 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 	sort.Strings(names) // a stable order for reasons and logs
 	ts := make([]Throttler, 0, len(names))
 	var errs []error
+	var pace *pacer
+	if o, _ := buildOptions(opts, ""); o.pacing {
+		// One rate for the set, the slowest replica's: every replica
+		// steers the same pacer, and the Multi paces the callers.
+		pace = newPacer()
+		opts = append(opts[:len(opts):len(opts)], withSharedPacer(pace))
+	}
 	for _, name := range names {
 		r, err := NewReplicationThrottler(replicas[name], lagTolerance, logger, append(opts[:len(opts):len(opts)], WithName(name))...)
 		if err != nil {
@@ -314,5 +341,7 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return NewMulti(ts...), nil
+	m := NewMulti(ts...)
+	m.pace = pace
+	return m, nil
 }

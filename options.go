@@ -29,6 +29,7 @@ type options struct {
 	name         string
 	pacing       bool
 	pacingTarget time.Duration // 0: half the tolerance
+	sharedPacer  *pacer        // set by NewReplicasThrottler and NewDiscovery for their members
 	errs         []error
 }
 
@@ -118,6 +119,12 @@ func WithPacing(target time.Duration) Option {
 	}
 }
 
+// withSharedPacer makes a replica one of a set that is paced together: it
+// steers the set's pacer, whose owner (the set) paces the callers.
+func withSharedPacer(p *pacer) Option {
+	return func(o *options) { o.sharedPacer = p }
+}
+
 // WithName names the throttler in its log lines and in the reasons of a
 // Multi that holds it (for example the replica's host name).
 func WithName(name string) Option {
@@ -179,9 +186,18 @@ func (o options) logger(l *slog.Logger) *slog.Logger {
 	return l
 }
 
+// fastInterval is the poll period while a verdict matters now (throttled, or
+// near the threshold, or pacing): a tenth of the interval, so that waiters
+// resume within about a twentieth of it on average, but not under 50ms, nor
+// over the interval itself.
+func (o options) fastInterval() time.Duration {
+	return min(o.interval, max(o.interval/10, 50*time.Millisecond))
+}
+
 func (o options) pollerConfig(logger *slog.Logger, what string) poller.Config {
 	return poller.Config{
 		Interval:     o.interval,
+		FastInterval: o.fastInterval(),
 		StaleAfter:   o.staleAfter,
 		QueryTimeout: o.queryTimeout,
 		MaxWait:      o.maxWait,

@@ -33,18 +33,37 @@ import (
 // throttler for good: IsThrottled then reports false and BlockWait returns at
 // once, so no caller can spin or hang on a throttler nobody updates.
 //
+// Where the lag source sees the replica's backlog (what it has received but
+// not applied), the replica also throttles while the backlog's predicted lag
+// (Measurement.Predicted) is at or above the tolerance: a backlog throttles
+// within one measurement of forming, not when the lag has grown to the
+// tolerance. With WithPacing, BlockWait and Wait also pace their callers to
+// the rate the replica applies (see WithPacing).
+//
 // Most callers need only Open, BlockWait before each chunk, and Close.
 type Replication struct {
 	db        *sql.DB
 	name      string
 	tolerance time.Duration
+	interval  time.Duration
+	maxWait   time.Duration
 	log       *slog.Logger
 	polling
-	lag  atomic.Int64 // nanoseconds; written by the probe
-	last atomic.Pointer[measured]
+	lag   atomic.Int64 // nanoseconds; written by the probe
+	last  atomic.Pointer[measured]
+	rates applyRate // the probe's only
 
-	mu     sync.Mutex // guards source
+	mu     sync.Mutex // guards source, and pacing's registration
 	source LagSource  // nil until Open chooses one, unless WithLagSource gave it
+
+	// Pacing, with WithPacing: ctl steers pace from this replica's
+	// measurements; paces is set when this throttler's own callers are
+	// paced (not when it is one replica of a set that its owner paces).
+	pace    *pacer
+	ctl     *paceController
+	paces   bool
+	unpace  func() bool // stops the AfterFunc that stops steering when Open's context ends
+	steered bool
 }
 
 // measured is a measurement and when it was taken.
@@ -66,12 +85,27 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 		errs = append(errs, fmt.Errorf("lag tolerance %v must be positive", lagTolerance))
 	}
 	o, problems := buildOptions(opts, "")
-	if err := configError(append(errs, problems...)); err != nil {
+	errs = append(errs, problems...)
+	if o.pacing && lagTolerance > 0 && o.pacingTarget >= lagTolerance {
+		errs = append(errs, fmt.Errorf("WithPacing(%v): the target lag must be below the lag tolerance %v", o.pacingTarget, lagTolerance))
+	}
+	if err := configError(errs); err != nil {
 		return nil, err
 	}
 	logger = o.logger(logger)
-	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, log: logger, source: o.source}
+	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, interval: o.interval, maxWait: o.maxWait, log: logger, source: o.source}
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement"), r.probe), updating: "update lag"}
+	if o.pacing {
+		target := o.pacingTarget
+		if target == 0 {
+			target = lagTolerance / 2
+		}
+		r.ctl = newPaceController(target)
+		r.pace, r.paces = o.sharedPacer, false
+		if r.pace == nil {
+			r.pace, r.paces = newPacer(), true
+		}
+	}
 	return r, nil
 }
 
@@ -86,6 +120,15 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 func (r *Replication) Open(ctx context.Context) error {
 	if err := r.poll.Open(ctx); err != nil {
 		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+	}
+	if r.ctl != nil {
+		r.mu.Lock()
+		if !r.poll.Released() { // else Close (or the context's end) came first
+			r.pace.add(r.ctl)
+			r.steered = true
+			r.unpace = context.AfterFunc(ctx, r.stopSteering)
+		}
+		r.mu.Unlock()
 	}
 	r.log.Info("throttler: open", "source", r.Source().String(), "lag", r.Lag(), "tolerance", r.tolerance)
 	return nil
@@ -106,6 +149,7 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 		r.mu.Unlock()
 	}
 	m, err := src.Measure(ctx, r.db)
+	at := time.Now()
 	if err != nil {
 		err = fmt.Errorf("%s: %w", src, err)
 		if errors.Is(err, ErrNotReplica) {
@@ -115,9 +159,21 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 		}
 		return poller.Verdict{}, err
 	}
+	r.rates.update(&m, at)
 	r.lag.Store(int64(m.Lag))
-	r.last.Store(&measured{m: m, at: time.Now()})
-	return r.verdict(m), nil
+	r.last.Store(&measured{m: m, at: at})
+	delay := m.Lag
+	if predictionKnown(m) {
+		// Sub-second where Lag may be whole seconds, and a step ahead.
+		delay = m.Predicted
+	}
+	v := r.verdict(m)
+	v.Fast = v.Throttled || max(m.Lag, delay) >= r.tolerance/2
+	if r.ctl != nil {
+		r.pace.observe(r.ctl, at, delay)
+		v.Fast = true // steering needs fresh measurements
+	}
+	return v, nil
 }
 
 // verdict is the state a successful measurement calls for.
@@ -131,6 +187,8 @@ func (r *Replication) verdict(m Measurement) poller.Verdict {
 		return poller.Verdict{Throttled: true, Kind: "not flowing", Reason: "replication not flowing" + where + ": " + m.NotFlowing}
 	case m.Lag >= r.tolerance:
 		return poller.Verdict{Throttled: true, Kind: "lag", Reason: fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), r.tolerance, where)}
+	case predictionKnown(m) && m.Predicted >= r.tolerance:
+		return poller.Verdict{Throttled: true, Kind: "backlog", Reason: fmt.Sprintf("replica backlog: predicted lag %v >= %v (%s to apply%s)", roundLag(m.Predicted), r.tolerance, m.Backlog.size(), where)}
 	}
 	return poller.Verdict{}
 }
@@ -146,7 +204,60 @@ func roundLag(d time.Duration) time.Duration {
 // BlockWait. It is idempotent and always returns nil.
 func (r *Replication) Close() error {
 	r.poll.Close()
+	r.stopSteering()
 	return nil
+}
+
+// stopSteering takes this replica out of its pacer: it runs on Close and
+// when Open's context ends.
+func (r *Replication) stopSteering() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.steered {
+		return
+	}
+	r.steered = false
+	r.unpace()
+	r.pace.remove(r.ctl)
+}
+
+// BlockWait returns at once when not throttled (and, with WithPacing, when
+// the pace allows). Otherwise it blocks until the throttle clears, ctx is
+// done, the throttler stops, or WithMaxWait elapses; then, with WithPacing,
+// until this call's turn at the paced rate. Callers that must know why it
+// returned use Wait.
+func (r *Replication) BlockWait(ctx context.Context) {
+	if r.poll.Throttled() {
+		_ = r.poll.Wait(ctx)
+	}
+	if r.paces {
+		_ = r.pace.wait(ctx, r.maxWait)
+	}
+}
+
+// Wait is BlockWait that says why it returned: nil when clear (and paced),
+// ErrMaxWait when WithMaxWait elapsed while still throttled (or before this
+// call's paced turn), ErrClosed when the throttler stopped, or ctx's error.
+func (r *Replication) Wait(ctx context.Context) error {
+	if err := r.polling.Wait(ctx); err != nil || !r.paces {
+		return err
+	}
+	return paceError(r.pace.wait(ctx, r.maxWait), r.poll.Released())
+}
+
+// paceError maps a paced wait's error: pacing that stopped because the
+// throttler stopped is ErrClosed.
+func paceError(err error, released bool) error {
+	switch {
+	case errors.Is(err, errPaceStopped):
+		if released {
+			return ErrClosed
+		}
+		return nil
+	case errors.Is(err, ErrMaxWait):
+		return fmt.Errorf("%w: paced to the replica's apply rate", ErrMaxWait)
+	}
+	return err
 }
 
 // Lag is the last successfully measured lag (the worst flowing channel's); 0

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/throttlekit/throttler/internal/gate"
@@ -36,6 +37,11 @@ type Verdict struct {
 	Kind string
 	// Reason is what ThrottleReason reports while throttled.
 	Reason string
+	// Fast asks for the next probe after Config.FastInterval instead of
+	// Config.Interval: the signal is near its threshold, or throttled, so a
+	// change matters now. A failed probe always waits the full interval:
+	// a server that does not answer is not asked more often.
+	Fast bool
 }
 
 // Probe reads the signal once. It returns:
@@ -52,7 +58,10 @@ type Probe func(ctx context.Context) (Verdict, error)
 
 // Config is the Poller's timing; the root package validates it.
 type Config struct {
-	Interval     time.Duration
+	Interval time.Duration
+	// FastInterval is the probe period after a Fast verdict; 0 means
+	// Interval.
+	FastInterval time.Duration
 	StaleAfter   time.Duration
 	QueryTimeout time.Duration
 	MaxWait      time.Duration
@@ -79,6 +88,8 @@ type Poller struct {
 	lastErr error
 	kind    string // the published verdict's kind; "" when clear
 	stale   *time.Timer
+
+	fast atomic.Bool // the first verdict asked for a fast probe
 }
 
 const kindStale = "stale"
@@ -110,6 +121,7 @@ func (p *Poller) Open(ctx context.Context) error {
 		p.stale = time.AfterFunc(p.cfg.StaleAfter, p.checkStale)
 		p.stateMu.Unlock()
 		p.apply(v, nil, time.Now())
+		p.fast.Store(v.Fast)
 	}, p.monitor)
 }
 
@@ -128,7 +140,7 @@ func (p *Poller) run(ctx context.Context) (Verdict, error) {
 }
 
 func (p *Poller) monitor(ctx context.Context) {
-	t := time.NewTicker(p.cfg.Interval)
+	t := time.NewTimer(p.next(p.fast.Load()))
 	defer t.Stop()
 	for {
 		select {
@@ -142,8 +154,18 @@ func (p *Poller) monitor(ctx context.Context) {
 				return
 			}
 			p.apply(v, err, time.Now())
+			t.Reset(p.next(err == nil && v.Fast))
 		}
 	}
+}
+
+// next is the time until the next probe. A Fast verdict from UpdateLag
+// speeds up only the probes after the monitor's next one.
+func (p *Poller) next(fast bool) time.Duration {
+	if fast && p.cfg.FastInterval > 0 {
+		return p.cfg.FastInterval
+	}
+	return p.cfg.Interval
 }
 
 // stopped logs why the monitor stopped, unless Close stopped it (Close logs).

@@ -1,0 +1,187 @@
+package throttler
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// applyRate measures one replica's applier from successive backlog readings,
+// and fills a measurement's rates, ApplyTime and Predicted. It belongs to one
+// Replication (one replica), and is called by its probe only, never
+// concurrently.
+//
+// The rate that matters is the applier's capacity, which shows only while it
+// has work queued. So a rate is read over the last rateWindow of readings,
+// and counts only when every reading in it found a backlog; a window with an
+// empty backlog in it measured the arrival rate instead, which serves until
+// a busy window has been seen, never after (transactions differ in cost, and
+// a burst of cheap ones would read as a capacity the applier lacks). A window
+// is long enough that one applied transaction more or less does not swing it.
+//
+// An applier that applies nothing while work waits (stopped by a lock, or
+// applying one long transaction) keeps its last rate, and the time it has
+// been stuck is added to the prediction, which therefore grows with the
+// clock, as the lag would.
+type applyRate struct {
+	tx, bytes rateMeter
+}
+
+// rateWindow is how far back a rate is read.
+const rateWindow = time.Second
+
+// rateMeter is the rate of one counter (transactions or bytes).
+type rateMeter struct {
+	readings []rateReading // the last rateWindow of readings, and one older
+	est      float64       // per second; 0 until measured
+	busyEst  bool          // est came from a busy window
+	moved    time.Time     // when the counter last grew (or work was last absent)
+	file     string        // the binary log file the counter is a position in
+}
+
+type rateReading struct {
+	at      time.Time
+	applied int64
+	pending int64
+}
+
+// update fills m's rates, ApplyTime and Predicted from m.Backlog, read at at.
+func (a *applyRate) update(m *Measurement, at time.Time) {
+	b := &m.Backlog
+	if !b.Known {
+		*a = applyRate{}
+		return
+	}
+	txOK := b.Transactions >= 0
+	bytesOK := b.Bytes >= 0 && b.appliedBytes >= 0
+	if txOK {
+		a.tx.add(at, b.appliedTransactions, b.Transactions, "")
+	} else {
+		a.tx = rateMeter{}
+	}
+	if bytesOK {
+		a.bytes.add(at, b.appliedBytes, b.Bytes, b.appliedFile)
+	} else {
+		a.bytes = rateMeter{}
+	}
+	b.TransactionsPerSecond, b.BytesPerSecond = a.tx.est, a.bytes.est
+	switch {
+	case txOK && b.Transactions == 0 || !txOK && bytesOK && b.Bytes == 0:
+		b.ApplyTime = 0 // nothing queued
+	case txOK && a.tx.est > 0:
+		b.ApplyTime = secondsToDuration(float64(b.Transactions) / a.tx.est)
+		m.Predicted = satAdd(b.ApplyTime, at.Sub(a.tx.moved))
+		return
+	case !txOK && bytesOK && a.bytes.est > 0:
+		b.ApplyTime = secondsToDuration(float64(b.Bytes) / a.bytes.est)
+		m.Predicted = satAdd(b.ApplyTime, at.Sub(a.bytes.moved))
+		return
+	default:
+		return // a backlog whose rate is not known yet: no prediction
+	}
+	m.Predicted = 0
+}
+
+// add records a reading and re-reads the rate. file, when not "", is what
+// the counter is a position in: a reading in another file starts afresh.
+func (r *rateMeter) add(at time.Time, applied, pending int64, file string) {
+	if n := len(r.readings); n > 0 {
+		switch last := r.readings[n-1]; {
+		case applied < last.applied || file != r.file:
+			// A restarted applier, a changed source, a new binary log file:
+			// nothing to compare with.
+			r.readings = r.readings[:0]
+		case !at.After(last.at):
+			r.readings = r.readings[:n-1] // a newer reading of the same instant
+		}
+	}
+	if len(r.readings) == 0 || pending == 0 || applied > r.readings[len(r.readings)-1].applied {
+		r.moved = at
+	}
+	r.readings = append(r.readings, rateReading{at: at, applied: applied, pending: pending})
+	r.file = file
+	for len(r.readings) > 2 && at.Sub(r.readings[1].at) >= rateWindow {
+		r.readings = r.readings[1:]
+	}
+	first := r.readings[0]
+	span := at.Sub(first.at)
+	if span < rateWindow/2 {
+		return
+	}
+	rate := float64(applied-first.applied) / span.Seconds()
+	busy := true
+	for _, x := range r.readings[:len(r.readings)-1] {
+		busy = busy && x.pending > 0
+	}
+	switch {
+	case busy && rate > 0:
+		r.est, r.busyEst = rate, true
+	case !r.busyEst && rate > r.est:
+		r.est = rate // the arrival rate, until a busy window is seen
+	}
+}
+
+// predictionKnown reports whether m.Predicted means something: the backlog
+// is known and either empty or drained at a measured rate.
+func predictionKnown(m Measurement) bool {
+	b := m.Backlog
+	return b.Known && (b.Transactions == 0 || b.Transactions < 0 && b.Bytes == 0 || b.ApplyTime > 0)
+}
+
+// maxDuration is the longest time.Duration: a prediction too long to
+// represent saturates here, never wraps toward "no lag".
+const maxDuration = time.Duration(math.MaxInt64)
+
+// satAdd is a+b for non-negative durations, saturating at maxDuration.
+func satAdd(a, b time.Duration) time.Duration {
+	if b > maxDuration-a {
+		return maxDuration
+	}
+	return a + b
+}
+
+// secondsToDuration converts seconds to a Duration, saturating at
+// maxDuration.
+func secondsToDuration(s float64) time.Duration {
+	if s >= maxDuration.Seconds() || math.IsNaN(s) {
+		return maxDuration
+	}
+	if s <= 0 {
+		return 0
+	}
+	return time.Duration(s * float64(time.Second))
+}
+
+// size says how much the backlog holds, for reasons: "37 transactions",
+// "1.2 MB", or both.
+func (b Backlog) size() string {
+	var parts []string
+	if b.Transactions >= 0 {
+		parts = append(parts, plural(b.Transactions, "transaction"))
+	}
+	if b.Bytes >= 0 {
+		parts = append(parts, formatBytes(b.Bytes))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int64, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.FormatInt(n, 10) + " " + what + "s"
+}
+
+// formatBytes is n in B, kB, MB or GB (decimal units, as the servers report).
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1e9:
+		return strconv.FormatFloat(float64(n)/1e9, 'f', 1, 64) + " GB"
+	case n >= 1e6:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', 1, 64) + " MB"
+	case n >= 1e3:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', 1, 64) + " kB"
+	}
+	return strconv.FormatInt(n, 10) + " B"
+}
