@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,6 +71,20 @@ import (
 // through a server that also takes writes) could, while the applier has not
 // yet picked them up, hide such a transaction between n-1 and n; the lag is
 // then understated by at most the time between those two commits.
+//
+// Its Backlog counts transactions, summed over channels whatever their
+// state: per channel, the sequence number of the last queued GTID
+// (LAST_QUEUED_TRANSACTION) minus the highest that the channel's workers last
+// applied (LAST_APPLIED_TRANSACTION) for the same UUID and tag, plus
+// transactions of that source a worker is still applying below it
+// (APPLYING_TRANSACTION; a transaction being applied is pending). The same
+// single-stream assumption as the exact queue rule applies: another UUID's
+// transactions relayed in between are not counted. The backlog is unknown
+// (Known false) with GTIDs off (ANONYMOUS: transactions have no number), for
+// a GTID that does not parse, and for a channel whose workers have applied
+// nothing of the last queued transaction's source since they started (after
+// a restart of the applier, until it applies one). performance_schema has no
+// byte positions: Bytes is -1.
 //
 // It needs SELECT on performance_schema.replication_connection_status and
 // performance_schema.replication_applier_status_by_worker.
@@ -236,7 +251,80 @@ func performanceSchemaLag(rows []PerformanceSchemaRow) (Measurement, error) {
 	if m.NotFlowing == "" {
 		m.Channel = lagChannel
 	}
+	m.Backlog = performanceSchemaBacklog(byChannel, names)
 	return m, nil
+}
+
+// performanceSchemaBacklog sums the channels' pending transactions (see
+// PerformanceSchemaSource); one channel that cannot count them makes the
+// backlog unknown. appliedTransactions sums, over the channels, the highest
+// sequence number the workers last applied for the source of the channel's
+// last queued transaction: it restarts when that source changes.
+// performance_schema has no byte positions: Bytes is -1.
+func performanceSchemaBacklog(byChannel map[string][]PerformanceSchemaRow, names []string) Backlog {
+	b := Backlog{Known: true, Bytes: -1, appliedBytes: -1}
+	for _, name := range names {
+		pending, applied, ok := channelPending(byChannel[name])
+		if !ok {
+			return unknownBacklog()
+		}
+		b.Transactions = addCount(b.Transactions, pending)
+		b.appliedTransactions = addCount(b.appliedTransactions, applied)
+	}
+	return b
+}
+
+// channelPending counts the transactions one channel has queued but not
+// applied, whatever its state: the last queued GTID's sequence number minus
+// the highest that the channel's workers last applied for the same source
+// (UUID and tag), plus the transactions of that source that workers are
+// still applying below it (out of order, with a multi-threaded applier). It
+// also returns that highest applied number. It cannot count (false) with
+// GTIDs off (ANONYMOUS), a GTID that does not parse, or when no worker
+// applied or is applying a transaction of the last queued one's source
+// since the workers started (an idle source after a restart, or a new
+// source); nor when a worker applied past the last queued number, which a
+// single stream does not do.
+func channelPending(ws []PerformanceSchemaRow) (pending, highest int64, ok bool) {
+	c := ws[0] // the connection columns repeat on every row
+	if c.LastQueued == "" {
+		return 0, 0, true // nothing queued since the receiver started
+	}
+	queued, ok := parseGTID(c.LastQueued)
+	if !ok {
+		return 0, 0, false
+	}
+	highest = -1
+	var applying []int64 // of queued's source
+	for _, w := range ws {
+		if !w.HasWorker {
+			continue
+		}
+		if g, ok := parseGTID(w.LastApplied); ok && strings.EqualFold(g.source, queued.source) {
+			highest = max(highest, g.seq)
+		}
+		if g, ok := parseGTID(w.Applying); ok && strings.EqualFold(g.source, queued.source) {
+			applying = append(applying, g.seq)
+		}
+	}
+	if highest < 0 {
+		if len(applying) == 0 {
+			return 0, 0, false
+		}
+		// Nothing applied since the workers started, some of it applying:
+		// the oldest transaction being applied is the first pending one.
+		highest = slices.Min(applying) - 1
+	}
+	if highest > queued.seq {
+		return 0, 0, false
+	}
+	pending = queued.seq - highest
+	for _, seq := range applying {
+		if seq <= highest {
+			pending = addCount(pending, 1)
+		}
+	}
+	return pending, max(highest, 0), true
 }
 
 // channelLag measures one channel from its rows (one per worker, or one with

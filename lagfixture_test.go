@@ -20,6 +20,29 @@ type lagWant struct {
 	Channel    string `json:"channel"`     // the channel named
 	NotFlowing string `json:"not_flowing"` // a substring of the reason
 	Err        string `json:"err"`         // "not_replica", or a substring of the error
+	// Backlog, when present, is the backlog the measurement must carry.
+	Backlog *backlogWant `json:"backlog"`
+}
+
+// backlogWant is a measurement's backlog, exactly; with Known false only
+// that is checked.
+type backlogWant struct {
+	Known               bool   `json:"known"`
+	Transactions        int64  `json:"transactions"`
+	Bytes               int64  `json:"bytes"`
+	AppliedTransactions int64  `json:"applied_transactions"`
+	AppliedBytes        int64  `json:"applied_bytes"`
+	AppliedFile         string `json:"applied_file"`
+}
+
+func (w *backlogWant) check(t *testing.T, desc string, b Backlog) {
+	t.Helper()
+	if !w.Known {
+		assert.False(t, b.Known, desc)
+		return
+	}
+	got := backlogWant{b.Known, b.Transactions, b.Bytes, b.appliedTransactions, b.appliedBytes, b.appliedFile}
+	assert.Equal(t, *w, got, desc)
 }
 
 func (w lagWant) check(t *testing.T, desc string, m Measurement, err error) {
@@ -34,6 +57,7 @@ func (w lagWant) check(t *testing.T, desc string, m Measurement, err error) {
 		require.NoError(t, err, desc)
 		assert.Contains(t, m.NotFlowing, w.NotFlowing, desc)
 		assert.Equal(t, w.Channel, m.Channel, desc)
+		w.checkBacklog(t, desc, m)
 	default:
 		require.NoError(t, err, desc)
 		want, err := time.ParseDuration(w.Lag)
@@ -41,6 +65,14 @@ func (w lagWant) check(t *testing.T, desc string, m Measurement, err error) {
 		assert.Empty(t, m.NotFlowing, desc)
 		assert.Equal(t, want, m.Lag, desc)
 		assert.Equal(t, w.Channel, m.Channel, desc)
+		w.checkBacklog(t, desc, m)
+	}
+}
+
+func (w lagWant) checkBacklog(t *testing.T, desc string, m Measurement) {
+	t.Helper()
+	if w.Backlog != nil {
+		w.Backlog.check(t, desc, m.Backlog)
 	}
 }
 
