@@ -203,7 +203,7 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	}
 	if o.pacing {
 		d.pace = newPacer()
-		d.opts = append(d.opts, withSharedPacer(d.pace))
+		d.opts = slices.Clip(append(d.opts, withSharedPacer(d.pace))) // members append to it concurrently
 	}
 	d.log = o.logger(logger)
 	if o.name == "" {

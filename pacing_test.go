@@ -142,10 +142,6 @@ func TestPacingHoldsTheLag(t *testing.T) {
 							r.BlockWait(ctx)
 							sim.commit(false)
 							chunks++
-							if testing.Verbose() && chunks%5 == 0 {
-								m, _, _ := r.LastMeasurement()
-								t.Logf("%5.1fs rate %6.2f/s true lag %v lag %v predicted %v pending %d txrate %.1f", time.Since(start).Seconds(), r.pace.rate(), sim.trueLag(), m.Lag, m.Predicted, m.Backlog.Transactions, m.Backlog.TransactionsPerSecond)
-							}
 							time.Sleep(time.Second / time.Duration(capacity*speedup))
 						}
 						cancel()
@@ -168,22 +164,7 @@ func TestPacerReleasesOnClose(t *testing.T) {
 		// The first call goes at once (burst 1); at the start rate the
 		// second waits a second.
 		require.NoError(t, r.Wait(context.Background()))
-		done := make(chan error, 1)
-		go func() { done <- r.Wait(context.Background()) }()
-		synctest.Wait()
-		select {
-		case err := <-done:
-			t.Fatalf("Wait returned before its paced turn: %v", err)
-		default:
-		}
-		require.NoError(t, r.Close())
-		synctest.Wait()
-		select {
-		case err := <-done:
-			assert.ErrorIs(t, err, ErrClosed)
-		default:
-			t.Fatal("a paced Wait still blocks after Close")
-		}
+		closeEndsPacedWait(t, r)
 		start := time.Now()
 		assert.ErrorIs(t, r.Wait(context.Background()), ErrClosed, "after Close nothing is paced")
 		assert.Zero(t, time.Since(start))
@@ -467,4 +448,47 @@ func TestFastPollWhileThrottled(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		assert.InDelta(t, 10, count(10*time.Second), 1, "clear again: one a second")
 	})
+}
+
+// A Discovery with WithPacing paces its callers once no member throttles,
+// and a paced wait ends when it closes.
+func TestDiscoveryPaces(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFleet(hostA, hostB)
+		d := newDisco(t, f, nil, nil, WithPacing(0))
+		require.NoError(t, d.Open(context.Background()))
+		start := time.Now()
+		require.NoError(t, d.Wait(context.Background()), "the first call goes at once")
+		assert.Zero(t, time.Since(start))
+		require.NoError(t, d.Wait(context.Background()), "the second waits its turn")
+		assert.Equal(t, time.Second, time.Since(start), "at the start rate, one call a second")
+
+		closeEndsPacedWait(t, d)
+	})
+}
+
+// closeEndsPacedWait starts a Wait that must wait for its paced turn, closes
+// w, and checks that the Wait then returns ErrClosed at once. It runs in a
+// synctest bubble.
+func closeEndsPacedWait(t *testing.T, w interface {
+	Throttler
+	Waiter
+}) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- w.Wait(context.Background()) }()
+	synctest.Wait()
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned before its paced turn: %v", err)
+	default:
+	}
+	require.NoError(t, w.Close())
+	synctest.Wait()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, ErrClosed)
+	default:
+		t.Fatal("a paced Wait still blocks after Close")
+	}
 }

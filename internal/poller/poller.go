@@ -89,14 +89,17 @@ type Poller struct {
 	kind    string // the published verdict's kind; "" when clear
 	stale   *time.Timer
 
-	fast atomic.Bool // the first verdict asked for a fast probe
+	fast atomic.Bool // the last verdict asked for a fast probe
+	// hurry wakes the monitor when a verdict it did not probe itself (Open's,
+	// UpdateLag's) asks for fast probes while it waits out a full interval.
+	hurry chan struct{}
 }
 
 const kindStale = "stale"
 
 // New returns an unopened Poller.
 func New(cfg Config, probe Probe) *Poller {
-	return &Poller{cfg: cfg, probe: probe, slot: make(chan struct{}, 1)}
+	return &Poller{cfg: cfg, probe: probe, slot: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
 }
 
 // Open probes once and returns that error; on success it publishes the
@@ -121,7 +124,6 @@ func (p *Poller) Open(ctx context.Context) error {
 		p.stale = time.AfterFunc(p.cfg.StaleAfter, p.checkStale)
 		p.stateMu.Unlock()
 		p.apply(v, nil, time.Now())
-		p.fast.Store(v.Fast)
 	}, p.monitor)
 }
 
@@ -147,6 +149,8 @@ func (p *Poller) monitor(ctx context.Context) {
 		case <-ctx.Done():
 			p.stopped(ctx)
 			return
+		case <-p.hurry:
+			t.Reset(p.next(true))
 		case <-t.C:
 			v, err := p.run(ctx)
 			if ctx.Err() != nil {
@@ -154,13 +158,16 @@ func (p *Poller) monitor(ctx context.Context) {
 				return
 			}
 			p.apply(v, err, time.Now())
-			t.Reset(p.next(err == nil && v.Fast))
+			select {
+			case <-p.hurry: // its own verdict's: already heeded below
+			default:
+			}
+			t.Reset(p.next(err == nil && p.fast.Load()))
 		}
 	}
 }
 
-// next is the time until the next probe. A Fast verdict from UpdateLag
-// speeds up only the probes after the monitor's next one.
+// next is the time until the next probe.
 func (p *Poller) next(fast bool) time.Duration {
 	if fast && p.cfg.FastInterval > 0 {
 		return p.cfg.FastInterval
@@ -206,6 +213,14 @@ func (p *Poller) apply(v Verdict, err error, now time.Time) {
 	p.lastOK, p.lastErr = now, nil
 	if p.stale != nil {
 		p.stale.Reset(p.cfg.StaleAfter)
+	}
+	if v.Fast && !p.fast.Swap(true) {
+		select {
+		case p.hurry <- struct{}{}:
+		default:
+		}
+	} else if !v.Fast {
+		p.fast.Store(false)
 	}
 	p.publish(v)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -100,4 +101,43 @@ func TestMonitorPollsAndStops(t *testing.T) {
 	cancel()
 	require.Eventually(t, func() bool { return !p.Throttled() }, 2*time.Second, time.Millisecond, "released when ctx ends")
 	p.Close() // joins the monitor before goleak looks
+}
+
+// A Fast verdict brings the next probe forward to FastInterval; a failed
+// probe never does (a server that does not answer is not asked more often);
+// a Fast verdict that UpdateLag took wakes a monitor waiting out a full
+// interval.
+func TestFastVerdicts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &script{}
+		s.set(Verdict{}, nil)
+		p := New(Config{
+			Interval: time.Second, FastInterval: 100 * time.Millisecond, StaleAfter: time.Hour, QueryTimeout: time.Second,
+			Logger: slog.New(slog.DiscardHandler),
+		}, s.probe)
+		require.NoError(t, p.Open(context.Background()))
+		defer p.Close()
+		probes := func(d time.Duration) int64 {
+			n := s.n.Load()
+			time.Sleep(d)
+			return s.n.Load() - n
+		}
+		time.Sleep(time.Second / 2) // between probes: no window edge falls on one
+		assert.Equal(t, int64(3), probes(3*time.Second), "clear: every interval")
+
+		s.set(Verdict{Fast: true}, nil)
+		time.Sleep(time.Second + 50*time.Millisecond) // the next probe sees it
+		assert.Equal(t, int64(10), probes(time.Second), "fast: every FastInterval")
+
+		s.set(Verdict{Fast: true}, errRead)
+		time.Sleep(100 * time.Millisecond)
+		assert.Equal(t, int64(3), probes(3*time.Second), "failing: every interval")
+
+		s.set(Verdict{}, nil)
+		time.Sleep(time.Second)
+		s.set(Verdict{Fast: true}, nil)
+		require.NoError(t, p.Update(context.Background()))
+		time.Sleep(50 * time.Millisecond)
+		assert.Equal(t, int64(10), probes(time.Second), "an update's fast verdict hurries the monitor")
+	})
 }
