@@ -52,6 +52,9 @@ const (
 	// that a sub-second lag signal's noise averages out, short enough to
 	// follow a replica that slows down.
 	paceWindow = time.Second
+	// paceRaise is how much the rate must rise for waiters to ask again
+	// for an earlier slot.
+	paceRaise = 1.25
 	// paceAdmissions is how many admission times the pacer keeps: enough
 	// for the window plus a delay of several seconds at thousands of calls
 	// per second.
@@ -59,8 +62,12 @@ const (
 )
 
 // errPaceStopped ends a paced wait when pacing stops (every replica that
-// steered it was closed, or its Open context ended).
-var errPaceStopped = errors.New("pacing stopped")
+// steered it was closed, or its Open context ended); errPaceRaised sends a
+// waiter back for an earlier slot when the rate rises.
+var (
+	errPaceStopped = errors.New("pacing stopped")
+	errPaceRaised  = errors.New("pacing rate raised")
+)
 
 // pacer is the rate shared by every caller of one throttler: the slowest of
 // its controllers' rates (one controller per replica).
@@ -70,15 +77,18 @@ type pacer struct {
 	mu    sync.Mutex
 	ctrls map[*paceController]struct{} // the open replicas' controllers
 	stop  chan struct{}                // closed when the last controller leaves
-	times [paceAdmissions]int64        // admission times (Unix ns), a ring
-	n     int64                        // admissions so far; times[(n-1)%len] is the newest
-	held  time.Time                    // when a caller last had to wait for its turn
+	// raised is closed (and replaced) when the rate rises by more than
+	// paceRaise.
+	raised chan struct{}
+	times  [paceAdmissions]int64 // admission times (Unix ns), a ring
+	n      int64                 // admissions so far; times[(n-1)%len] is the newest
+	held   time.Time             // when a caller last had to wait for its turn
 	// waiting is how many callers wait for their turn now.
 	waiting int
 }
 
 func newPacer() *pacer {
-	return &pacer{lim: rate.NewLimiter(paceStartRate, 1), ctrls: map[*paceController]struct{}{}}
+	return &pacer{lim: rate.NewLimiter(paceStartRate, 1), ctrls: map[*paceController]struct{}{}, raised: make(chan struct{})}
 }
 
 // add starts steering by c (its replica opened).
@@ -114,65 +124,74 @@ func (p *pacer) setLimitLocked() {
 	for c := range p.ctrls {
 		r = min(r, c.rate)
 	}
-	if !math.IsInf(r, 1) {
-		p.lim.SetLimit(rate.Limit(r))
+	if math.IsInf(r, 1) {
+		return
 	}
+	if old := float64(p.lim.Limit()); r > old*paceRaise {
+		close(p.raised)
+		p.raised = make(chan struct{})
+	}
+	p.lim.SetLimit(rate.Limit(r))
 }
 
 // wait admits one call: at once when the rate allows, otherwise at its slot.
-// It returns ctx's error (the slot is given back), ErrMaxWait when the slot
-// is further than max away (max > 0; the call is not admitted), or
-// errPaceStopped when pacing stops meanwhile.
+// It returns ctx's error (the slot is given back), ErrMaxWait when max
+// elapsed first (max > 0; the call is not admitted), or errPaceStopped when
+// pacing stops meanwhile. A rate that rises while the caller waits takes it
+// back to the queue for an earlier slot: a slot taken at a low rate (after a
+// stall) would otherwise hold the copier long after the replica recovered.
 func (p *pacer) wait(ctx context.Context, max time.Duration) error {
-	p.mu.Lock()
-	if len(p.ctrls) == 0 {
-		p.mu.Unlock()
-		return nil
+	var capped <-chan time.Time
+	if max > 0 {
+		t := time.NewTimer(max)
+		defer t.Stop()
+		capped = t.C
 	}
-	stop := p.stop
-	now := time.Now()
-	res := p.lim.ReserveN(now, 1)
-	delay := res.DelayFrom(now)
-	if delay == 0 {
-		p.admitLocked(now)
+	for {
+		p.mu.Lock()
+		if len(p.ctrls) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		stop, raised := p.stop, p.raised
+		now := time.Now()
+		res := p.lim.ReserveN(now, 1)
+		delay := res.DelayFrom(now)
+		if delay == 0 {
+			p.admitLocked(now)
+			p.mu.Unlock()
+			return nil
+		}
+		p.held = now
+		p.waiting++
 		p.mu.Unlock()
-		return nil
-	}
-	p.held = now
-	p.waiting++
-	p.mu.Unlock()
-	defer func() {
+
+		t := time.NewTimer(delay)
+		var err error
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-capped:
+			err = ErrMaxWait
+		case <-stop:
+			err = errPaceStopped
+		case <-raised:
+			err = errPaceRaised
+		}
+		t.Stop()
 		p.mu.Lock()
 		p.waiting--
-		p.mu.Unlock()
-	}()
-	if max > 0 && delay > max {
-		res.CancelAt(now)
-		return p.sleep(ctx, stop, max, ErrMaxWait)
-	}
-	if err := p.sleep(ctx, stop, delay, nil); err != nil {
-		if !errors.Is(err, errPaceStopped) {
-			res.Cancel()
+		switch {
+		case err == nil:
+			p.admitLocked(time.Now())
+		case !errors.Is(err, errPaceStopped):
+			res.CancelAt(time.Now()) // give the slot back
 		}
-		return err
-	}
-	p.mu.Lock()
-	p.admitLocked(time.Now())
-	p.mu.Unlock()
-	return nil
-}
-
-// sleep waits d and returns done, unless ctx ends or pacing stops first.
-func (p *pacer) sleep(ctx context.Context, stop <-chan struct{}, d time.Duration, done error) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return done
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-stop:
-		return errPaceStopped
+		p.mu.Unlock()
+		if !errors.Is(err, errPaceRaised) {
+			return err
+		}
 	}
 }
 
@@ -197,11 +216,19 @@ func (p *pacer) admittedBy(t time.Time) int64 {
 }
 
 // observe feeds one measurement of c's replica, taken at, that reads the
-// replica delay d, and resets the shared rate.
-func (p *pacer) observe(c *paceController, at time.Time, d time.Duration) {
+// replica delay d, and resets the shared rate. While the replica is
+// throttled the gate stops the callers, and the rate is held: what the
+// replica applies then says nothing of what it can apply (stopped threads, a
+// configured delay), and resuming from the floor would cost a slow start.
+func (p *pacer) observe(c *paceController, at time.Time, d time.Duration, throttled bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c.observe(at, d, p.admittedBy(at.Add(-d)), p.waiting > 0 || !p.held.Before(c.last))
+	held := p.waiting > 0 || !p.held.Before(c.last)
+	if throttled {
+		c.hold(at, p.admittedBy(at.Add(-d)))
+	} else {
+		c.observe(at, d, p.admittedBy(at.Add(-d)), held)
+	}
 	if _, ok := p.ctrls[c]; ok {
 		p.setLimitLocked()
 	}
@@ -231,15 +258,26 @@ func newPaceController(target time.Duration) *paceController {
 	return &paceController{target: target, rate: paceStartRate}
 }
 
+// hold records a measurement without changing the rate.
+func (c *paceController) hold(at time.Time, applied int64) {
+	c.sample(at, applied)
+	c.last = at
+}
+
+// sample records (at, applied) and drops samples older than the window
+// needs.
+func (c *paceController) sample(at time.Time, applied int64) {
+	c.samples = append(c.samples, paceSample{at: at, applied: applied})
+	for len(c.samples) > 2 && at.Sub(c.samples[1].at) >= paceWindow {
+		c.samples = c.samples[1:]
+	}
+}
+
 // observe updates the rate from one measurement: the replica's delay d at
 // time at, and the calls it had applied by then. held says a caller waited
 // for its turn since the last observation (the copier would go faster).
 func (c *paceController) observe(at time.Time, d time.Duration, applied int64, held bool) {
-	c.samples = append(c.samples, paceSample{at: at, applied: applied})
-	// Keep one sample at least paceWindow old, and nothing older.
-	for len(c.samples) > 2 && at.Sub(c.samples[1].at) >= paceWindow {
-		c.samples = c.samples[1:]
-	}
+	c.sample(at, applied)
 	prev := c.last
 	c.last = at
 	if prev.IsZero() || !at.After(prev) {

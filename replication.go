@@ -170,7 +170,7 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 	v := r.verdict(m)
 	v.Fast = v.Throttled || max(m.Lag, delay) >= r.tolerance/2
 	if r.ctl != nil {
-		r.pace.observe(r.ctl, at, delay)
+		r.pace.observe(r.ctl, at, delay, v.Throttled)
 		v.Fast = true // steering needs fresh measurements
 	}
 	return v, nil
@@ -274,6 +274,16 @@ func (r *Replication) LastMeasurement() (m Measurement, at time.Time, ok bool) {
 		return p.m, p.at, true
 	}
 	return Measurement{}, time.Time{}, false
+}
+
+// PacedRate is the rate, in calls per second, at which WithPacing admits
+// BlockWait and Wait calls now (for a replica of a set, the set's); 0
+// without WithPacing.
+func (r *Replication) PacedRate() float64 {
+	if r.pace == nil {
+		return 0
+	}
+	return r.pace.rate()
 }
 
 // Source is the lag source in use: the one given with WithLagSource, or the

@@ -61,7 +61,11 @@ func run(ctx context.Context, cfg config, out io.Writer) (sum summary, err error
 	}
 
 	logger := slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{ReplaceAttr: dropTime}))
-	t, err := throttler.NewReplicationThrottler(replica, cfg.Tolerance, logger, throttler.WithInterval(pollInterval))
+	// Pacing admits chunks at the rate the replica applies them, so that a
+	// copier faster than the replica holds its lag near half the tolerance
+	// instead of overrunning it before the lag shows.
+	t, err := throttler.NewReplicationThrottler(replica, cfg.Tolerance, logger,
+		throttler.WithInterval(pollInterval), throttler.WithPacing(0))
 	if err != nil {
 		return sum, err
 	}
@@ -177,11 +181,12 @@ func (c *copier) run(ctx context.Context) error {
 	}
 }
 
-// wait is the throttle: it returns at once unless the replica lags, and
-// counts the pauses.
+// wait is the throttle: it paces the chunks to the replica's apply rate and
+// stops them while the replica lags, and counts the pauses.
 func (c *copier) wait(ctx context.Context) {
 	if !c.t.IsThrottled() {
-		return // the common case: one atomic load
+		c.t.BlockWait(ctx) // paced
+		return
 	}
 	c.waiting.Store(true)
 	defer c.waiting.Store(false)

@@ -136,8 +136,8 @@ func startStatus(con *console, c *copier, t *throttler.Replication, total int64)
 			state = "throttled: " + t.ThrottleReason()
 		}
 		all := thousands(total)
-		con.Status(fmt.Sprintf("%*s/%s rows %3d%%  %7s rows/s  lag %-3s  %s",
-			len(all), thousands(rows), all, rows*100/max(total, 1), thousands(int64(rate)), lagText(t, now), state))
+		con.Status(fmt.Sprintf("%*s/%s rows %3d%%  %7s rows/s  lag %-3s  paced %5.1f chunks/s  %s",
+			len(all), thousands(rows), all, rows*100/max(total, 1), thousands(int64(rate)), lagText(t, now), t.PacedRate(), state))
 		drawn = now
 	}
 	record := func(now time.Time) {
