@@ -855,7 +855,7 @@ func (s *discoverySet) throttled() bool {
 // Discovery stops, or WithMaxWait elapses. Callers that must know why it
 // returned use Wait.
 func (d *Discovery) BlockWait(ctx context.Context) {
-	if d.pace != nil || d.IsThrottled() {
+	if d.paced() || d.IsThrottled() {
 		_ = d.Wait(ctx)
 	}
 }
@@ -867,8 +867,17 @@ var errDiscoveryMaxWait = errors.New("discovery: maximum wait")
 // clears), ErrMaxWait when WithMaxWait elapsed while still throttled,
 // ErrClosed when the Discovery stopped, or ctx's error.
 func (d *Discovery) Wait(ctx context.Context) error {
-	if err := d.waitClear(ctx); err != nil || d.pace == nil {
+	if err := d.waitClear(ctx); err != nil {
 		return err
+	}
+	return d.paceWait(ctx)
+}
+
+func (d *Discovery) paced() bool { return d != nil && d.pace != nil }
+
+func (d *Discovery) paceWait(ctx context.Context) error {
+	if d.pace == nil {
+		return nil
 	}
 	s := d.cur.Load()
 	return paceError(d.pace.wait(ctx, d.o.maxWait), s != nil && s.released || d.ended())

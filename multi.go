@@ -39,8 +39,21 @@ type Multi struct {
 	closeCancel context.CancelFunc
 
 	// pace, from NewReplicasThrottler with WithPacing, paces callers once
-	// no child is throttled; the children steer it.
-	pace *pacer
+	// no child is throttled; the children steer it. pacedKids are the
+	// children that pace their own callers (a Replication or Discovery
+	// with WithPacing, a Multi holding one): a call waits for its turn with
+	// each of them too.
+	pace      *pacer
+	pacedKids []pacedThrottler
+}
+
+// pacedThrottler is a throttler whose waits may also pace (WithPacing).
+type pacedThrottler interface {
+	// paced reports whether its waits pace; paceWait waits for one call's
+	// turn, returning ErrClosed once it stopped, ErrMaxWait past its cap,
+	// or ctx's error.
+	paced() bool
+	paceWait(ctx context.Context) error
 }
 
 type phase int
@@ -58,6 +71,9 @@ func NewMulti(ts ...Throttler) *Multi {
 	m := &Multi{children: ts, names: make([]string, len(ts))}
 	m.closed, m.closeCancel = context.WithCancel(context.Background())
 	for i, t := range ts {
+		if p, ok := t.(pacedThrottler); ok && t != nil && p.paced() {
+			m.pacedKids = append(m.pacedKids, p)
+		}
 		m.names[i] = fmt.Sprintf("throttler %d", i+1)
 		if s, ok := t.(fmt.Stringer); ok && t != nil {
 			m.names[i] = s.String()
@@ -177,7 +193,7 @@ func (m *Multi) IsThrottled() bool {
 // child's wait ended while that child was still throttled (its own
 // WithMaxWait cap).
 func (m *Multi) BlockWait(ctx context.Context) {
-	if m.pace != nil || m.IsThrottled() {
+	if m.paced() || m.IsThrottled() {
 		_ = m.Wait(ctx)
 	}
 }
@@ -186,10 +202,29 @@ func (m *Multi) BlockWait(ctx context.Context) {
 // throttled, ErrMaxWait when a child's cap elapsed while it was still
 // throttled, ErrClosed when the Multi was closed, or ctx's error.
 func (m *Multi) Wait(ctx context.Context) error {
-	if err := m.waitClear(ctx); err != nil || m.pace == nil {
+	if err := m.waitClear(ctx); err != nil {
 		return err
 	}
-	return paceError(m.pace.wait(ctx, m.maxWait()), m.closed.Err() != nil)
+	return m.paceWait(ctx)
+}
+
+func (m *Multi) paced() bool { return m != nil && (m.pace != nil || len(m.pacedKids) > 0) }
+
+// paceWait waits for the call's turn with the Multi's own pacer and with
+// each pacing child, one after the other: each admits the call at its own
+// rate, so together they admit it at the slowest's.
+func (m *Multi) paceWait(ctx context.Context) error {
+	if m.pace != nil {
+		if err := paceError(m.pace.wait(ctx, m.maxWait()), m.closed.Err() != nil); err != nil {
+			return err
+		}
+	}
+	for _, p := range m.pacedKids {
+		if err := p.paceWait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // maxWait is the paced wait's cap: the children's (NewReplicasThrottler

@@ -159,7 +159,7 @@ func TestPacingHoldsTheLag(t *testing.T) {
 
 func TestPacerReleasesOnClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Second))
+		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Hour))
 		require.NoError(t, r.Open(context.Background()))
 		// The first call goes at once (burst 1); at the start rate the
 		// second waits a second.
@@ -173,7 +173,7 @@ func TestPacerReleasesOnClose(t *testing.T) {
 
 func TestPacerReleasesWhenOpenContextEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Second))
+		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Hour))
 		ctx, cancel := context.WithCancel(context.Background())
 		require.NoError(t, r.Open(ctx))
 		defer r.Close()
@@ -193,7 +193,7 @@ func TestPacerReleasesWhenOpenContextEnds(t *testing.T) {
 
 func TestPacedWaitEndsWithItsContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Second))
+		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Hour))
 		require.NoError(t, r.Open(context.Background()))
 		defer r.Close()
 		require.NoError(t, r.Wait(context.Background()))
@@ -212,7 +212,7 @@ func TestPacedWaitEndsWithItsContext(t *testing.T) {
 
 func TestPacedWaitIsCapped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Second), WithMaxWait(300*time.Millisecond))
+		r, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Hour), WithMaxWait(300*time.Millisecond))
 		require.NoError(t, r.Open(context.Background()))
 		defer r.Close()
 		require.NoError(t, r.Wait(context.Background()))
@@ -491,4 +491,48 @@ func closeEndsPacedWait(t *testing.T, w interface {
 	default:
 		t.Fatal("a paced Wait still blocks after Close")
 	}
+}
+
+// A Multi that holds a paced throttler paces its callers too, and a paced
+// wait in it ends when it closes.
+func TestMultiPacesWithItsPacedChildren(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		paced, _ := newFake(t, time.Second, Measurement{}, WithPacing(0), WithInterval(time.Hour))
+		other, _ := newFake(t, time.Second, Measurement{}, WithInterval(time.Second))
+		m := NewMulti(paced, other)
+		require.NoError(t, m.Open(context.Background()))
+		start := time.Now()
+		m.BlockWait(context.Background())
+		m.BlockWait(context.Background())
+		assert.Equal(t, time.Second, time.Since(start), "at the start rate, one call a second")
+		closeEndsPacedWait(t, m)
+	})
+}
+
+// A caller waiting for a slot taken at a low rate goes back for an earlier
+// one when the rate rises: after a stall, the copier resumes at the
+// replica's pace, not at the stalled one.
+func TestPacerRaiseWakesWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer()
+		c := newPaceController(time.Second)
+		c.rate = 0.2 // one call per 5s
+		p.add(c)
+		defer p.remove(c)
+		start := time.Now()
+		require.NoError(t, p.wait(context.Background(), 0))
+		done := make(chan time.Duration)
+		go func() {
+			_ = p.wait(context.Background(), 0)
+			done <- time.Since(start)
+		}()
+		time.Sleep(100 * time.Millisecond)
+		p.mu.Lock()
+		c.rate = 10
+		p.setLimitLocked()
+		p.mu.Unlock()
+		// The tokens accrued at the old rate until the raise; at the new
+		// rate the rest take under 100ms.
+		assert.LessOrEqual(t, <-done, 200*time.Millisecond, "admitted at the new rate, not after 5s")
+	})
 }

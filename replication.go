@@ -235,14 +235,26 @@ func (r *Replication) BlockWait(ctx context.Context) {
 	}
 }
 
+// paced reports whether Wait paces its callers (WithPacing, and not one
+// replica of a set whose owner paces).
+func (r *Replication) paced() bool { return r != nil && r.paces }
+
+// paceWait waits for this call's paced turn.
+func (r *Replication) paceWait(ctx context.Context) error {
+	if !r.paces {
+		return nil
+	}
+	return paceError(r.pace.wait(ctx, r.maxWait), r.poll.Released())
+}
+
 // Wait is BlockWait that says why it returned: nil when clear (and paced),
 // ErrMaxWait when WithMaxWait elapsed while still throttled (or before this
 // call's paced turn), ErrClosed when the throttler stopped, or ctx's error.
 func (r *Replication) Wait(ctx context.Context) error {
-	if err := r.polling.Wait(ctx); err != nil || !r.paces {
+	if err := r.polling.Wait(ctx); err != nil {
 		return err
 	}
-	return paceError(r.pace.wait(ctx, r.maxWait), r.poll.Released())
+	return r.paceWait(ctx)
 }
 
 // paceError maps a paced wait's error: pacing that stopped because the
