@@ -22,6 +22,7 @@ type config struct {
 	Rows       int             // rows in the source table, copied by every run
 	Chunk      int             // rows per chunk
 	Workers    int             // copier goroutines
+	Repeat     int             // runs of each cell, one after the other
 	Interval   time.Duration   // the throttler's poll interval; 0 is the library's default
 	Capacity   float64         // R in rows/s when given, instead of measuring it
 	Out        string          // also write the table here
@@ -64,6 +65,7 @@ prints a Markdown table.
 	fs.IntVar(&cfg.Rows, "rows", defaultRows, "rows in the source table (each run copies them all)")
 	fs.IntVar(&cfg.Chunk, "chunk", defaultChunk, "rows per chunk")
 	fs.IntVar(&cfg.Workers, "workers", 1, "copier goroutines")
+	fs.IntVar(&cfg.Repeat, "repeat", 1, "runs of each cell (one table row each): single stop/go runs vary by 2x")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "the throttler's poll interval (0: the library's default)")
 	fs.Float64Var(&cfg.Capacity, "r", 0, "the replica's capacity in rows/s: skip measuring it (0: measure at the start and the end)")
 	fs.StringVar(&cfg.Out, "out", "", "also write the Markdown table to this file")
@@ -90,6 +92,8 @@ prints a Markdown table.
 		return cfg, fmt.Errorf("-chunk %d: must be at least 1", cfg.Chunk)
 	case cfg.Workers < 1:
 		return cfg, fmt.Errorf("-workers %d: must be at least 1", cfg.Workers)
+	case cfg.Repeat < 1:
+		return cfg, fmt.Errorf("-repeat %d: must be at least 1", cfg.Repeat)
 	case cfg.Interval < 0:
 		return cfg, fmt.Errorf("-interval %v: must not be negative", cfg.Interval)
 	case cfg.Capacity < 0:

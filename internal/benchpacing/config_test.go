@@ -25,6 +25,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	assert.Equal(t, 300_000, cfg.Rows)
 	assert.Equal(t, 1_000, cfg.Chunk)
 	assert.Equal(t, 1, cfg.Workers)
+	assert.Equal(t, 1, cfg.Repeat)
 	assert.Zero(t, cfg.Interval)
 	assert.Zero(t, cfg.Capacity)
 }
@@ -64,6 +65,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"-rows", "0"},
 		{"-chunk", "0"},
 		{"-workers", "0"},
+		{"-repeat", "0"},
 		{"-interval", "-1s"},
 		{"-r", "-1"},
 		{"extra"},
@@ -96,6 +98,12 @@ func TestCellsInModeSpeedToleranceOrder(t *testing.T) {
 	assert.Equal(t, "stop/go, lag only, copier max, tolerance 3s", cells[3].String())
 	assert.Zero(t, cells[3].Rate)
 	assert.Equal(t, "paced, replica status, copier max, tolerance 3s", cells[7].String())
+
+	b.cfg.Repeat = 2
+	cells = b.cells(10_000)
+	require.Len(t, cells, 16)
+	assert.Equal(t, cells[0], cells[1], "repeats run one after the other")
+	assert.NotEqual(t, cells[1], cells[2])
 }
 
 // fixedSource measures m (and err) every time.

@@ -200,7 +200,9 @@ func (b *bench) cells(r float64) []cell {
 	for _, m := range b.cfg.Modes {
 		for _, s := range b.cfg.Speeds {
 			for _, tol := range b.cfg.Tolerances {
-				out = append(out, cell{Mode: m, Speed: s, Rate: s.rate(r), Tolerance: tol})
+				for range b.cfg.Repeat {
+					out = append(out, cell{Mode: m, Speed: s, Rate: s.rate(r), Tolerance: tol})
+				}
 			}
 		}
 	}

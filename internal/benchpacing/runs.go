@@ -40,12 +40,14 @@ func (r result) rowsPerSecond() float64 { return capacity(int(r.Copy.Rows), r.Co
 // appliedPerSecond is the throughput as far as the replica is concerned.
 func (r result) appliedPerSecond() float64 { return capacity(int(r.Copy.Rows), r.Applied) }
 
-// overFraction is the time over the tolerance as a fraction of the copy.
+// overFraction is the time over the tolerance as a fraction of the span
+// the lag was measured over (the copy and the replica's catching up): of the
+// copy alone, an uncapped copier's few seconds would give thousands of percent.
 func (r result) overFraction() float64 {
-	if r.Copy.Duration <= 0 {
+	if r.Applied <= 0 {
 		return 0
 	}
-	return r.Lag.Over.Seconds() / r.Copy.Duration.Seconds()
+	return r.Lag.Over.Seconds() / r.Applied.Seconds()
 }
 
 // withinTarget is the bar for the lag: never above 0.8 × the

@@ -42,10 +42,10 @@ var tableHeader = []string{
 // formatTable is the results as a Markdown table, preceded by the capacity.
 func formatTable(caps capacities, results []result) string {
 	var b strings.Builder
-	b.WriteString(caps.String() + "\n")
-	b.WriteString("The true lag is measured from the copy's start until the replica has applied all of it; " +
-		"time over tolerance is also a % of the copy's duration. " +
-		"Applied rows/s is over the same span: a copier that outruns the replica finishes early.\n\n")
+	b.WriteString(caps.String() + "\n\n")
+	b.WriteString("The true lag is measured from the copy's start until the replica has applied all of it, " +
+		"and time over tolerance is also a % of that span; applied rows/s is over the same span " +
+		"(a copier that outruns the replica finishes early).\n\n")
 	row := func(cells ...string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
 	row(tableHeader...)
 	sep := make([]string, len(tableHeader))
