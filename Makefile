@@ -2,6 +2,8 @@
 # local MariaDB primary + replica that it starts), and the MySQL 8
 # performance_schema emulation tests of the nested module.
 # make demo: the example copier, throttled by real replica lag.
+# make bench-pacing: the lag each throttler mode holds against a replica with
+# a capped apply rate (about 10 minutes; BENCH_PACING_FLAGS for one cell).
 
 GO ?= go
 STATICCHECK_VERSION := v0.8.2
@@ -9,7 +11,7 @@ BIN := $(CURDIR)/.bin
 export THROTTLER_TESTENV_DIR ?= $(or $(TMPDIR),/tmp)/throttler-testenv
 REPLICAPAIR := $(GO) run ./internal/testenv/cmd/replicapair
 
-.PHONY: test unit integration mysql8 vet lint bench demo replica-up replica-down
+.PHONY: test unit integration mysql8 vet lint bench bench-pacing demo replica-up replica-down
 
 test: vet replica-up
 	THROTTLER_TESTENV_REQUIRED=1 $(GO) test -race -count=1 ./...
@@ -33,6 +35,10 @@ $(BIN)/staticcheck:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Not part of test: it takes minutes. It starts the pair if it is not up.
+bench-pacing:
+	$(GO) run ./internal/benchpacing -dir "$(THROTTLER_TESTENV_DIR)" $(BENCH_PACING_FLAGS)
 
 replica-up:
 	$(REPLICAPAIR) up -dir "$(THROTTLER_TESTENV_DIR)"

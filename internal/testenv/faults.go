@@ -100,6 +100,15 @@ func delayStatements(secs int64) []string {
 	return []string{"STOP SLAVE", fmt.Sprintf("CHANGE MASTER TO MASTER_DELAY=%d", secs), "START SLAVE"}
 }
 
+// ReplicaExec runs stmts in order on one admin connection to the replica, in
+// a session with sql_log_bin=0, so that what they create there (a replica-only
+// trigger that slows the applier, say) never reaches a binary log and cannot
+// travel on to another server. A SET GLOBAL that needs the SQL thread stopped
+// goes between StopSQLThread and StartSQLThread.
+func (p *Pair) ReplicaExec(ctx context.Context, what string, stmts ...string) error {
+	return p.replicaExec(ctx, replica1, what, noThread, append([]string{"SET SESSION sql_log_bin=0"}, stmts...)...)
+}
+
 // StopSQLThread stops the applier; the IO thread keeps fetching, so the
 // backlog grows while the primary writes.
 func (p *Pair) StopSQLThread(ctx context.Context) error {

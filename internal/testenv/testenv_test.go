@@ -213,6 +213,25 @@ func TestStopStartSQLThread(t *testing.T) {
 	assert.True(t, pr.applied(t, ctx, token))
 }
 
+func TestReplicaExecOneSessionWithoutBinlog(t *testing.T) {
+	p := testenv.Require(t)
+	ctx := testContext(t)
+	replica := openDB(t, p.ReplicaAdminDSN())
+	const table = testenv.Database + ".testenv_replica_only"
+	t.Cleanup(func() { _ = p.ReplicaExec(context.Background(), "drop", "DROP TABLE IF EXISTS "+table) })
+
+	require.NoError(t, p.ReplicaExec(ctx, "create", "SET @step = 1",
+		"CREATE TABLE "+table+" ENGINE=InnoDB AS SELECT @step AS step, @@SESSION.sql_log_bin AS log_bin"))
+	var step, logBin int
+	require.NoError(t, replica.QueryRowContext(ctx, "SELECT step, log_bin FROM "+table).Scan(&step, &logBin))
+	assert.Equal(t, 1, step, "the statements share one session")
+	assert.Equal(t, 0, logBin, "sql_log_bin is off in that session")
+
+	err := p.ReplicaExec(ctx, "bad", "SELECT * FROM no_such_table_here")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "bad")
+}
+
 func TestStopStartIOThread(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
