@@ -79,21 +79,17 @@ type copier struct {
 
 	mu     sync.Mutex // guards the fields below
 	next   time.Time  // the earliest start of the next chunk, with rate
-	pauses int        // BlockWait calls that waited at least pauseMin
+	stops  int // BlockWait calls made while throttled: the copier stopped
 	waited time.Duration
 }
-
-// pauseMin is the wait that counts as a pause: an unthrottled BlockWait
-// returns in well under a microsecond.
-const pauseMin = time.Millisecond
 
 // copyResult is what one copy did.
 type copyResult struct {
 	Rows     int64
 	Start    time.Time
 	Duration time.Duration // from the first chunk's start to the last one's commit
-	Pauses   int
-	Waited   time.Duration // in BlockWait, summed over the workers
+	Stops    int           // BlockWait calls made while throttled
+	Waited   time.Duration // in BlockWait (stopped or paced), summed over the workers
 }
 
 func (c *copier) run(ctx context.Context) (copyResult, error) {
@@ -120,7 +116,7 @@ func (c *copier) run(ctx context.Context) (copyResult, error) {
 	wg.Wait()
 	res := copyResult{Rows: c.copied.Load(), Start: start, Duration: time.Since(start)}
 	c.mu.Lock()
-	res.Pauses, res.Waited = c.pauses, c.waited
+	res.Stops, res.Waited = c.stops, c.waited
 	c.mu.Unlock()
 	for _, err := range errs {
 		if err != nil {
@@ -137,14 +133,16 @@ func (c *copier) copyChunk(ctx context.Context, k int64) error {
 		return err
 	}
 	if c.t != nil {
+		stopped := c.t.IsThrottled() // else a wait is pacing's
 		t0 := time.Now()
 		c.t.BlockWait(ctx)
-		if w := time.Since(t0); w >= pauseMin {
-			c.mu.Lock()
-			c.pauses++
-			c.waited += w
-			c.mu.Unlock()
+		w := time.Since(t0)
+		c.mu.Lock()
+		if stopped {
+			c.stops++
 		}
+		c.waited += w
+		c.mu.Unlock()
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -9,7 +9,7 @@
 // 1,000-row chunks with BlockWait before each chunk while a probe that does
 // not use the library measures the true lag. It prints a Markdown table:
 // throughput (rows/s and % of R), true lag mean, p95 and max, time over the
-// tolerance, pauses, and whether the lag stayed under 0.8 × the tolerance.
+// tolerance, stops, and whether the lag stayed under 0.8 × the tolerance.
 //
 //	go run ./internal/benchpacing                         # all 16 runs, about 10 minutes
 //	go run ./internal/benchpacing -modes stopgo -speeds 3R -tolerances 1s -r 10000   # one cell, ~40 s
@@ -166,9 +166,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		if err != nil {
 			return fmt.Errorf("run %d (%s): %w", i+1, c, err)
 		}
-		b.say("run %d/%d: %s rows/s, true lag mean %s, p95 %s, max %s, over tolerance %s, %d pauses%s",
+		b.say("run %d/%d: %s rows/s, true lag mean %s, p95 %s, max %s, over tolerance %s, %d stops%s",
 			i+1, len(cells), thousands(int64(res.rowsPerSecond())), seconds(res.Lag.Mean), seconds(res.Lag.P95),
-			seconds(res.Lag.Max), seconds(res.Lag.Over), res.Copy.Pauses, probeNote(res.ProbeErrs))
+			seconds(res.Lag.Max), seconds(res.Lag.Over), res.Copy.Stops, probeNote(res.ProbeErrs))
 		results = append(results, res)
 	}
 

@@ -36,7 +36,7 @@ func (c capacities) String() string {
 
 var tableHeader = []string{
 	"mode", "copier", "tolerance", "rows/s", "% of R", "applied rows/s",
-	"true lag mean", "p95", "max", "over tolerance", "pauses", "max ≤ 0.8 T",
+	"true lag mean", "p95", "max", "over tolerance", "stops", "max ≤ 0.8 T",
 }
 
 // formatTable is the results as a Markdown table, preceded by the capacity.
@@ -80,7 +80,7 @@ func formatTable(caps capacities, results []result) string {
 			seconds(r.Lag.P95),
 			seconds(r.Lag.Max),
 			fmt.Sprintf("%s (%.0f%%)", seconds(r.Lag.Over), 100*r.overFraction()),
-			strconv.Itoa(r.Copy.Pauses),
+			strconv.Itoa(r.Copy.Stops),
 			within,
 		)
 	}

@@ -15,7 +15,7 @@ func TestFormatTable(t *testing.T) {
 	results := []result{
 		{
 			cell:    cell{Mode: stopgo, Speed: speed{Factor: 3}, Rate: 30_000, Tolerance: time.Second},
-			Copy:    copyResult{Rows: 300_000, Duration: 30 * time.Second, Pauses: 12},
+			Copy:    copyResult{Rows: 300_000, Duration: 30 * time.Second, Stops: 12},
 			Applied: 40 * time.Second,
 			Lag:     lagStats{N: 300, Mean: 1500 * time.Millisecond, P95: 3 * time.Second, Max: 3900 * time.Millisecond, Over: 21 * time.Second},
 		},
@@ -34,7 +34,7 @@ func TestFormatTable(t *testing.T) {
 	assert.Contains(t, lines[2], "until the replica has applied all of it")
 	assert.Contains(t, lines[2], "applied rows/s is over the same span")
 	assert.Empty(t, lines[3])
-	assert.Equal(t, "| mode | copier | tolerance | rows/s | % of R | applied rows/s | true lag mean | p95 | max | over tolerance | pauses | max ≤ 0.8 T |", lines[4])
+	assert.Equal(t, "| mode | copier | tolerance | rows/s | % of R | applied rows/s | true lag mean | p95 | max | over tolerance | stops | max ≤ 0.8 T |", lines[4])
 	assert.Equal(t, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", lines[5])
 	assert.Equal(t, "| stop/go, lag only | 3 R (30,000/s) | 1s | 10,000 | 100% | 7,500 | 1.50 s | 3.00 s | 3.90 s | 21.00 s (52%) | 12 | no |", lines[6])
 	// 2.4 s is exactly 0.8 × 3 s: within.
