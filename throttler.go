@@ -15,7 +15,8 @@
 //     starts one monitor goroutine bound to Open's context.
 //   - IsThrottled and an unthrottled BlockWait are a single atomic load: no
 //     lock, no allocation, no clock read, no I/O. All I/O happens in the
-//     monitor.
+//     monitor. (With WithPacing, BlockWait also waits for the call's turn at
+//     the rate the replica applies: see WithPacing.)
 //   - BlockWait is woken by the state change itself (a broadcast), never by a
 //     sleep loop, and returns when the throttle clears, its context is done,
 //     the throttler is closed or its Open context ends, or the per-call cap
@@ -26,7 +27,8 @@
 //   - While open, a replica that cannot be observed is throttled, with a
 //     reason: a lag that cannot be measured is never read as zero.
 //
-// Most callers want NewReplicationThrottler and BlockWait. Tests of code that
+// Most callers want NewReplicationThrottler and BlockWait; a copier that can
+// run faster than its replicas apply wants WithPacing too. Tests of code that
 // takes a Throttler want Mock; code paths that must not throttle want Noop.
 package throttler
 

@@ -79,7 +79,7 @@ type copier struct {
 
 	mu     sync.Mutex // guards the fields below
 	next   time.Time  // the earliest start of the next chunk, with rate
-	stops  int // BlockWait calls made while throttled: the copier stopped
+	stops  int        // BlockWait calls made while throttled: the copier stopped
 	waited time.Duration
 }
 
