@@ -48,6 +48,8 @@ const (
 	paceMinRate = 0.2
 	// paceGrowth is the slow start's growth per second.
 	paceGrowth = 4
+	// paceMaxStep caps the slow start's growth between two measurements.
+	paceMaxStep = 1.5
 	// paceWindow is how far back the apply rate is measured: long enough
 	// that a sub-second lag signal's noise averages out, short enough to
 	// follow a replica that slows down.
@@ -287,7 +289,9 @@ func (c *paceController) observe(at time.Time, d time.Duration, applied int64, h
 		// The replica keeps up: its apply rate is only the copier's. Grow
 		// while the rate holds the copier back, else hold.
 		if held {
-			c.rate *= math.Pow(paceGrowth, at.Sub(prev).Seconds())
+			// At most paceMaxStep per measurement: measurements that come
+			// late (a busy server) must not compound into a jump.
+			c.rate *= min(math.Pow(paceGrowth, at.Sub(prev).Seconds()), paceMaxStep)
 		}
 		return
 	}

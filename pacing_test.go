@@ -310,11 +310,14 @@ func TestPaceControllerSlowStart(t *testing.T) {
 	c.observe(t0, 0, 0, false)
 	// A caller had to wait for its turn, the replica kept up: the rate
 	// grows by paceGrowth a second.
+	c.observe(t0.Add(100*time.Millisecond), 0, 1, true)
+	assert.InDelta(t, paceStartRate*math.Pow(paceGrowth, 0.1), c.rate, 1e-9)
+	// A measurement that comes late grows it by paceMaxStep at most.
 	c.observe(t0.Add(time.Second), 0, 1, true)
-	assert.InDelta(t, paceStartRate*paceGrowth, c.rate, 1e-9)
+	assert.InDelta(t, paceStartRate*math.Pow(paceGrowth, 0.1)*paceMaxStep, c.rate, 1e-9)
 	// No caller waited: hold.
 	c.observe(t0.Add(2*time.Second), 0, 2, false)
-	assert.InDelta(t, paceStartRate*paceGrowth, c.rate, 1e-9)
+	assert.InDelta(t, paceStartRate*math.Pow(paceGrowth, 0.1)*paceMaxStep, c.rate, 1e-9)
 }
 
 func TestPaceControllerSteersToTheApplyRate(t *testing.T) {
