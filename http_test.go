@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ const (
 	frenoHangUp              // hijack the connection and close it
 	frenoGarbage             // reply with something that is not HTTP
 	frenoTruncated           // a 200 or other status whose body is cut off
+	frenoSlowBody            // the status at once, then a body that stalls
 )
 
 // fakeFreno is an httptest server that speaks Freno's status codes.
@@ -108,6 +110,16 @@ func (f *fakeFreno) serve(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"StatusCode":`)
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler) // closes the connection mid-body
+	case frenoSlowBody:
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, `{"StatusCode":`)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-f.stopSlow:
+		}
+		return
 	}
 	body := ""
 	if p := f.body.Load(); p != nil {
@@ -292,24 +304,39 @@ func TestHTTPBrokenConnections(t *testing.T) {
 	}
 }
 
-// TestHTTPTruncatedBody: a GET whose body is cut off is a failure to read on
-// 200 (not an answer to trust) and still a refusal on any other status.
+// TestHTTPTruncatedBody: the status is the answer even when the body is
+// cut off: 200 clears, any other status throttles, without its message.
 func TestHTTPTruncatedBody(t *testing.T) {
 	f := newFakeFreno(t, 200)
 	f.mode.Store(int32(frenoTruncated))
 	h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: "GET"})
-	err := h.Open(context.Background())
-	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
-	assert.ErrorContains(t, err, "200 OK: reading the body")
+	require.NoError(t, h.Open(context.Background()))
 	assert.False(t, h.IsThrottled())
 
-	f.mode.Store(int32(frenoNormal))
-	require.NoError(t, h.Open(context.Background()), "a failed Open may be retried")
 	f.status.Store(429)
-	f.mode.Store(int32(frenoTruncated))
-	assert.ErrorIs(t, h.UpdateLag(context.Background()), io.ErrUnexpectedEOF)
+	require.NoError(t, h.UpdateLag(context.Background()))
 	assert.True(t, h.IsThrottled(), "a refusal throttles at once even with a broken body")
 	assert.Equal(t, "HTTP check "+f.url()+": 429 Too Many Requests: threshold exceeded", h.ThrottleReason())
+}
+
+// TestHTTPSlowBodyIsStillAnAnswer: a refusal whose body stalls opens
+// throttled, at once rather than at the query timeout; so does a 200 clear.
+func TestHTTPSlowBodyIsStillAnAnswer(t *testing.T) {
+	for _, status := range []int{429, 200} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			f := newFakeFreno(t, status)
+			f.mode.Store(int32(frenoSlowBody))
+			h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: "GET"}, WithQueryTimeout(time.Minute))
+			start := time.Now()
+			require.NoError(t, h.Open(context.Background()), "a status is an answer")
+			assert.Less(t, time.Since(start), 10*time.Second, "the body does not hold the answer up to the query timeout")
+			assert.Equal(t, status != 200, h.IsThrottled())
+			if status != 200 {
+				assert.Equal(t, "HTTP check "+f.url()+": 429 Too Many Requests: threshold exceeded", h.ThrottleReason())
+			}
+			require.NoError(t, h.UpdateLag(context.Background()))
+		})
+	}
 }
 
 // TestHTTPServerGoesAway: a server that disappears is stale, then throttled;
