@@ -82,9 +82,41 @@ type HTTPConfig struct {
 // storeType/storeName, for example
 // FrenoURL("http://freno:8111", "myapp", "mysql", "main") is
 // "http://freno:8111/check/myapp/mysql/main". Each name is escaped as one
-// path segment.
+// path segment, appended to base's path; base's query (a token, say) is kept:
+// FrenoURL("http://f:8111/?token=x", ...) is "http://f:8111/check/...?token=x".
+//
+// A base that cannot be a check URL (not a URL, no scheme or host, a scheme
+// other than http or https, a fragment) is returned with the check's path
+// appended as text, which NewHTTP rejects with an error wrapping
+// ErrInvalidConfig that names the problem: FrenoURL returns no error so that
+// it fits in an HTTPConfig literal.
 func FrenoURL(base, app, storeType, storeName string) string {
-	return strings.TrimRight(base, "/") + "/check/" + url.PathEscape(app) + "/" + url.PathEscape(storeType) + "/" + url.PathEscape(storeName)
+	check := "check/" + url.PathEscape(app) + "/" + url.PathEscape(storeType) + "/" + url.PathEscape(storeName)
+	u, err := url.Parse(base)
+	if err != nil || httpURLProblem(u) != "" {
+		return strings.TrimRight(base, "/") + "/" + check // NewHTTP says what is wrong
+	}
+	escaped := strings.TrimSuffix(u.EscapedPath(), "/") + "/" + check
+	path, err := url.PathUnescape(escaped)
+	if err != nil { // unreachable: EscapedPath and PathEscape escape validly
+		return strings.TrimRight(base, "/") + "/" + check
+	}
+	u.Path, u.RawPath = path, escaped
+	return u.String()
+}
+
+// httpURLProblem says why u cannot be a check URL, or "": a phrase to follow
+// the URL in an error.
+func httpURLProblem(u *url.URL) string {
+	switch {
+	case !u.IsAbs() || u.Host == "":
+		return " is not an absolute URL with a host"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf(": scheme %q is not http or https", u.Scheme)
+	case u.Fragment != "":
+		return " has a fragment (#...), which is never sent: the check goes in the path"
+	}
+	return ""
 }
 
 const (
@@ -104,8 +136,8 @@ const (
 
 // NewHTTP returns a throttler that asks cfg.URL. It does no I/O; Open does.
 // A nil logger logs nothing. Bad input (a missing or relative URL, a scheme
-// other than http or https, a method other than HEAD or GET, an option out of
-// range) is an error wrapping ErrInvalidConfig.
+// other than http or https, a fragment, a method other than HEAD or GET, an
+// option out of range) is an error wrapping ErrInvalidConfig.
 func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error) {
 	var errs []error
 	var u *url.URL
@@ -113,10 +145,8 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 		errs = append(errs, errors.New("HTTPConfig.URL is empty"))
 	} else if pu, err := url.Parse(cfg.URL); err != nil {
 		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q: %w", cfg.URL, err))
-	} else if !pu.IsAbs() || pu.Host == "" {
-		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q is not an absolute URL with a host", cfg.URL))
-	} else if pu.Scheme != "http" && pu.Scheme != "https" {
-		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q: scheme %q is not http or https", pu.Redacted(), pu.Scheme))
+	} else if problem := httpURLProblem(pu); problem != "" {
+		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q%s", pu.Redacted(), problem))
 	} else {
 		u = pu
 	}

@@ -154,6 +154,7 @@ func TestNewHTTPRejectsBadConfig(t *testing.T) {
 		{"relative URL", HTTPConfig{URL: "/check/myapp/mysql/main"}, nil, `HTTPConfig.URL "/check/myapp/mysql/main" is not an absolute URL with a host`},
 		{"no host", HTTPConfig{URL: "freno:8111/check"}, nil, "is not an absolute URL with a host"},
 		{"bad scheme", HTTPConfig{URL: "ftp://freno/check"}, nil, `scheme "ftp" is not http or https`},
+		{"fragment", HTTPConfig{URL: "http://freno/#/check/myapp/mysql/main"}, nil, `has a fragment (#...), which is never sent`},
 		{"unparseable URL", HTTPConfig{URL: "http://freno:port/check"}, nil, `HTTPConfig.URL "http://freno:port/check"`},
 		{"unsupported method", HTTPConfig{URL: "http://freno/check", Method: "POST"}, nil, `HTTPConfig.Method "POST" is not HEAD or GET`},
 		{"bad option", HTTPConfig{URL: "http://freno/check"}, []Option{WithInterval(0)}, "WithInterval(0s)"},
@@ -182,6 +183,33 @@ func TestNewHTTPRejectsBadConfig(t *testing.T) {
 func TestFrenoURL(t *testing.T) {
 	assert.Equal(t, "http://freno:8111/check/myapp/mysql/main", FrenoURL("http://freno:8111", "myapp", "mysql", "main"))
 	assert.Equal(t, "http://freno:8111/check/my%20app/mysql/main%2F1", FrenoURL("http://freno:8111/", "my app", "mysql", "main/1"))
+	assert.Equal(t, "http://freno:8111/check/myapp/mysql/main?token=x", FrenoURL("http://freno:8111/?token=x", "myapp", "mysql", "main"), "the query stays a query")
+	assert.Equal(t, "https://u:p@lb/freno/check/myapp/mysql/main?a=1&b=2", FrenoURL("https://u:p@lb/freno/?a=1&b=2", "myapp", "mysql", "main"), "under the base's path")
+
+	// What cannot be a check URL is rejected by NewHTTP, naming the problem.
+	for base, want := range map[string]string{
+		"http://freno:8111/#top": "has a fragment",
+		"freno:8111":             "is not an absolute URL with a host",
+		"/freno":                 "is not an absolute URL with a host",
+		"":                       "is not an absolute URL with a host",
+		"ftp://freno":            `scheme "ftp" is not http or https`,
+		"http://freno:port":      "invalid port",
+	} {
+		_, err := NewHTTP(HTTPConfig{URL: FrenoURL(base, "myapp", "mysql", "main")}, nil)
+		assert.ErrorIs(t, err, ErrInvalidConfig, base)
+		assert.ErrorContains(t, err, want, base)
+	}
+}
+
+// TestFrenoURLKeepsTheToken: the request for a base with a query goes to
+// the check's path with the query, not to the base's path.
+func TestFrenoURLKeepsTheToken(t *testing.T) {
+	f := newFakeFreno(t, 429)
+	h := newTestHTTP(t, HTTPConfig{URL: FrenoURL(f.URL+"/?token=x", "myapp", "mysql", "main")})
+	require.NoError(t, h.Open(context.Background()))
+	assert.True(t, h.IsThrottled())
+	assert.Equal(t, f.path, f.last().URL.Path)
+	assert.Equal(t, "token=x", f.last().URL.RawQuery)
 }
 
 // TestHTTPStatusMapping: 200 clears; every other status throttles at once,
