@@ -82,7 +82,7 @@ type Discovery struct {
 	// cancelled by Close too). The AfterFunc releases a moment after it
 	// closes; IsThrottled also looks here, lock-free, so that it reports
 	// false as soon as cancel returns.
-	openDone atomic.Pointer[discoveryDone]
+	openDone atomic.Pointer[doneChan]
 
 	opMu        sync.Mutex // serialises membership changes; held during I/O
 	members     map[replicaKey]*discoveryMember
@@ -408,7 +408,7 @@ func (d *Discovery) Open(ctx context.Context) error {
 	d.phase = phaseOpening
 	mctx, cancel := context.WithCancel(ctx)
 	d.cancel, d.mctx = cancel, mctx
-	d.openDone.Store(&discoveryDone{mctx.Done()})
+	d.openDone.Store(&doneChan{mctx.Done()})
 	opening := make(chan struct{})
 	d.opening = opening
 	d.mu.Unlock()
@@ -820,19 +820,25 @@ func (d *Discovery) Close() error {
 // ends.
 func (d *Discovery) IsThrottled() bool { return d.cur.Load().throttled() && !d.ended() }
 
-type discoveryDone struct{ c <-chan struct{} }
+// ended reports whether the monitor's context is done.
+func (d *Discovery) ended() bool { return d.openDone.Load().closed() }
 
-// ended reports whether the monitor's context is done: a non-blocking
-// receive, which takes no lock.
-func (d *Discovery) ended() bool {
-	if p := d.openDone.Load(); p != nil {
-		select {
-		case <-p.c:
-			return true
-		default:
-		}
+// doneChan holds a context's Done channel for an atomic.Pointer, so that a
+// hot path can see a context end without a lock.
+type doneChan struct{ c <-chan struct{} }
+
+// closed reports whether the channel is closed (false for a nil doneChan):
+// a non-blocking receive, which takes no lock and allocates nothing.
+func (p *doneChan) closed() bool {
+	if p == nil {
+		return false
 	}
-	return false
+	select {
+	case <-p.c:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *discoverySet) throttled() bool {

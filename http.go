@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -30,6 +31,8 @@ import (
 //   - any other status (Freno's 429 "threshold exceeded", 417 "app denied",
 //     404 "no such metric", a 5xx, a proxy's 502...): throttled at once, with
 //     the status and, on GET, the body's message in ThrottleReason;
+//   - the status decides: a body that stalls or breaks off costs only its
+//     message (it is given a fraction of a second, then dropped);
 //   - no answer (connection refused or reset, a timeout, a malformed
 //     response): the last answer stands for WithStaleAfter, then the
 //     throttler throttles with the error in its reason, until an answer
@@ -61,8 +64,9 @@ type HTTPConfig struct {
 	// FrenoURL("http://freno:8111", "myapp", "mysql", "main"). Required.
 	URL string
 	// Method is "HEAD" (the default, as Freno recommends for clients) or
-	// "GET", whose response body (the first 4 KiB) supplies the message in
-	// ThrottleReason: Freno's JSON CheckResult, or plain text.
+	// "GET", whose response body (the first 4 KiB of a refusal's)
+	// supplies the message in ThrottleReason: Freno's JSON CheckResult, or
+	// plain text.
 	Method string
 	// Client makes the requests. The default is a client of its own with
 	// no overall timeout (WithQueryTimeout bounds each request); Close
@@ -78,9 +82,41 @@ type HTTPConfig struct {
 // storeType/storeName, for example
 // FrenoURL("http://freno:8111", "myapp", "mysql", "main") is
 // "http://freno:8111/check/myapp/mysql/main". Each name is escaped as one
-// path segment.
+// path segment, appended to base's path; base's query (a token, say) is kept:
+// FrenoURL("http://f:8111/?token=x", ...) is "http://f:8111/check/...?token=x".
+//
+// A base that cannot be a check URL (not a URL, no scheme or host, a scheme
+// other than http or https, a fragment) is returned with the check's path
+// appended as text, which NewHTTP rejects with an error wrapping
+// ErrInvalidConfig that names the problem: FrenoURL returns no error so that
+// it fits in an HTTPConfig literal.
 func FrenoURL(base, app, storeType, storeName string) string {
-	return strings.TrimRight(base, "/") + "/check/" + url.PathEscape(app) + "/" + url.PathEscape(storeType) + "/" + url.PathEscape(storeName)
+	check := "check/" + url.PathEscape(app) + "/" + url.PathEscape(storeType) + "/" + url.PathEscape(storeName)
+	u, err := url.Parse(base)
+	if err != nil || httpURLProblem(u) != "" {
+		return strings.TrimRight(base, "/") + "/" + check // NewHTTP says what is wrong
+	}
+	escaped := strings.TrimSuffix(u.EscapedPath(), "/") + "/" + check
+	path, err := url.PathUnescape(escaped)
+	if err != nil { // unreachable: EscapedPath and PathEscape escape validly
+		return strings.TrimRight(base, "/") + "/" + check
+	}
+	u.Path, u.RawPath = path, escaped
+	return u.String()
+}
+
+// httpURLProblem says why u cannot be a check URL, or "": a phrase to follow
+// the URL in an error.
+func httpURLProblem(u *url.URL) string {
+	switch {
+	case !u.IsAbs() || u.Host == "":
+		return " is not an absolute URL with a host"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf(": scheme %q is not http or https", u.Scheme)
+	case u.Fragment != "":
+		return " has a fragment (#...), which is never sent: the check goes in the path"
+	}
+	return ""
 }
 
 const (
@@ -91,12 +127,17 @@ const (
 	// connection can be reused; a larger body costs a new connection, not
 	// an unbounded read.
 	httpMaxDrain = 64 << 10
+	// httpBodyWait bounds the reading of a body once the status is in
+	// (within WithQueryTimeout): a check's body is sent with its headers,
+	// so one that takes longer is stalled, and a stalled body costs its
+	// message and the connection, never the answer.
+	httpBodyWait = 250 * time.Millisecond
 )
 
 // NewHTTP returns a throttler that asks cfg.URL. It does no I/O; Open does.
 // A nil logger logs nothing. Bad input (a missing or relative URL, a scheme
-// other than http or https, a method other than HEAD or GET, an option out of
-// range) is an error wrapping ErrInvalidConfig.
+// other than http or https, a fragment, a method other than HEAD or GET, an
+// option out of range) is an error wrapping ErrInvalidConfig.
 func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error) {
 	var errs []error
 	var u *url.URL
@@ -104,10 +145,8 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 		errs = append(errs, errors.New("HTTPConfig.URL is empty"))
 	} else if pu, err := url.Parse(cfg.URL); err != nil {
 		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q: %w", cfg.URL, err))
-	} else if !pu.IsAbs() || pu.Host == "" {
-		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q is not an absolute URL with a host", cfg.URL))
-	} else if pu.Scheme != "http" && pu.Scheme != "https" {
-		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q: scheme %q is not http or https", pu.Redacted(), pu.Scheme))
+	} else if problem := httpURLProblem(pu); problem != "" {
+		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q%s", pu.Redacted(), problem))
 	} else {
 		u = pu
 	}
@@ -156,6 +195,8 @@ func (h *HTTP) Open(ctx context.Context) error {
 // probe asks once. Any status is an answer; only the absence of one is an
 // error. The poller never runs two probes at once.
 func (h *HTTP) probe(ctx context.Context) (poller.Verdict, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, h.method, h.url, nil)
 	if err != nil {
 		return poller.Verdict{}, fmt.Errorf("HTTP check: %w", err)
@@ -170,38 +211,33 @@ func (h *HTTP) probe(ctx context.Context) (poller.Verdict, error) {
 	if err != nil {
 		return poller.Verdict{}, fmt.Errorf("HTTP check: %w", err) // *url.Error names the method and the redacted URL
 	}
+	// The status is the answer and has arrived; the body is only detail.
+	// Give the body a short while (an answer's body comes with its
+	// headers): one that stalls or breaks costs its message, never the
+	// answer, and the probe does not wait out the query timeout for it.
+	bodyWait := time.AfterFunc(httpBodyWait, cancel)
+	defer bodyWait.Stop()
 	// Drain a bounded amount so the connection goes back to the pool, then
 	// close: a body left open holds a connection and its goroutines.
 	defer func() {
 		_, _ = io.CopyN(io.Discard, resp.Body, httpMaxDrain)
 		_ = resp.Body.Close()
 	}()
-
-	var body []byte
-	var readErr error
-	if h.method == http.MethodGet {
-		body, readErr = io.ReadAll(io.LimitReader(resp.Body, httpMaxMessage))
-		if readErr != nil {
-			body = nil // a fragment says nothing reliable
-			readErr = fmt.Errorf("HTTP check: %s %s: %d %s: reading the body: %w", h.method, h.shown, resp.StatusCode, http.StatusText(resp.StatusCode), readErr)
-		}
-	}
 	if resp.StatusCode == http.StatusOK {
-		if readErr != nil {
-			// A truncated or reset answer is not one to trust: the
-			// last answer stands until the stale window passes.
-			return poller.Verdict{}, readErr
-		}
 		return poller.Verdict{}, nil
 	}
-	v := poller.Verdict{
+	var body []byte
+	if h.method == http.MethodGet {
+		var readErr error
+		if body, readErr = io.ReadAll(io.LimitReader(resp.Body, httpMaxMessage)); readErr != nil {
+			body = nil // a fragment says nothing reliable
+		}
+	}
+	return poller.Verdict{
 		Throttled: true,
 		Kind:      "HTTP " + strconv.Itoa(resp.StatusCode),
 		Reason:    "HTTP check " + h.shown + ": " + httpStatusReason(resp.StatusCode, body),
-	}
-	// A refusal is an observation: throttle now. If its body was cut off,
-	// the refusal still stands; the error is returned too.
-	return v, readErr
+	}, nil
 }
 
 // httpStatusReason says what a refusal means: the status, Freno's meaning of

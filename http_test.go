@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ const (
 	frenoHangUp              // hijack the connection and close it
 	frenoGarbage             // reply with something that is not HTTP
 	frenoTruncated           // a 200 or other status whose body is cut off
+	frenoSlowBody            // the status at once, then a body that stalls
 )
 
 // fakeFreno is an httptest server that speaks Freno's status codes.
@@ -108,6 +110,16 @@ func (f *fakeFreno) serve(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"StatusCode":`)
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler) // closes the connection mid-body
+	case frenoSlowBody:
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, `{"StatusCode":`)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-f.stopSlow:
+		}
+		return
 	}
 	body := ""
 	if p := f.body.Load(); p != nil {
@@ -142,6 +154,7 @@ func TestNewHTTPRejectsBadConfig(t *testing.T) {
 		{"relative URL", HTTPConfig{URL: "/check/myapp/mysql/main"}, nil, `HTTPConfig.URL "/check/myapp/mysql/main" is not an absolute URL with a host`},
 		{"no host", HTTPConfig{URL: "freno:8111/check"}, nil, "is not an absolute URL with a host"},
 		{"bad scheme", HTTPConfig{URL: "ftp://freno/check"}, nil, `scheme "ftp" is not http or https`},
+		{"fragment", HTTPConfig{URL: "http://freno/#/check/myapp/mysql/main"}, nil, `has a fragment (#...), which is never sent`},
 		{"unparseable URL", HTTPConfig{URL: "http://freno:port/check"}, nil, `HTTPConfig.URL "http://freno:port/check"`},
 		{"unsupported method", HTTPConfig{URL: "http://freno/check", Method: "POST"}, nil, `HTTPConfig.Method "POST" is not HEAD or GET`},
 		{"bad option", HTTPConfig{URL: "http://freno/check"}, []Option{WithInterval(0)}, "WithInterval(0s)"},
@@ -170,6 +183,33 @@ func TestNewHTTPRejectsBadConfig(t *testing.T) {
 func TestFrenoURL(t *testing.T) {
 	assert.Equal(t, "http://freno:8111/check/myapp/mysql/main", FrenoURL("http://freno:8111", "myapp", "mysql", "main"))
 	assert.Equal(t, "http://freno:8111/check/my%20app/mysql/main%2F1", FrenoURL("http://freno:8111/", "my app", "mysql", "main/1"))
+	assert.Equal(t, "http://freno:8111/check/myapp/mysql/main?token=x", FrenoURL("http://freno:8111/?token=x", "myapp", "mysql", "main"), "the query stays a query")
+	assert.Equal(t, "https://u:p@lb/freno/check/myapp/mysql/main?a=1&b=2", FrenoURL("https://u:p@lb/freno/?a=1&b=2", "myapp", "mysql", "main"), "under the base's path")
+
+	// What cannot be a check URL is rejected by NewHTTP, naming the problem.
+	for base, want := range map[string]string{
+		"http://freno:8111/#top": "has a fragment",
+		"freno:8111":             "is not an absolute URL with a host",
+		"/freno":                 "is not an absolute URL with a host",
+		"":                       "is not an absolute URL with a host",
+		"ftp://freno":            `scheme "ftp" is not http or https`,
+		"http://freno:port":      "invalid port",
+	} {
+		_, err := NewHTTP(HTTPConfig{URL: FrenoURL(base, "myapp", "mysql", "main")}, nil)
+		assert.ErrorIs(t, err, ErrInvalidConfig, base)
+		assert.ErrorContains(t, err, want, base)
+	}
+}
+
+// TestFrenoURLKeepsTheToken: the request for a base with a query goes to
+// the check's path with the query, not to the base's path.
+func TestFrenoURLKeepsTheToken(t *testing.T) {
+	f := newFakeFreno(t, 429)
+	h := newTestHTTP(t, HTTPConfig{URL: FrenoURL(f.URL+"/?token=x", "myapp", "mysql", "main")})
+	require.NoError(t, h.Open(context.Background()))
+	assert.True(t, h.IsThrottled())
+	assert.Equal(t, f.path, f.last().URL.Path)
+	assert.Equal(t, "token=x", f.last().URL.RawQuery)
 }
 
 // TestHTTPStatusMapping: 200 clears; every other status throttles at once,
@@ -292,24 +332,39 @@ func TestHTTPBrokenConnections(t *testing.T) {
 	}
 }
 
-// TestHTTPTruncatedBody: a GET whose body is cut off is a failure to read on
-// 200 (not an answer to trust) and still a refusal on any other status.
+// TestHTTPTruncatedBody: the status is the answer even when the body is
+// cut off: 200 clears, any other status throttles, without its message.
 func TestHTTPTruncatedBody(t *testing.T) {
 	f := newFakeFreno(t, 200)
 	f.mode.Store(int32(frenoTruncated))
 	h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: "GET"})
-	err := h.Open(context.Background())
-	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
-	assert.ErrorContains(t, err, "200 OK: reading the body")
+	require.NoError(t, h.Open(context.Background()))
 	assert.False(t, h.IsThrottled())
 
-	f.mode.Store(int32(frenoNormal))
-	require.NoError(t, h.Open(context.Background()), "a failed Open may be retried")
 	f.status.Store(429)
-	f.mode.Store(int32(frenoTruncated))
-	assert.ErrorIs(t, h.UpdateLag(context.Background()), io.ErrUnexpectedEOF)
+	require.NoError(t, h.UpdateLag(context.Background()))
 	assert.True(t, h.IsThrottled(), "a refusal throttles at once even with a broken body")
 	assert.Equal(t, "HTTP check "+f.url()+": 429 Too Many Requests: threshold exceeded", h.ThrottleReason())
+}
+
+// TestHTTPSlowBodyIsStillAnAnswer: a refusal whose body stalls opens
+// throttled, at once rather than at the query timeout; so does a 200 clear.
+func TestHTTPSlowBodyIsStillAnAnswer(t *testing.T) {
+	for _, status := range []int{429, 200} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			f := newFakeFreno(t, status)
+			f.mode.Store(int32(frenoSlowBody))
+			h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: "GET"}, WithQueryTimeout(time.Minute))
+			start := time.Now()
+			require.NoError(t, h.Open(context.Background()), "a status is an answer")
+			assert.Less(t, time.Since(start), 10*time.Second, "the body does not hold the answer up to the query timeout")
+			assert.Equal(t, status != 200, h.IsThrottled())
+			if status != 200 {
+				assert.Equal(t, "HTTP check "+f.url()+": 429 Too Many Requests: threshold exceeded", h.ThrottleReason())
+			}
+			require.NoError(t, h.UpdateLag(context.Background()))
+		})
+	}
 }
 
 // TestHTTPServerGoesAway: a server that disappears is stale, then throttled;

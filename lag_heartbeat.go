@@ -31,6 +31,13 @@ type HeartbeatConfig struct {
 	// what Heartbeat and pt-heartbeat --utc write. pt-heartbeat without
 	// --utc writes the local time of the host it runs on: set Location to
 	// that host's zone.
+	//
+	// Prefer a writer in UTC. In a zone with daylight saving time, the
+	// autumn hour that the local clock repeats is ambiguous: its times are
+	// read as the first occurrence, so during the second one the lag reads
+	// an hour too high, and the replica throttles for that hour. (A lag
+	// within a minute of a whole number of hours says so in the throttle
+	// reason: it is more often a zone than a lag.)
 	Location *time.Location
 }
 
@@ -170,6 +177,24 @@ func (s *heartbeatSource) lag(row heartbeatRow) (Measurement, error) {
 		lag = 0
 	}
 	return Measurement{Lag: lag}, nil
+}
+
+// lagHinter is a LagSource that can suggest a cause for a lag that
+// throttles; the Replication adds it to the reason.
+type lagHinter interface {
+	lagHint(lag time.Duration) string
+}
+
+// lagHint points at a time zone mismatch when the lag is within a minute of a
+// whole number of hours (a writer west of UTC without --utc reads as hours of
+// lag, a repeated daylight-saving hour as one): the reason would otherwise
+// show a plausible "replica lag 5h0m0.1s".
+func (s *heartbeatSource) lagHint(lag time.Duration) string {
+	hours := lag.Round(time.Hour)
+	if hours < time.Hour || (lag-hours).Abs() > time.Minute {
+		return ""
+	}
+	return fmt.Sprintf("within a minute of %d whole hours: is ts written in %s, HeartbeatConfig.Location? pt-heartbeat without --utc writes its host's local time", hours/time.Hour, s.loc)
 }
 
 // parseHeartbeatTS reads pt-heartbeat's ts: "2006-01-02T15:04:05.000000"

@@ -157,3 +157,39 @@ func TestHeartbeatWallTimeScan(t *testing.T) {
 	require.NoError(t, h.Scan(""))
 	assert.True(t, h.valid, "an empty ts is a row, not NULL")
 }
+
+// TestHeartbeatLagHintsAtTimeZones: a lag within a minute of a whole number
+// of hours suggests a Location that is not the writer's zone.
+func TestHeartbeatLagHintsAtTimeZones(t *testing.T) {
+	src, err := HeartbeatSource(HeartbeatConfig{})
+	require.NoError(t, err)
+	hb := src.(*heartbeatSource)
+	for lag, hinted := range map[time.Duration]bool{
+		5*time.Hour + 100*time.Millisecond: true,
+		time.Hour - 30*time.Second:         true,
+		time.Hour + time.Minute:            true,
+		2*time.Hour - time.Minute:          true,
+		time.Hour + 61*time.Second:         false,
+		30 * time.Minute:                   false,
+		50 * time.Second:                   false,
+		90 * time.Minute:                   false,
+	} {
+		assert.Equal(t, hinted, hb.lagHint(lag) != "", "%v", lag)
+	}
+	assert.Equal(t, "within a minute of 5 whole hours: is ts written in UTC, HeartbeatConfig.Location? pt-heartbeat without --utc writes its host's local time", hb.lagHint(5*time.Hour))
+}
+
+// hintingSource is a fake source that hints, as HeartbeatSource does.
+type hintingSource struct{ *fakeSource }
+
+func (hintingSource) lagHint(time.Duration) string { return "a hint" }
+
+// TestReplicationReasonCarriesTheSourcesHint: the hint ends the lag reason.
+func TestReplicationReasonCarriesTheSourcesHint(t *testing.T) {
+	src := hintingSource{&fakeSource{m: lagOf(5 * time.Hour)}}
+	r, err := NewReplicationThrottler(fakeDB, time.Second, nil, WithLagSource(src), WithInterval(time.Hour))
+	require.NoError(t, err)
+	require.NoError(t, r.Open(context.Background()))
+	defer r.Close()
+	assert.Equal(t, "replica lag 5h0m0s >= 1s (a hint)", r.ThrottleReason())
+}

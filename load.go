@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/throttlekit/throttler/internal/poller"
 )
@@ -36,9 +38,10 @@ import (
 // does not throttle any harder: waiting is not enough past it, and the caller
 // decides what to do, usually abort. IsCritical reports it with one atomic
 // load, and CriticalReason says which variable crossed which level. It
-// follows the last successful reading: a failed read neither raises nor
-// clears it, so a network blip cannot abort a copy (the stale window
-// throttles it instead).
+// follows the successful readings: a failed read neither raises nor clears
+// it, so a network blip cannot abort a copy (the stale window throttles it
+// instead). By default one reading is enough; LoadConfig.CriticalFor asks for
+// the level to hold, so that a burst of a fraction of a second does not.
 //
 // Close, or the end of Open's context, stops the monitor and releases the
 // throttler for good: IsThrottled and IsCritical then report false and
@@ -60,6 +63,11 @@ type Load struct {
 	// throttler, or one whose Open context ended, is never critical.
 	critical atomic.Pointer[string]
 	critMu   sync.Mutex // serialises critical changes and their log lines
+	// criticalFor is LoadConfig.CriticalFor; critSince is the first
+	// reading of the current run of critical readings (zero when the last
+	// successful reading was not critical), guarded by critMu.
+	criticalFor time.Duration
+	critSince   time.Time
 }
 
 // LoadConfig says which status variables Load watches and at which levels.
@@ -83,6 +91,14 @@ type LoadConfig struct {
 	// Critical, if positive, is the level at or above which IsCritical
 	// reports true. It must be above Threshold; 0 means no critical level.
 	Critical int64
+	// CriticalFor, if positive, confirms a critical level before
+	// IsCritical reports it (gh-ost's --critical-load-interval-millis):
+	// every successful reading from the first at or above a critical level
+	// to one at least CriticalFor later must be at or above one, so it
+	// takes two readings at least (readings come every WithInterval, or
+	// faster while throttled). 0, the default, reports the first such
+	// reading. It needs a Critical level, and applies to Limits too.
+	CriticalFor time.Duration
 
 	// Limits watches several variables at once, in place of the three
 	// fields above.
@@ -123,12 +139,13 @@ func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*
 	}
 	logger = o.logger(logger)
 	l := &Load{
-		db:     db,
-		name:   o.name,
-		limits: limits,
-		stmt:   loadStatement(limits),
-		log:    logger,
-		values: make([]atomic.Int64, len(limits)),
+		db:          db,
+		name:        o.name,
+		limits:      limits,
+		stmt:        loadStatement(limits),
+		log:         logger,
+		values:      make([]atomic.Int64, len(limits)),
+		criticalFor: cfg.CriticalFor,
 	}
 	l.polling = polling{poll: poller.New(o.pollerConfig(logger, "status reading"), l.probe), updating: "update load"}
 	return l, nil
@@ -164,6 +181,11 @@ func loadLimits(cfg LoadConfig) ([]LoadLimit, error) {
 			seen[key] = i
 		}
 		limits = append([]LoadLimit(nil), cfg.Limits...)
+	}
+	if cfg.CriticalFor < 0 {
+		errs = append(errs, fmt.Errorf("LoadConfig.CriticalFor %v must not be negative (0 reports the first critical reading)", cfg.CriticalFor))
+	} else if cfg.CriticalFor > 0 && !slices.ContainsFunc(limits, func(lim LoadLimit) bool { return lim.Critical > 0 }) {
+		errs = append(errs, fmt.Errorf("LoadConfig.CriticalFor %v is set but no Critical level is", cfg.CriticalFor))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
@@ -270,7 +292,7 @@ func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
 			critical = append(critical, fmt.Sprintf("%s %d >= %d", lim.Variable, v, lim.Critical))
 		}
 	}
-	l.setCritical(strings.Join(critical, ", "), false)
+	l.readCritical(strings.Join(critical, ", "), time.Now())
 	if len(reason) == 0 {
 		return poller.Verdict{}, nil
 	}
@@ -359,12 +381,34 @@ func loadTruncate(s string) string {
 	return s
 }
 
+// readCritical takes one successful reading's critical reason ("" for none)
+// and publishes it once confirmed (LoadConfig.CriticalFor).
+func (l *Load) readCritical(reason string, at time.Time) {
+	l.critMu.Lock()
+	defer l.critMu.Unlock()
+	if reason == "" {
+		l.critSince = time.Time{}
+	} else if l.critSince.IsZero() {
+		l.critSince = at
+	}
+	if reason == "" || at.Sub(l.critSince) >= l.criticalFor {
+		l.setCriticalLocked(reason, false)
+	}
+}
+
 // setCritical publishes the critical reason ("" for none) and logs a change.
 // Once the throttler is released, only reset may clear it: a reading that
 // lands after Close changes nothing, and logs nothing.
 func (l *Load) setCritical(reason string, reset bool) {
 	l.critMu.Lock()
 	defer l.critMu.Unlock()
+	l.setCriticalLocked(reason, reset)
+}
+
+func (l *Load) setCriticalLocked(reason string, reset bool) {
+	if reset {
+		l.critSince = time.Time{} // a new Open confirms afresh
+	}
 	if l.poll.Released() && !reset {
 		return
 	}
@@ -394,7 +438,8 @@ func (l *Load) Close() error {
 }
 
 // IsCritical reports whether the last successful reading was at or above a
-// critical level: one atomic load while not critical. It is false when no
+// critical level (and, with LoadConfig.CriticalFor, every one for that long
+// before it): one atomic load while not critical. It is false when no
 // Critical is set, before Open, and once the throttler stopped.
 func (l *Load) IsCritical() bool { return l.critical.Load() != nil && !l.poll.Released() }
 

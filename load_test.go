@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -42,6 +43,8 @@ func TestNewLoadRejectsBadInput(t *testing.T) {
 		{"critical at threshold", false, LoadConfig{Threshold: 25, Critical: 25}, nil, "LoadConfig.Critical 25 must be above Threshold 25"},
 		{"critical below threshold", false, LoadConfig{Threshold: 25, Critical: 10}, nil, "LoadConfig.Critical 10 must be above Threshold 25"},
 		{"negative critical", false, LoadConfig{Threshold: 25, Critical: -1}, nil, "LoadConfig.Critical -1"},
+		{"negative critical for", false, LoadConfig{Threshold: 25, Critical: 50, CriticalFor: -time.Second}, nil, "LoadConfig.CriticalFor -1s must not be negative"},
+		{"critical for without critical", false, LoadConfig{Threshold: 25, CriticalFor: time.Second}, nil, "LoadConfig.CriticalFor 1s is set but no Critical level is"},
 		{"injection", false, LoadConfig{Variable: "x' OR '1'='1", Threshold: 1}, nil, `LoadConfig.Variable "x' OR '1'='1" is not a status variable name`},
 		{"pattern", false, LoadConfig{Variable: "Threads%", Threshold: 1}, nil, `LoadConfig.Variable "Threads%"`},
 		{"space", false, LoadConfig{Variable: "Threads running", Threshold: 1}, nil, `LoadConfig.Variable "Threads running"`},
@@ -248,6 +251,40 @@ func TestLoadCritical(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(out, "throttler: closed"), out)
 	assert.Equal(t, 8, strings.Count(out, "\n"), "one line per change, none per reading:\n"+out)
 	assert.Equal(t, 8, strings.Count(out, "throttler=primary-1"), out)
+}
+
+// TestLoadCriticalFor: with CriticalFor, a critical reading counts only once
+// the level has held that long, over consecutive successful readings; a
+// reading below it starts over.
+func TestLoadCriticalFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l, f := newFakeLoad(t, LoadConfig{Threshold: 10, Critical: 20, CriticalFor: time.Second}, loadRunning("50"))
+		read := func(v string) {
+			t.Helper()
+			f.setStatus(loadRunning(v))
+			require.NoError(t, l.UpdateLag(context.Background()))
+		}
+		require.NoError(t, l.Open(context.Background()))
+		assert.False(t, l.IsCritical(), "one reading is a burst, not yet a level")
+		assert.True(t, l.IsThrottled(), "the threshold needs no confirmation")
+		time.Sleep(500 * time.Millisecond)
+		read("30")
+		assert.False(t, l.IsCritical(), "held for 0.5s < 1s")
+		time.Sleep(500 * time.Millisecond)
+		read("15") // below critical: the run starts over
+		time.Sleep(500 * time.Millisecond)
+		read("30")
+		time.Sleep(900 * time.Millisecond)
+		read("30")
+		assert.False(t, l.IsCritical(), "held for 0.9s since the run restarted")
+		time.Sleep(100 * time.Millisecond)
+		read("40")
+		assert.True(t, l.IsCritical(), "held for 1s")
+		assert.Equal(t, "Threads_running 40 >= 20", l.CriticalReason())
+		read("15")
+		assert.False(t, l.IsCritical(), "clears at once")
+		require.NoError(t, l.Close())
+	})
 }
 
 func TestLoadCriticalEndsWithOpenContext(t *testing.T) {

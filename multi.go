@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,20 +25,39 @@ import (
 // its context ends or the Multi is closed. Each child keeps its own monitor,
 // so one slow replica never delays the verdict on the others.
 //
-// Open opens the children concurrently; if any fails, it closes those it
-// opened and returns every error. Close closes them all and joins their
-// errors. ThrottleReason names every throttling child, by its String method
-// (see WithName) or its position.
+// Open opens the children concurrently (see Open for a failed Open). Close
+// closes them all and joins their errors. Once Close is called or Open's
+// context ends, the Multi is released whatever its children do (a Mock
+// ignores Open's context): IsThrottled reports false and every wait returns.
+// ThrottleReason names every throttling child by its String method (see
+// WithName), with " #<position>" added when several children share a name
+// (unnamed replicas are all "replication"), or by its position.
 type Multi struct {
 	children []Throttler
 	names    []string
+	// invalid is why the Multi cannot be used (a nil child), or nil. A
+	// Multi holding a nil child never opens, is never throttled, and asks
+	// no child anything but Close.
+	invalid error
 
-	mu    sync.Mutex // guards phase
+	mu    sync.Mutex // guards phase and kids
 	phase phase
-	// closed ends when Close is called; it ends throttled waits even on a
-	// child that does not release on Close.
-	closed      context.Context
-	closeCancel context.CancelFunc
+	kids  []multiKid
+	// opens counts the child Opens in flight, which may outlive the Open
+	// that started them; Close waits for them.
+	opens sync.WaitGroup
+
+	// life is the context the children are opened with. It ends when
+	// Close is called, or when the context of the Open that succeeded
+	// ends (unwatch stops that link); it also ends throttled waits even on
+	// a child that does not release on Close.
+	life       context.Context
+	lifeCancel context.CancelFunc
+	unwatch    func() bool
+	// openDone holds the Done channel of the Open that succeeded, read
+	// lock-free so that IsThrottled reports false as soon as that context
+	// is cancelled, before life's AfterFunc has run.
+	openDone atomic.Pointer[doneChan]
 
 	// pace, from NewReplicasThrottler with WithPacing, paces callers once
 	// no child is throttled; the children steer it. pacedKids are the
@@ -45,6 +66,18 @@ type Multi struct {
 	// each of them too.
 	pace      *pacer
 	pacedKids []pacedThrottler
+}
+
+// multiKid is one child's Open state.
+type multiKid struct {
+	open    bool
+	opening *multiOpening // non-nil while its Open is in flight
+}
+
+// multiOpening is one child Open in flight; err is set before done closes.
+type multiOpening struct {
+	done chan struct{}
+	err  error
 }
 
 // pacedThrottler is a throttler whose waits may also pace (WithPacing).
@@ -66,33 +99,88 @@ const (
 )
 
 // NewMulti returns a throttler that is throttled while any of ts is. It
-// takes ownership of ts: open and close them through the Multi.
+// takes ownership of ts: open and close them through the Multi. A nil
+// throttler among ts, including a nil pointer of a throttler type such as
+// (*Replication)(nil), makes Open and UpdateLag return an error wrapping
+// ErrInvalidConfig; such a Multi is never throttled, and Close closes the
+// others.
 func NewMulti(ts ...Throttler) *Multi {
-	m := &Multi{children: ts, names: make([]string, len(ts))}
-	m.closed, m.closeCancel = context.WithCancel(context.Background())
+	m := &Multi{children: ts, names: make([]string, len(ts)), kids: make([]multiKid, len(ts))}
+	m.life, m.lifeCancel = context.WithCancel(context.Background())
+	seen := make(map[string]int, len(ts))
 	for i, t := range ts {
-		if p, ok := t.(pacedThrottler); ok && t != nil && p.paced() {
+		if isNil(t) {
+			if m.invalid == nil {
+				m.invalid = fmt.Errorf("%w: NewMulti: throttler %d is nil", ErrInvalidConfig, i+1)
+			}
+			continue
+		}
+		if p, ok := t.(pacedThrottler); ok && p.paced() {
 			m.pacedKids = append(m.pacedKids, p)
 		}
 		m.names[i] = fmt.Sprintf("throttler %d", i+1)
-		if s, ok := t.(fmt.Stringer); ok && t != nil {
+		if s, ok := t.(fmt.Stringer); ok {
 			m.names[i] = s.String()
+		}
+		seen[m.names[i]]++
+	}
+	for i, name := range m.names {
+		if seen[name] > 1 { // "replication" twice: say which one
+			m.names[i] = fmt.Sprintf("%s #%d", name, i+1)
 		}
 	}
 	return m
 }
 
-func (m *Multi) check() error {
-	for i, t := range m.children {
-		if t == nil {
-			return fmt.Errorf("%w: NewMulti: throttler %d is nil", ErrInvalidConfig, i+1)
-		}
+// isNil reports whether t is nil or holds a nil pointer (or func). A typed
+// nil compares unequal to nil inside an interface, and its methods panic on
+// the first field they read; only reflect can see through an interface of a
+// type this package does not know. NewMulti calls it once per child, so the
+// hot path pays nothing.
+func isNil(t Throttler) bool {
+	if t == nil {
+		return true
 	}
-	return nil
+	switch v := reflect.ValueOf(t); v.Kind() {
+	case reflect.Pointer, reflect.Func:
+		return v.IsNil()
+	}
+	return false
 }
 
-// Open opens every child concurrently. If any fails, it closes the children
-// it opened and returns all the errors, each naming its child.
+func (m *Multi) check() error { return m.invalid }
+
+// multiChildError names the child an error came from. It drops the child's
+// own "throttler: open: " so that the Multi's prefix appears once, and
+// unwraps to the child's error.
+type multiChildError struct {
+	name string
+	err  error
+}
+
+func (e *multiChildError) Error() string {
+	return e.name + ": " + strings.TrimPrefix(e.err.Error(), "throttler: open: ")
+}
+
+func (e *multiChildError) Unwrap() error { return e.err }
+
+// Open opens every child not yet open, concurrently, and returns once all
+// their Opens have returned or ctx is done, whichever comes first, with
+// every error, each naming its child.
+//
+// A failed Open may be retried, because it closes nothing: a child cannot
+// be opened again once closed. The children that opened stay open, and a
+// retry opens only the others. For that, the children are opened with a
+// context of the Multi's own (carrying none of ctx's values), which ends
+// when Close is called or when ctx of the Open that succeeded ends: ctx
+// bounds the watch, as for every throttler. If ctx ends before a child's
+// Open returns, Open returns ctx's error naming that child, whose Open goes
+// on in the background (bounded by its own timeouts, WithQueryTimeout); a
+// retry waits for it, and Close ends it. Until an Open succeeds, the
+// children that opened watch and may throttle; Close them through the Multi
+// when giving up.
+//
+// A second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
 func (m *Multi) Open(ctx context.Context) error {
 	if err := m.check(); err != nil {
 		return err
@@ -107,34 +195,74 @@ func (m *Multi) Open(ctx context.Context) error {
 		return ErrClosed
 	}
 	m.phase = phaseOpening
+	waits := make([]*multiOpening, len(m.children))
+	for i := range m.children {
+		if !m.kids[i].open {
+			if m.kids[i].opening == nil {
+				m.kids[i].opening = m.startOpen(i)
+			}
+			waits[i] = m.kids[i].opening
+		}
+	}
 	m.mu.Unlock()
 
 	errs := make([]error, len(m.children))
-	m.each(func(i int, t Throttler) {
-		if err := t.Open(ctx); err != nil {
-			errs[i] = fmt.Errorf("%s: %w", m.names[i], err)
+	for i, o := range waits {
+		if o == nil {
+			continue
 		}
-	})
+		select {
+		case <-o.done:
+			if o.err != nil {
+				errs[i] = &multiChildError{m.names[i], o.err}
+			}
+		case <-ctx.Done():
+			select {
+			case <-o.done:
+				if o.err != nil {
+					errs[i] = &multiChildError{m.names[i], o.err}
+				}
+			default:
+				errs[i] = fmt.Errorf("%s: still opening: %w", m.names[i], context.Cause(ctx))
+			}
+		}
+	}
 	err := errors.Join(errs...)
+	if err == nil {
+		err = ctx.Err() // the children stay open for a retry
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err == nil && m.phase == phaseClosed { // Close ran while we opened
-		err = ErrClosed
+	if m.phase == phaseClosed { // Close ran while we opened
+		return fmt.Errorf("throttler: open: %w", ErrClosed)
 	}
 	if err != nil {
-		m.each(func(i int, t Throttler) {
-			if errs[i] == nil {
-				_ = t.Close()
-			}
-		})
-		if m.phase != phaseClosed {
-			m.phase = phaseNew
-		}
+		m.phase = phaseNew
 		return fmt.Errorf("throttler: open: %w", err)
 	}
 	m.phase = phaseOpen
+	m.openDone.Store(&doneChan{ctx.Done()})
+	m.unwatch = context.AfterFunc(ctx, m.lifeCancel)
 	return nil
+}
+
+// startOpen opens child i in the background with the Multi's life. Caller
+// holds m.mu, in a phase other than closed, so that Close waits for it.
+func (m *Multi) startOpen(i int) *multiOpening {
+	o := &multiOpening{done: make(chan struct{})}
+	m.opens.Add(1)
+	go func() {
+		defer m.opens.Done()
+		err := m.children[i].Open(m.life)
+		m.mu.Lock()
+		m.kids[i].opening = nil
+		m.kids[i].open = err == nil
+		m.mu.Unlock()
+		o.err = err
+		close(o.done)
+	}()
+	return o
 }
 
 // each runs f for every child concurrently and waits for all.
@@ -154,7 +282,8 @@ func (m *Multi) each(f func(i int, t Throttler)) {
 	wg.Wait()
 }
 
-// Close closes every child and joins their errors. It is idempotent.
+// Close ends every child Open in flight, closes every child and joins their
+// errors. It is idempotent.
 func (m *Multi) Close() error {
 	m.mu.Lock()
 	if m.phase == phaseClosed {
@@ -162,13 +291,18 @@ func (m *Multi) Close() error {
 		return nil
 	}
 	m.phase = phaseClosed
-	m.closeCancel()
+	m.lifeCancel()
+	unwatch := m.unwatch
 	m.mu.Unlock()
-	if m.check() != nil {
-		return nil
+	if unwatch != nil {
+		unwatch()
 	}
+	m.opens.Wait()
 	errs := make([]error, len(m.children))
 	m.each(func(i int, t Throttler) {
+		if isNil(t) {
+			return
+		}
 		if err := t.Close(); err != nil {
 			errs[i] = fmt.Errorf("%s: %w", m.names[i], err)
 		}
@@ -176,11 +310,23 @@ func (m *Multi) Close() error {
 	return errors.Join(errs...)
 }
 
+// ended reports whether the Multi is released for good: Close was called or
+// the context of the Open that succeeded is done. It takes no lock and
+// allocates nothing.
+func (m *Multi) ended() bool {
+	return (&doneChan{m.life.Done()}).closed() || m.openDone.Load().closed()
+}
+
 // IsThrottled reports whether any child is throttled. It asks each child's
-// IsThrottled, so it does no I/O and no allocation when they do none.
+// IsThrottled, so it does no I/O and no allocation when they do none. It is
+// false once Close is called or Open's context ends, and for a Multi
+// holding a nil child.
 func (m *Multi) IsThrottled() bool {
+	if m.invalid != nil || m.ended() {
+		return false
+	}
 	for _, t := range m.children {
-		if t != nil && t.IsThrottled() {
+		if t.IsThrottled() {
 			return true
 		}
 	}
@@ -200,8 +346,12 @@ func (m *Multi) BlockWait(ctx context.Context) {
 
 // Wait is BlockWait that says why it returned: nil when no child is
 // throttled, ErrMaxWait when a child's cap elapsed while it was still
-// throttled, ErrClosed when the Multi was closed, or ctx's error.
+// throttled, ErrClosed when the Multi was closed or its Open context ended,
+// or ctx's error.
 func (m *Multi) Wait(ctx context.Context) error {
+	if m.invalid != nil {
+		return nil // never throttled: see NewMulti
+	}
 	if err := m.waitClear(ctx); err != nil {
 		return err
 	}
@@ -214,8 +364,11 @@ func (m *Multi) paced() bool { return m != nil && (m.pace != nil || len(m.pacedK
 // each pacing child, one after the other: each admits the call at its own
 // rate, so together they admit it at the slowest's.
 func (m *Multi) paceWait(ctx context.Context) error {
+	if m.ended() {
+		return ErrClosed
+	}
 	if m.pace != nil {
-		if err := paceError(m.pace.wait(ctx, m.maxWait()), m.closed.Err() != nil); err != nil {
+		if err := paceError(m.pace.wait(ctx, m.maxWait()), m.ended()); err != nil {
 			return err
 		}
 	}
@@ -242,12 +395,12 @@ func (m *Multi) waitClear(ctx context.Context) error {
 		if len(throttled) == 0 {
 			return nil
 		}
-		if m.closed.Err() != nil {
+		if m.ended() { // whatever a child says, the Multi is released
 			return ErrClosed
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		// AfterFunc starts no goroutine unless Close is called.
-		unwatch := context.AfterFunc(m.closed, cancel)
+		unwatch := context.AfterFunc(m.life, cancel)
 		var wg sync.WaitGroup
 		for _, i := range throttled {
 			wg.Add(1)
@@ -262,7 +415,7 @@ func (m *Multi) waitClear(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if m.closed.Err() != nil {
+		if m.ended() {
 			return ErrClosed
 		}
 		for _, i := range throttled {
@@ -276,14 +429,15 @@ func (m *Multi) waitClear(ctx context.Context) error {
 func (m *Multi) throttledChildren() []int {
 	var out []int
 	for i, t := range m.children {
-		if t != nil && t.IsThrottled() {
+		if t.IsThrottled() {
 			out = append(out, i)
 		}
 	}
 	return out
 }
 
-// UpdateLag updates every child concurrently and joins their errors.
+// UpdateLag updates every child concurrently and joins their errors, each
+// naming its child.
 func (m *Multi) UpdateLag(ctx context.Context) error {
 	if err := m.check(); err != nil {
 		return err
@@ -300,9 +454,12 @@ func (m *Multi) UpdateLag(ctx context.Context) error {
 // ThrottleReason names every throttling child and its reason, separated by
 // "; ", or "" when none is throttled.
 func (m *Multi) ThrottleReason() string {
+	if m.invalid != nil || m.ended() {
+		return ""
+	}
 	var b strings.Builder
 	for i, t := range m.children {
-		if t == nil || !t.IsThrottled() {
+		if !t.IsThrottled() {
 			continue
 		}
 		if b.Len() > 0 {
@@ -323,6 +480,9 @@ func (m *Multi) ThrottleReason() string {
 
 // Lag is the largest Lag of the children that report one.
 func (m *Multi) Lag() time.Duration {
+	if m.invalid != nil {
+		return 0
+	}
 	var worst time.Duration
 	for _, t := range m.children {
 		if l, ok := t.(LagReporter); ok {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -102,17 +103,130 @@ func TestMultiWaitReportsAChildsCap(t *testing.T) {
 	assert.Contains(t, err.Error(), "r2: replica lag 1m0s >= 1s")
 }
 
-func TestMultiOpenClosesWhatItOpenedOnFailure(t *testing.T) {
+// TestMultiOpenIsRetryableAfterAFailure: a failed Open closes nothing (a
+// closed child cannot reopen); the children that opened stay open, and a
+// retry opens only the one that failed.
+func TestMultiOpenIsRetryableAfterAFailure(t *testing.T) {
 	m, srcs := newFakeMulti(t, 3)
+	defer m.Close()
 	srcs[1].set(Measurement{}, fmt.Errorf("%w: no rows", ErrNotReplica))
 	err := m.Open(context.Background())
 	require.ErrorIs(t, err, ErrNotReplica)
-	assert.Contains(t, err.Error(), "r2: ")
-	for i, c := range m.children {
-		if i == 1 {
-			continue
+	assert.Equal(t, "throttler: open: r2: fake: server is not a replica: no rows", err.Error(), "names the child, prefixed once")
+	assert.False(t, m.IsThrottled(), "not throttled after a failed Open")
+	assert.ErrorIs(t, m.UpdateLag(context.Background()), ErrNotOpen, "r2 is not open")
+
+	srcs[1].set(Measurement{}, nil)
+	before := []int64{srcs[0].calls.Load(), srcs[1].calls.Load(), srcs[2].calls.Load()}
+	require.NoError(t, m.Open(context.Background()), "a failed Open may be retried")
+	assert.Equal(t, []int64{before[0], before[1] + 1, before[2]}, []int64{srcs[0].calls.Load(), srcs[1].calls.Load(), srcs[2].calls.Load()}, "the retry opens only r2")
+	setLag(t, m, srcs, 0, time.Minute)
+	assert.True(t, m.IsThrottled(), "r1, opened by the failed Open, still watches")
+	assert.ErrorIs(t, m.Open(context.Background()), ErrAlreadyOpen)
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, m.Open(context.Background()), ErrClosed)
+}
+
+// TestMultiOpenRetryAfterItsContextEnded: the children that opened before
+// Open's context ended are not bound to it, so a retry with another context
+// finds them watching.
+func TestMultiOpenRetryAfterItsContextEnded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, srcs := newFakeMulti(t, 2, WithQueryTimeout(10*time.Second))
+		defer m.Close()
+		srcs[1].setHang(true)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err := m.Open(ctx)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, "throttler: open: r2: still opening: context deadline exceeded", err.Error())
+
+		srcs[1].setHang(false)
+		// r2's first Open is still in flight: the retry waits for it (it
+		// fails at its query timeout), and the next one opens r2 anew.
+		err = m.Open(context.Background())
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Contains(t, err.Error(), "r2: ")
+		require.NoError(t, m.Open(context.Background()))
+		setLag(t, m, srcs, 0, time.Minute)
+		assert.True(t, m.IsThrottled(), "r1 outlived the first Open's context")
+	})
+}
+
+// TestMultiCloseEndsAChildOpenInFlight: Close does not wait out a child's
+// Open that outlived the Multi's.
+func TestMultiCloseEndsAChildOpenInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, srcs := newFakeMulti(t, 2, WithQueryTimeout(time.Hour))
+		srcs[0].setHang(true)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		require.ErrorIs(t, m.Open(ctx), context.DeadlineExceeded)
+		start := time.Now()
+		require.NoError(t, m.Close())
+		assert.Zero(t, time.Since(start), "Close ends the child's Open at once")
+	})
+}
+
+// TestMultiNamesUnnamedChildrenByPosition: children sharing a name (unnamed
+// replicas are all "replication") are told apart by their position.
+func TestMultiNamesUnnamedChildrenByPosition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ts []Throttler
+		var hung *fakeSource
+		for i := range 3 {
+			r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithQueryTimeout(10*time.Second))
+			if i == 1 {
+				src.setHang(true)
+				hung = src
+			}
+			ts = append(ts, r)
 		}
-		assert.ErrorIs(t, c.Open(context.Background()), ErrClosed, "child %d was opened and must now be closed", i)
+		m := NewMulti(append(ts, Noop{})...)
+		defer m.Close()
+		assert.Equal(t, []string{"replication #1", "replication #2", "replication #3", "throttler 4"}, m.names)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err := m.Open(ctx)
+		require.Error(t, err)
+		assert.Equal(t, "throttler: open: replication #2: still opening: context deadline exceeded", err.Error())
+		hung.setHang(false)
+	})
+}
+
+// stubborn is a throttler that stays throttled after Close and the end of
+// Open's context, as no throttler of this package does.
+type stubborn struct{ *Mock }
+
+func (stubborn) Close() error { return nil }
+
+// TestMultiReleasedWhateverItsChildrenDo: once Open's context ends or Close
+// is called, the Multi is not throttled and its waits return, even when a
+// child ignores both (Mock ignores Open's context by design).
+func TestMultiReleasedWhateverItsChildrenDo(t *testing.T) {
+	for _, how := range []string{"Open's context ends", "Close"} {
+		t.Run(how, func(t *testing.T) {
+			mock := &Mock{BlockTime: time.Hour}
+			m := NewMulti(stubborn{mock}, Noop{})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			require.NoError(t, m.Open(ctx))
+			require.True(t, m.IsThrottled())
+			done := waiters(context.Background(), m, 10)
+			requireBlocked(t, done, "throttled")
+			if how == "Close" {
+				require.NoError(t, m.Close())
+			} else {
+				cancel()
+			}
+			assert.False(t, m.IsThrottled(), "released at once")
+			assert.Empty(t, m.ThrottleReason())
+			requireReturns(t, done, time.Second, how)
+			assert.ErrorIs(t, m.Wait(context.Background()), ErrClosed)
+			assert.True(t, mock.IsThrottled(), "the child itself is still throttled")
+			require.NoError(t, m.Close())
+			require.NoError(t, mock.Close())
+		})
 	}
 }
 
@@ -140,6 +254,39 @@ func TestMultiRejectsNilChild(t *testing.T) {
 	assert.ErrorIs(t, m.Open(context.Background()), ErrInvalidConfig)
 	assert.False(t, m.IsThrottled())
 	assert.NoError(t, m.Close())
+}
+
+// TestMultiRejectsTypedNilChild: a nil pointer of a throttler type is a nil
+// child too, reported as one; no method panics.
+func TestMultiRejectsTypedNilChild(t *testing.T) {
+	for name, typedNil := range map[string]Throttler{
+		"Replication": (*Replication)(nil),
+		"HTTP":        (*HTTP)(nil),
+		"Mock":        (*Mock)(nil),
+		"Multi":       (*Multi)(nil),
+		"Discovery":   (*Discovery)(nil),
+		"Load":        (*Load)(nil),
+	} {
+		t.Run(name, func(t *testing.T) {
+			mock := &Mock{}
+			var m *Multi
+			require.NotPanics(t, func() { m = NewMulti(mock, typedNil) })
+			assert.NotPanics(t, func() {
+				err := m.Open(context.Background())
+				assert.ErrorIs(t, err, ErrInvalidConfig)
+				assert.ErrorContains(t, err, "throttler 2 is nil")
+				assert.ErrorIs(t, m.UpdateLag(context.Background()), ErrInvalidConfig)
+				assert.False(t, m.IsThrottled(), "a Multi that cannot open never throttles")
+				assert.Empty(t, m.ThrottleReason())
+				assert.Zero(t, m.Lag())
+				m.BlockWait(context.Background())
+				assert.NoError(t, m.Wait(context.Background()))
+				assert.Len(t, m.Throttlers(), 2)
+				assert.NoError(t, m.Close())
+			})
+			assert.ErrorIs(t, mock.Open(context.Background()), ErrClosed, "Close closes the valid children")
+		})
+	}
 }
 
 func TestMultiHotPathDoesNotAllocate(t *testing.T) {

@@ -168,6 +168,11 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 		delay = m.Predicted
 	}
 	v := r.verdict(m)
+	if h, ok := src.(lagHinter); ok && v.Kind == "lag" {
+		if hint := h.lagHint(m.Lag); hint != "" {
+			v.Reason += " (" + hint + ")"
+		}
+	}
 	v.Fast = v.Throttled || max(m.Lag, delay) >= r.tolerance/2
 	if r.ctl != nil {
 		r.pace.observe(r.ctl, at, delay, v.Throttled)
