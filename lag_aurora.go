@@ -59,7 +59,8 @@ const auroraStatusTable = "information_schema.replica_host_status"
 // No fresh reader row, or a missing or stale selected reader, is an error,
 // never lag 0, so the throttler fails closed after its stale window. A fresh
 // reader whose lag is NULL or negative has an unknown lag: it reads as not
-// flowing.
+// flowing; one too large for a time.Duration saturates at the longest one,
+// which throttles.
 //
 // AWS notes that a lagging reader's own copy of the table may be out of
 // date, and recommends querying the writer: give the throttler the cluster
@@ -180,7 +181,7 @@ func auroraLag(rows []auroraRow, cfg AuroraConfig) (Measurement, error) {
 			}
 			continue
 		}
-		lag := time.Duration(math.Round(*r.Lag * float64(time.Millisecond)))
+		lag := floatDuration(*r.Lag, time.Millisecond) // saturating: 9.3e12 ms would wrap
 		if !found || lag > m.Lag {
 			m.Lag, found = lag, true
 			if m.NotFlowing == "" {
