@@ -106,7 +106,7 @@ type DiscoveryConfig struct {
 	// with the default OpenDB a DSN go-sql-driver/mysql accepts.
 	DSNTemplate string
 	// Every is how often the primary is asked again for its replicas
-	// (default 30s).
+	// (default 30s): at least 10ms and at most 24h, as WithInterval.
 	Every time.Duration
 	// OpenDB opens a replica's *sql.DB from its rendered DSN (default
 	// sql.Open("mysql", dsn)). The Discovery closes the DBs it opened.
@@ -118,7 +118,8 @@ type DiscoveryConfig struct {
 	// been unlisted this long, even if it still cannot be seen healthy (a
 	// replica decommissioned while the job runs). 0, the default, never
 	// does: a vanished replica that is not seen healthy throttles until it
-	// returns, because a crashed replica vanishes from the list too.
+	// returns, because a crashed replica vanishes from the list too. At
+	// most a week.
 	ForgetAfter time.Duration
 }
 
@@ -155,8 +156,8 @@ const discoveryStaleListings = 3
 // Bad input is an error wrapping ErrInvalidConfig: a nil primary, a
 // non-positive tolerance, a DSNTemplate that does not parse, does not render
 // for a sample replica, renders the same DSN for two replicas or (with the
-// default OpenDB) renders a DSN the driver rejects, a negative Every or
-// ForgetAfter, or a bad option. The errors name the field but never echo the
+// default OpenDB) renders a DSN the driver rejects, an Every or ForgetAfter
+// out of range, or a bad option. The errors name the field but never echo the
 // template, which usually holds a password.
 func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Duration, logger *slog.Logger, opts ...Option) (*Discovery, error) {
 	var errs []error
@@ -166,14 +167,14 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	if lagTolerance <= 0 {
 		errs = append(errs, fmt.Errorf("lag tolerance %v must be positive", lagTolerance))
 	}
-	switch {
-	case cfg.Every < 0:
-		errs = append(errs, fmt.Errorf("DiscoveryConfig.Every %v must be positive (0 means %v)", cfg.Every, defaultDiscoveryEvery))
-	case cfg.Every == 0:
+	if err := checkPeriod(fmt.Sprintf("DiscoveryConfig.Every %v", cfg.Every), cfg.Every, defaultDiscoveryEvery.String()); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Every == 0 {
 		cfg.Every = defaultDiscoveryEvery
 	}
-	if cfg.ForgetAfter < 0 {
-		errs = append(errs, fmt.Errorf("DiscoveryConfig.ForgetAfter %v must not be negative (0 means never)", cfg.ForgetAfter))
+	if err := checkSpan(fmt.Sprintf("DiscoveryConfig.ForgetAfter %v", cfg.ForgetAfter), cfg.ForgetAfter, "never"); err != nil {
+		errs = append(errs, err)
 	}
 	tmpl, err := discoveryTemplate(cfg.DSNTemplate, cfg.OpenDB == nil)
 	if err != nil {
@@ -513,7 +514,7 @@ func (d *Discovery) rediscover(lctx, mctx context.Context) error {
 			d.log.Warn("throttler: cannot ask the primary for its replicas; keeping the last membership", "error", err)
 		}
 		d.listErr = err
-		if !d.listStale && now.Sub(d.lastListed) >= discoveryStaleListings*d.cfg.Every {
+		if !d.listStale && now.Sub(d.lastListed) >= satMul(d.cfg.Every, discoveryStaleListings) {
 			d.listStale = true
 			d.log.Warn("throttler: replica list stale: throttling until the primary can be asked again", "error", err)
 		}
