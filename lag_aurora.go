@@ -16,8 +16,8 @@ type AuroraConfig struct {
 	// every reader and reports the worst.
 	ServerID string
 	// Freshness is how recently a reader's row must have been updated, by
-	// the server's clock, for its lag to count (default 1 minute). See
-	// AuroraSource.
+	// the server's clock, for its lag to count (default 1 minute; at most
+	// a week). See AuroraSource.
 	Freshness time.Duration
 }
 
@@ -66,7 +66,16 @@ const auroraStatusTable = "information_schema.replica_host_status"
 // date, and recommends querying the writer: give the throttler the cluster
 // (writer) endpoint or the writer instance. On a server without the table
 // (anything but Aurora MySQL) Measure fails with ErrUnavailable.
-func AuroraSource(cfg AuroraConfig) LagSource { return auroraSource{cfg: cfg} }
+//
+// It returns an error wrapping ErrInvalidConfig when cfg is not valid (a
+// negative Freshness), as HeartbeatSource does: where the configuration is
+// given, not at the first measurement.
+func AuroraSource(cfg AuroraConfig) (LagSource, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	return auroraSource{cfg: cfg}, nil
+}
 
 type auroraSource struct{ cfg AuroraConfig }
 
@@ -93,9 +102,6 @@ type auroraRow struct {
 }
 
 func (s auroraSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
-	if err := s.cfg.check(); err != nil {
-		return Measurement{}, err
-	}
 	rows, err := db.QueryContext(ctx, auroraQuery)
 	if err != nil {
 		return Measurement{}, auroraError(err)
@@ -123,8 +129,8 @@ func (s auroraSource) Measure(ctx context.Context, db *sql.DB) (Measurement, err
 }
 
 func (c AuroraConfig) check() error {
-	if c.Freshness < 0 {
-		return fmt.Errorf("%w: AuroraConfig.Freshness %v must not be negative (0 means %v)", ErrInvalidConfig, c.Freshness, defaultAuroraFreshness)
+	if err := checkSpan(fmt.Sprintf("AuroraConfig.Freshness %v", c.Freshness), c.Freshness, defaultAuroraFreshness.String()); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }
