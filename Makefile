@@ -1,6 +1,7 @@
 # make test: vet, the race-enabled unit and integration tests (against a real
-# local MariaDB primary + replica that it starts), and the MySQL 8
-# performance_schema emulation tests of the nested module.
+# local MariaDB primary + replica that it starts), the MySQL 8
+# performance_schema emulation tests of the nested module, and a short fuzzing
+# pass over every parser of server output (make fuzz FUZZTIME=5m for longer).
 # make demo: the example copier, throttled by real replica lag.
 # make bench-pacing: the lag each throttler mode holds against a replica with
 # a capped apply rate (about 10 minutes; BENCH_PACING_FLAGS for one cell).
@@ -11,11 +12,25 @@ BIN := $(CURDIR)/.bin
 export THROTTLER_TESTENV_DIR ?= $(or $(TMPDIR),/tmp)/throttler-testenv
 REPLICAPAIR := $(GO) run ./internal/testenv/cmd/replicapair
 
-.PHONY: test unit integration mysql8 vet lint bench bench-pacing demo replica-up replica-down
+.PHONY: test unit integration mysql8 vet lint bench bench-pacing demo replica-up replica-down fuzz
+
+# The fuzz targets (fuzz_test.go); go test -fuzz takes one per run.
+FUZZ_TARGETS := FuzzParseFlavor FuzzReplicaStatus FuzzGTIDSets FuzzPerformanceSchemaLag \
+	FuzzHeartbeat FuzzAuroraLag FuzzParseReplicaHosts FuzzLoadParseValue FuzzQueryNumber
+FUZZTIME ?= 2s
 
 test: vet replica-up
 	THROTTLER_TESTENV_REQUIRED=1 $(GO) test -race -count=1 ./...
 	cd internal/mysql8test && $(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+# fuzz runs each target for FUZZTIME; a failure leaves its input in
+# testdata/fuzz/<target>/, where it then runs as a unit test: commit it.
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t ($(FUZZTIME))"; \
+		out=$$(THROTTLER_TESTENV_DIR= $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . 2>&1) || { echo "$$out"; exit 1; }; \
+	done
 
 # unit runs what needs no server; integration tests skip with a message.
 unit:

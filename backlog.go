@@ -1,7 +1,6 @@
 package throttler
 
 import (
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -127,30 +126,6 @@ func (r *rateMeter) add(at time.Time, applied, pending int64, file string) {
 func predictionKnown(m Measurement) bool {
 	b := m.Backlog
 	return b.Known && (b.Transactions == 0 || b.Transactions < 0 && b.Bytes == 0 || b.ApplyTime > 0)
-}
-
-// maxDuration is the longest time.Duration: a prediction too long to
-// represent saturates here, never wraps toward "no lag".
-const maxDuration = time.Duration(math.MaxInt64)
-
-// satAdd is a+b for non-negative durations, saturating at maxDuration.
-func satAdd(a, b time.Duration) time.Duration {
-	if b > maxDuration-a {
-		return maxDuration
-	}
-	return a + b
-}
-
-// secondsToDuration converts seconds to a Duration, saturating at
-// maxDuration.
-func secondsToDuration(s float64) time.Duration {
-	if s >= maxDuration.Seconds() || math.IsNaN(s) {
-		return maxDuration
-	}
-	if s <= 0 {
-		return 0
-	}
-	return time.Duration(s * float64(time.Second))
 }
 
 // size says how much the backlog holds, for reasons: "37 transactions",

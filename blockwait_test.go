@@ -224,7 +224,7 @@ func TestPropertyNoWaiterLeftBehind(t *testing.T) {
 	}
 	for seed := range seeds {
 		rng := rand.New(rand.NewPCG(uint64(seed), 1))
-		r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Duration(1+rng.IntN(3))*time.Millisecond), WithMaxWait(0))
+		r, src := newFake(t, time.Second, Measurement{}, WithInterval(minPeriod+time.Duration(rng.IntN(3))*time.Millisecond), WithMaxWait(0))
 		openCtx, cancelOpen := context.WithCancel(context.Background())
 		require.NoError(t, r.Open(openCtx))
 

@@ -102,11 +102,13 @@ type DiscoveryConfig struct {
 	// ReplicaHost: {{.Host}}, {{.Port}}, {{.ServerID}}, or {{.Addr}} (host
 	// and port, with brackets around IPv6 hosts), for example
 	// "monitor:secret@tcp({{.Host}}:{{.Port}})/?timeout=2s&readTimeout=5s".
-	// Required. It must render a different DSN for different replicas, and
-	// with the default OpenDB a DSN go-sql-driver/mysql accepts.
+	// Required. Its DSN must change with the host and with the port (a
+	// template that varies only with {{.ServerID}} would watch one host for
+	// every replica), and with the default OpenDB be one go-sql-driver/mysql
+	// accepts.
 	DSNTemplate string
 	// Every is how often the primary is asked again for its replicas
-	// (default 30s).
+	// (default 30s): at least 10ms and at most 24h, as WithInterval.
 	Every time.Duration
 	// OpenDB opens a replica's *sql.DB from its rendered DSN (default
 	// sql.Open("mysql", dsn)). The Discovery closes the DBs it opened.
@@ -118,7 +120,8 @@ type DiscoveryConfig struct {
 	// been unlisted this long, even if it still cannot be seen healthy (a
 	// replica decommissioned while the job runs). 0, the default, never
 	// does: a vanished replica that is not seen healthy throttles until it
-	// returns, because a crashed replica vanishes from the list too.
+	// returns, because a crashed replica vanishes from the list too. At
+	// most a week.
 	ForgetAfter time.Duration
 }
 
@@ -154,9 +157,9 @@ const discoveryStaleListings = 3
 //
 // Bad input is an error wrapping ErrInvalidConfig: a nil primary, a
 // non-positive tolerance, a DSNTemplate that does not parse, does not render
-// for a sample replica, renders the same DSN for two replicas or (with the
-// default OpenDB) renders a DSN the driver rejects, a negative Every or
-// ForgetAfter, or a bad option. The errors name the field but never echo the
+// for a sample replica, does not change with the host or with the port, or
+// (with the default OpenDB) renders a DSN the driver rejects, an Every or
+// ForgetAfter out of range, or a bad option. The errors name the field but never echo the
 // template, which usually holds a password.
 func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Duration, logger *slog.Logger, opts ...Option) (*Discovery, error) {
 	var errs []error
@@ -166,14 +169,14 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	if lagTolerance <= 0 {
 		errs = append(errs, fmt.Errorf("lag tolerance %v must be positive", lagTolerance))
 	}
-	switch {
-	case cfg.Every < 0:
-		errs = append(errs, fmt.Errorf("DiscoveryConfig.Every %v must be positive (0 means %v)", cfg.Every, defaultDiscoveryEvery))
-	case cfg.Every == 0:
+	if err := checkPeriod(fmt.Sprintf("DiscoveryConfig.Every %v", cfg.Every), cfg.Every, defaultDiscoveryEvery.String()); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Every == 0 {
 		cfg.Every = defaultDiscoveryEvery
 	}
-	if cfg.ForgetAfter < 0 {
-		errs = append(errs, fmt.Errorf("DiscoveryConfig.ForgetAfter %v must not be negative (0 means never)", cfg.ForgetAfter))
+	if err := checkSpan(fmt.Sprintf("DiscoveryConfig.ForgetAfter %v", cfg.ForgetAfter), cfg.ForgetAfter, "never"); err != nil {
+		errs = append(errs, err)
 	}
 	tmpl, err := discoveryTemplate(cfg.DSNTemplate, cfg.OpenDB == nil)
 	if err != nil {
@@ -213,9 +216,12 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	return d, nil
 }
 
-// discoveryTemplate parses the DSN template and renders it for two sample
+// discoveryTemplate parses the DSN template and renders it for sample
 // replicas, so that a typo fails at construction rather than as a failed
-// member of every replica at Open.
+// member of every replica at Open. The samples differ from the first only in
+// the host, or only in the port: a DSN that does not change with both would
+// connect every member to one server (a template that varies with
+// {{.ServerID}} alone is different per replica, yet watches one host).
 func discoveryTemplate(text string, mysqlDSN bool) (*template.Template, error) {
 	if strings.TrimSpace(text) == "" {
 		return nil, errors.New(`DiscoveryConfig.DSNTemplate is empty: give one such as "user:password@tcp({{.Host}}:{{.Port}})/?timeout=2s"`)
@@ -224,7 +230,11 @@ func discoveryTemplate(text string, mysqlDSN bool) (*template.Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DiscoveryConfig.DSNTemplate does not parse: %w", err)
 	}
-	samples := []ReplicaHost{{ServerID: 101, Host: "replica-a.example", Port: 3306}, {ServerID: 102, Host: "replica-b.example", Port: 3307}}
+	samples := []ReplicaHost{
+		{ServerID: 101, Host: "replica-a.example", Port: 3306},
+		{ServerID: 101, Host: "replica-b.example", Port: 3306}, // another host only
+		{ServerID: 101, Host: "replica-a.example", Port: 3307}, // another port only
+	}
 	var dsns []string
 	for _, h := range samples {
 		dsn, err := renderDSN(tmpl, h)
@@ -238,8 +248,13 @@ func discoveryTemplate(text string, mysqlDSN bool) (*template.Template, error) {
 		}
 		dsns = append(dsns, dsn)
 	}
-	if dsns[0] == dsns[1] {
-		return nil, errors.New("DiscoveryConfig.DSNTemplate renders the same DSN for every replica: use {{.Host}} and {{.Port}} (or {{.Addr}})")
+	switch {
+	case dsns[0] == dsns[1] && dsns[0] == dsns[2]:
+		return nil, errors.New("DiscoveryConfig.DSNTemplate renders the same host and port for every replica: use {{.Host}} and {{.Port}} (or {{.Addr}})")
+	case dsns[0] == dsns[1]:
+		return nil, errors.New("DiscoveryConfig.DSNTemplate does not change with the replica's host: every member would watch one server: use {{.Host}} (or {{.Addr}})")
+	case dsns[0] == dsns[2]:
+		return nil, errors.New("DiscoveryConfig.DSNTemplate does not change with the replica's port: replicas on one host would be watched as one: use {{.Port}} (or {{.Addr}})")
 	}
 	return tmpl, nil
 }
@@ -513,7 +528,7 @@ func (d *Discovery) rediscover(lctx, mctx context.Context) error {
 			d.log.Warn("throttler: cannot ask the primary for its replicas; keeping the last membership", "error", err)
 		}
 		d.listErr = err
-		if !d.listStale && now.Sub(d.lastListed) >= discoveryStaleListings*d.cfg.Every {
+		if !d.listStale && now.Sub(d.lastListed) >= satMul(d.cfg.Every, discoveryStaleListings) {
 			d.listStale = true
 			d.log.Warn("throttler: replica list stale: throttling until the primary can be asked again", "error", err)
 		}

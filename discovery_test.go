@@ -174,10 +174,16 @@ func TestNewDiscoveryValidates(t *testing.T) {
 		"empty template":    {primary: fakeDB, cfg: DiscoveryConfig{}, tolerance: time.Second, want: "DSNTemplate is empty"},
 		"template syntax":   {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp({{.Host}:{{.Port}})/"}, tolerance: time.Second, want: "DSNTemplate does not parse"},
 		"unknown field":     {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp({{.Hots}}:{{.Port}})/"}, tolerance: time.Second, want: "does not render for a sample replica"},
-		"same for all":      {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp(db.example:3306)/"}, tolerance: time.Second, want: "renders the same DSN for every replica"},
+		"same for all":      {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp(db.example:3306)/"}, tolerance: time.Second, want: "renders the same host and port for every replica"},
+		"server id only":    {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp(db.example:3306)/?connectionAttributes=sid:{{.ServerID}}"}, tolerance: time.Second, want: "renders the same host and port for every replica"},
+		"host ignored":      {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp(db.example:{{.Port}})/?connectionAttributes=sid:{{.ServerID}}"}, tolerance: time.Second, want: "does not change with the replica's host"},
+		"port ignored":      {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@tcp({{.Host}}:3306)/"}, tolerance: time.Second, want: "does not change with the replica's port"},
 		"driver rejects":    {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: "monitor:s3cret@{{.Host}}:{{.Port}}"}, tolerance: time.Second, want: "DSN the mysql driver rejects"},
 		"negative every":    {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: ok.DSNTemplate, Every: -time.Second}, tolerance: time.Second, want: "DiscoveryConfig.Every -1s must be positive"},
 		"negative forget":   {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: ok.DSNTemplate, ForgetAfter: -time.Second}, tolerance: time.Second, want: "DiscoveryConfig.ForgetAfter -1s must not be negative"},
+		"every 1ns":         {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: ok.DSNTemplate, Every: 1}, tolerance: time.Second, want: "DiscoveryConfig.Every 1ns must be at least 10ms"},
+		"every past a day":  {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: ok.DSNTemplate, Every: 25 * time.Hour}, tolerance: time.Second, want: "DiscoveryConfig.Every 25h0m0s must be at most 24h0m0s"},
+		"forget past week":  {primary: fakeDB, cfg: DiscoveryConfig{DSNTemplate: ok.DSNTemplate, ForgetAfter: maxDuration}, tolerance: time.Second, want: "DiscoveryConfig.ForgetAfter 2562047h47m16.854775807s must be at most 168h0m0s"},
 		"bad option":        {primary: fakeDB, cfg: ok, tolerance: time.Second, opts: []Option{WithInterval(0)}, want: "WithInterval(0s)"},
 		"bad option and cf": {primary: fakeDB, cfg: DiscoveryConfig{}, tolerance: time.Second, opts: []Option{nil}, want: "option 0 is nil"},
 	} {
@@ -331,7 +337,7 @@ func TestDiscoveryFailedMemberFailsClosed(t *testing.T) {
 func TestDiscoveryRetriesFailedMembers(t *testing.T) {
 	f := newFleet(hostA)
 	f.set(hostA, Measurement{}, errBoom)
-	d := newDisco(t, f, nil, nil, WithInterval(5*time.Millisecond), WithStaleAfter(time.Hour), WithMaxWait(0))
+	d := newDisco(t, f, nil, nil, WithInterval(minPeriod), WithStaleAfter(time.Hour), WithMaxWait(0))
 	require.NoError(t, d.Open(context.Background()))
 	defer d.Close()
 	require.True(t, d.IsThrottled())
@@ -685,7 +691,7 @@ func TestDiscoveryHotPathDoesNotAllocate(t *testing.T) {
 // The monitor rediscovers on its own every Every.
 func TestDiscoveryRediscoversPeriodically(t *testing.T) {
 	f := newFleet(hostA)
-	d := openDisco(t, f, func(c *DiscoveryConfig) { c.Every = 5 * time.Millisecond })
+	d := openDisco(t, f, func(c *DiscoveryConfig) { c.Every = minPeriod })
 	f.set(hostB, lagOf(time.Minute), nil)
 	f.setHosts(hostA, hostB)
 	require.Eventually(t, func() bool { return len(d.Replicas()) == 2 }, 5*time.Second, time.Millisecond)

@@ -22,8 +22,8 @@ type HeartbeatWriterConfig struct {
 	// as pt-heartbeat does.
 	ServerID uint32
 	// Interval is the time between beats (default 1s, as pt-heartbeat's;
-	// at least 10ms, pt-heartbeat's minimum). A replica's measured lag
-	// includes up to one interval.
+	// at least 10ms, pt-heartbeat's minimum, and at most 24h, as
+	// WithInterval). A replica's measured lag includes up to one interval.
 	Interval time.Duration
 	// Create makes Open create the table if it does not exist, with
 	// pt-heartbeat's schema, so that pt-heartbeat can read and write it too.
@@ -84,7 +84,6 @@ const (
 
 const (
 	defaultHeartbeatInterval = time.Second
-	minHeartbeatInterval     = 10 * time.Millisecond
 	minHeartbeatTimeout      = time.Second
 	maxHeartbeatTimeout      = 5 * time.Second
 )
@@ -111,11 +110,11 @@ func NewHeartbeat(primary *sql.DB, cfg HeartbeatWriterConfig, logger *slog.Logge
 		errs = append(errs, err)
 	}
 	interval := cfg.Interval
-	switch {
-	case interval == 0:
+	if err := checkPeriod(fmt.Sprintf("HeartbeatWriterConfig.Interval %v", interval), interval, defaultHeartbeatInterval.String()); err != nil {
+		errs = append(errs, err)
+	}
+	if interval == 0 {
 		interval = defaultHeartbeatInterval
-	case interval < minHeartbeatInterval:
-		errs = append(errs, fmt.Errorf("HeartbeatWriterConfig.Interval %v: must be at least %v", interval, minHeartbeatInterval))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))

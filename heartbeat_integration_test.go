@@ -219,8 +219,10 @@ func TestAuroraSourceOnMariaDB(t *testing.T) {
 	defer cancel()
 	replica := hbOpenDB(t, p.ReplicaDSN())
 
+	aurora, err := throttler.AuroraSource(throttler.AuroraConfig{})
+	require.NoError(t, err)
 	thr, err := throttler.NewReplicationThrottler(replica, time.Second, nil,
-		throttler.WithLagSource(throttler.AuroraSource(throttler.AuroraConfig{})),
+		throttler.WithLagSource(aurora),
 		throttler.WithInterval(100*time.Millisecond))
 	require.NoError(t, err)
 	err = thr.Open(ctx)
@@ -237,7 +239,7 @@ func TestAuroraSourceOnMariaDB(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, f.MariaDB)
 	assert.False(t, f.Aurora)
-	assert.NotEqual(t, throttler.AuroraSource(throttler.AuroraConfig{}).String(), throttler.DefaultLagSource(f).String())
+	assert.NotEqual(t, aurora.String(), throttler.DefaultLagSource(f).String())
 
 	// What DetectFlavor relies on for MySQL servers: a server without the
 	// variable answers with error 1193.

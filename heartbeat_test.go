@@ -175,8 +175,9 @@ func TestNewHeartbeatConfig(t *testing.T) {
 		{"empty database", db, HeartbeatWriterConfig{Table: ".heartbeat"}, "empty name"},
 		{"space", db, HeartbeatWriterConfig{Table: "my db.heartbeat"}, `has ' '`},
 		{"too long", db, HeartbeatWriterConfig{Table: strings.Repeat("x", 65)}, "longer than MySQL's 64"},
-		{"negative interval", db, HeartbeatWriterConfig{Interval: -time.Second}, "HeartbeatWriterConfig.Interval -1s: must be at least 10ms"},
-		{"tiny interval", db, HeartbeatWriterConfig{Interval: time.Millisecond}, "HeartbeatWriterConfig.Interval 1ms"},
+		{"negative interval", db, HeartbeatWriterConfig{Interval: -time.Second}, "HeartbeatWriterConfig.Interval -1s must be positive (0 means 1s)"},
+		{"tiny interval", db, HeartbeatWriterConfig{Interval: time.Millisecond}, "HeartbeatWriterConfig.Interval 1ms must be at least 10ms"},
+		{"interval past a day", db, HeartbeatWriterConfig{Interval: 25 * time.Hour}, "HeartbeatWriterConfig.Interval 25h0m0s must be at most 24h0m0s"},
 	}
 	for _, c := range bad {
 		h, err := NewHeartbeat(c.db, c.cfg, nil)

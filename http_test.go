@@ -285,7 +285,7 @@ func TestHTTPSendsHeadersAndHost(t *testing.T) {
 // window, then throttles with the error; an answer clears it again.
 func TestHTTPSlowServerGoesStaleAndRecovers(t *testing.T) {
 	f := newFakeFreno(t, 200)
-	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(2*time.Millisecond), WithQueryTimeout(10*time.Millisecond), WithStaleAfter(30*time.Millisecond))
+	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(minPeriod), WithQueryTimeout(10*time.Millisecond), WithStaleAfter(30*time.Millisecond))
 	require.NoError(t, h.Open(context.Background()))
 	require.False(t, h.IsThrottled())
 
@@ -317,7 +317,7 @@ func TestHTTPBrokenConnections(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFakeFreno(t, 200)
-			h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(2*time.Millisecond), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
+			h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(minPeriod), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
 			require.NoError(t, h.Open(context.Background()))
 			f.mode.Store(int32(c.mode))
 			assert.ErrorContains(t, h.UpdateLag(context.Background()), c.want)
@@ -371,7 +371,7 @@ func TestHTTPSlowBodyIsStillAnAnswer(t *testing.T) {
 // an Open against it fails.
 func TestHTTPServerGoesAway(t *testing.T) {
 	f := newFakeFreno(t, 200)
-	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(2*time.Millisecond), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
+	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(minPeriod), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
 	require.NoError(t, h.Open(context.Background()))
 	f.Close()
 	require.Eventually(t, h.IsThrottled, 5*time.Second, time.Millisecond)
@@ -394,7 +394,7 @@ func TestHTTPReusesConnectionsAndClosesThem(t *testing.T) {
 		t.Run(method, func(t *testing.T) {
 			f := newFakeFreno(t, 200)
 			f.setBody(`{"StatusCode":429,"Value":2.5,"Threshold":1,"Message":"Threshold exceeded"}` + strings.Repeat(" ", 8<<10))
-			h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: method}, WithInterval(time.Millisecond), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
+			h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: method}, WithInterval(minPeriod), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
 			require.NoError(t, h.Open(context.Background()))
 			for i := range 20 {
 				if i%2 == 0 {
@@ -431,7 +431,7 @@ func TestHTTPLogsChangesOnly(t *testing.T) {
 	f := newFakeFreno(t, 429)
 	var buf syncBuffer
 	h, err := NewHTTP(HTTPConfig{URL: f.url()}, slog.New(slog.NewTextHandler(&buf, nil)),
-		WithInterval(time.Millisecond), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
+		WithInterval(minPeriod), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
 	require.NoError(t, err)
 	require.NoError(t, h.Open(context.Background()))
 	require.Eventually(t, func() bool { return f.requests.Load() > 20 }, 5*time.Second, time.Millisecond)

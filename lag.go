@@ -124,7 +124,8 @@ func DetectFlavor(ctx context.Context, db *sql.DB) (Flavor, error) {
 	return f, nil
 }
 
-// ParseFlavor interprets @@version and @@version_comment.
+// ParseFlavor interprets @@version and @@version_comment. A version that does
+// not start with major.minor in decimal digits is an error.
 func ParseFlavor(version, comment string) (Flavor, error) {
 	f := Flavor{Version: version, VersionComment: comment}
 	f.MariaDB = strings.Contains(strings.ToLower(version+" "+comment), "mariadb")
@@ -132,11 +133,13 @@ func ParseFlavor(version, comment string) (Flavor, error) {
 	major, rest, _ := strings.Cut(version, ".")
 	minor, _, _ := strings.Cut(rest, ".")
 	minor = strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' })
+	// Digits only: Atoi would take a sign, and "-1.-5" is not a version.
 	var err1, err2 error
 	f.Major, err1 = strconv.Atoi(major)
 	f.Minor, err2 = strconv.Atoi(minor)
-	if err1 != nil || err2 != nil {
-		return f, fmt.Errorf("cannot parse server version %q", version)
+	if err1 != nil || err2 != nil || !allDigits(major) || !allDigits(minor) {
+		f.Major, f.Minor = 0, 0
+		return f, fmt.Errorf("cannot parse server version %q: want major.minor in digits", version)
 	}
 	return f, nil
 }
@@ -155,7 +158,7 @@ func ParseFlavor(version, comment string) (Flavor, error) {
 // watch it.
 func DefaultLagSource(f Flavor) LagSource {
 	if f.Aurora {
-		return AuroraSource(AuroraConfig{})
+		return auroraSource{} // AuroraConfig{}: valid, nothing to check
 	}
 	if !f.MariaDB && f.Major >= 8 {
 		return PerformanceSchemaSource()

@@ -16,8 +16,8 @@ type AuroraConfig struct {
 	// every reader and reports the worst.
 	ServerID string
 	// Freshness is how recently a reader's row must have been updated, by
-	// the server's clock, for its lag to count (default 1 minute). See
-	// AuroraSource.
+	// the server's clock, for its lag to count (default 1 minute; at most
+	// a week). See AuroraSource.
 	Freshness time.Duration
 }
 
@@ -59,13 +59,23 @@ const auroraStatusTable = "information_schema.replica_host_status"
 // No fresh reader row, or a missing or stale selected reader, is an error,
 // never lag 0, so the throttler fails closed after its stale window. A fresh
 // reader whose lag is NULL or negative has an unknown lag: it reads as not
-// flowing.
+// flowing; one too large for a time.Duration saturates at the longest one,
+// which throttles.
 //
 // AWS notes that a lagging reader's own copy of the table may be out of
 // date, and recommends querying the writer: give the throttler the cluster
 // (writer) endpoint or the writer instance. On a server without the table
 // (anything but Aurora MySQL) Measure fails with ErrUnavailable.
-func AuroraSource(cfg AuroraConfig) LagSource { return auroraSource{cfg: cfg} }
+//
+// It returns an error wrapping ErrInvalidConfig when cfg is not valid (a
+// negative Freshness), as HeartbeatSource does: where the configuration is
+// given, not at the first measurement.
+func AuroraSource(cfg AuroraConfig) (LagSource, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	return auroraSource{cfg: cfg}, nil
+}
 
 type auroraSource struct{ cfg AuroraConfig }
 
@@ -92,9 +102,6 @@ type auroraRow struct {
 }
 
 func (s auroraSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
-	if err := s.cfg.check(); err != nil {
-		return Measurement{}, err
-	}
 	rows, err := db.QueryContext(ctx, auroraQuery)
 	if err != nil {
 		return Measurement{}, auroraError(err)
@@ -122,8 +129,8 @@ func (s auroraSource) Measure(ctx context.Context, db *sql.DB) (Measurement, err
 }
 
 func (c AuroraConfig) check() error {
-	if c.Freshness < 0 {
-		return fmt.Errorf("%w: AuroraConfig.Freshness %v must not be negative (0 means %v)", ErrInvalidConfig, c.Freshness, defaultAuroraFreshness)
+	if err := checkSpan(fmt.Sprintf("AuroraConfig.Freshness %v", c.Freshness), c.Freshness, defaultAuroraFreshness.String()); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }
@@ -180,7 +187,7 @@ func auroraLag(rows []auroraRow, cfg AuroraConfig) (Measurement, error) {
 			}
 			continue
 		}
-		lag := time.Duration(math.Round(*r.Lag * float64(time.Millisecond)))
+		lag := floatDuration(*r.Lag, time.Millisecond) // saturating: 9.3e12 ms would wrap
 		if !found || lag > m.Lag {
 			m.Lag, found = lag, true
 			if m.NotFlowing == "" {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +57,8 @@ func TestAuroraMeasure(t *testing.T) {
 		}, nil
 	}
 	db, f := newHBSQL(t, rows)
-	src := AuroraSource(AuroraConfig{})
+	src, err := AuroraSource(AuroraConfig{})
+	require.NoError(t, err)
 	assert.Equal(t, "aurora replica_host_status", src.String())
 	m, err := src.Measure(context.Background(), db)
 	require.NoError(t, err)
@@ -65,15 +67,32 @@ func TestAuroraMeasure(t *testing.T) {
 	assert.Empty(t, m.NotFlowing, "prod-instance-4 never reported: stale, not counted")
 	assert.Equal(t, []string{auroraQuery}, f.log())
 
-	one := AuroraSource(AuroraConfig{ServerID: "prod-instance-2"})
+	one, err := AuroraSource(AuroraConfig{ServerID: "prod-instance-2"})
+	require.NoError(t, err)
 	assert.Equal(t, "aurora replica_host_status (reader prod-instance-2)", one.String())
 	m, err = one.Measure(context.Background(), db)
 	require.NoError(t, err)
 	assert.Equal(t, 17750*time.Microsecond, m.Lag)
 
-	_, err = AuroraSource(AuroraConfig{Freshness: -time.Second}).Measure(context.Background(), db)
-	assert.ErrorIs(t, err, ErrInvalidConfig)
-	assert.ErrorContains(t, err, "AuroraConfig.Freshness -1s")
+	// Bad configuration is refused where it is given, not at Open.
+	for _, c := range []struct {
+		cfg  AuroraConfig
+		want string
+	}{
+		{AuroraConfig{Freshness: -1}, "AuroraConfig.Freshness -1ns must not be negative (0 means 1m0s)"},
+		{AuroraConfig{Freshness: -time.Second}, "AuroraConfig.Freshness -1s must not be negative"},
+		{AuroraConfig{Freshness: maxSpan + time.Hour}, "AuroraConfig.Freshness 169h0m0s must be at most 168h0m0s"},
+	} {
+		bad, err := AuroraSource(c.cfg)
+		assert.Nil(t, bad, c.want)
+		assert.ErrorIs(t, err, ErrInvalidConfig, c.want)
+		assert.ErrorContains(t, err, c.want)
+		assert.Equal(t, 1, strings.Count(err.Error(), ErrInvalidConfig.Error()), "wrapped once: %v", err)
+	}
+	for _, ok := range []AuroraConfig{{}, {Freshness: maxSpan}} {
+		_, err := AuroraSource(ok)
+		assert.NoError(t, err, "%+v", ok)
+	}
 
 	for _, c := range []struct {
 		err  error
@@ -149,7 +168,7 @@ func TestAuroraFlavor(t *testing.T) {
 		assert.Equal(t, c.want, fl.Aurora, c.name)
 		assert.Len(t, f.log(), c.queries, c.name)
 		if err == nil && c.want {
-			assert.Equal(t, AuroraSource(AuroraConfig{}).String(), DefaultLagSource(fl).String(), c.name)
+			assert.Equal(t, auroraSource{}.String(), DefaultLagSource(fl).String(), c.name)
 		}
 	}
 }

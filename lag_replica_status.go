@@ -20,7 +20,8 @@ import (
 // of resolution, overstates lag by the source's run time of a long statement,
 // and is NULL whenever a replication thread is stopped. NULL, a stopped or
 // connecting IO thread and a stopped SQL thread all read as "not flowing",
-// never as lag 0.
+// never as lag 0. A value too large for a time.Duration (292 years)
+// saturates at the longest one, which throttles; it never wraps.
 //
 // Its Backlog is what each channel has received but not applied, summed over
 // channels, whether or not the channel flows (a stopped applier's queue is
@@ -151,11 +152,14 @@ func replicaStatusLag(rows []statusRow) (Measurement, error) {
 			}
 			continue
 		}
-		secs, err := strconv.ParseInt(behind.String, 10, 64)
-		if err != nil || secs < 0 {
+		secs, err := strconv.ParseUint(behind.String, 10, 64)
+		if err != nil && (behind.String == "" || !allDigits(behind.String)) { // else only too large: it saturates below
 			return Measurement{}, fmt.Errorf("channel %q: Seconds_Behind_Source %q is not a number of seconds", channel, behind.String)
+		} else if err != nil {
+			secs = math.MaxUint64
 		}
-		if lag := time.Duration(secs) * time.Second; !lagFound || lag > m.Lag {
+		// Saturating: 9223372037s and more would wrap to a negative lag.
+		if lag := satMul(time.Second, saturate(secs)); !lagFound || lag > m.Lag {
 			m.Lag, lagChannel, lagFound = lag, channel, true
 		}
 	}

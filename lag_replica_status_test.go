@@ -74,6 +74,11 @@ func TestParseFlavor(t *testing.T) {
 		{"11.4.2-MariaDB", "MariaDB Server", 11, 4, true, ""},
 		{"", "", 0, 0, false, `cannot parse server version ""`},
 		{"vitess", "", 0, 0, false, `cannot parse server version "vitess"`},
+		{"-1.-5", "", 0, 0, false, `cannot parse server version "-1.-5"`},
+		{"+8.0.36", "", 0, 0, false, `cannot parse server version "+8.0.36"`},
+		{"8.+0.36", "", 0, 0, false, `cannot parse server version "8.+0.36"`},
+		{"8.-1", "", 0, 0, false, `cannot parse server version "8.-1"`},
+		{" 8.0.36", "", 0, 0, false, `cannot parse server version " 8.0.36"`},
 	}
 	for _, c := range cases {
 		f, err := ParseFlavor(c.version, c.comment)

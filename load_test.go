@@ -325,7 +325,7 @@ func TestLoadContract(t *testing.T) {
 
 // TestLoadMonitorPolls: the monitor, not only UpdateLag, follows the server.
 func TestLoadMonitorPolls(t *testing.T) {
-	l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithInterval(time.Millisecond))
+	l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithInterval(minPeriod))
 	require.NoError(t, l.Open(context.Background()))
 	f.setStatus(loadRunning("11"))
 	require.Eventually(t, l.IsThrottled, 5*time.Second, time.Millisecond)

@@ -82,7 +82,7 @@ func lagOf(d time.Duration) Measurement { return Measurement{Lag: d} }
 func newFake(t testing.TB, tolerance time.Duration, m Measurement, opts ...Option) (*Replication, *fakeSource) {
 	t.Helper()
 	src := &fakeSource{m: m}
-	all := append([]Option{WithInterval(time.Millisecond), WithLagSource(src)}, opts...)
+	all := append([]Option{WithInterval(minPeriod), WithLagSource(src)}, opts...)
 	r, err := NewReplicationThrottler(fakeDB, tolerance, nil, all...)
 	if err != nil {
 		t.Fatalf("NewReplicationThrottler: %v", err)

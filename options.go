@@ -40,24 +40,23 @@ const (
 	maxDefaultQueryTimeout = 5 * time.Second
 )
 
-// WithInterval sets how often the monitor measures (default 1s).
+// WithInterval sets how often the monitor measures (default 1s): at least
+// 10ms, because each measurement is a round trip to a server and polling
+// faster adds load rather than freshness, and at most 24h, beyond which the
+// throttler watches nothing a bulk job needs protecting from.
 func WithInterval(d time.Duration) Option {
 	return func(o *options) {
-		if d <= 0 {
-			o.errs = append(o.errs, fmt.Errorf("WithInterval(%v): the poll interval must be positive", d))
-		}
+		o.addErr(checkPeriod(fmt.Sprintf("WithInterval(%v): the poll interval", d), d, ""))
 		o.interval = d
 	}
 }
 
 // WithMaxWait caps how long one BlockWait call blocks while throttled
-// (default 60s). 0 means no cap: BlockWait then returns only when the
-// throttle clears, its context is done, or the throttler stops.
+// (default 60s), at most a week. 0 means no cap: BlockWait then returns
+// only when the throttle clears, its context is done, or the throttler stops.
 func WithMaxWait(d time.Duration) Option {
 	return func(o *options) {
-		if d < 0 {
-			o.errs = append(o.errs, fmt.Errorf("WithMaxWait(%v): the maximum wait must not be negative (0 means no cap)", d))
-		}
+		o.addErr(checkSpan(fmt.Sprintf("WithMaxWait(%v): the maximum wait", d), d, "no cap"))
 		o.maxWait = d
 	}
 }
@@ -65,24 +64,21 @@ func WithMaxWait(d time.Duration) Option {
 // WithStaleAfter sets how long the throttler trusts its last successful
 // measurement when polls fail (default 3 poll intervals). Past it, the
 // throttler throttles until a poll succeeds again. It must not be shorter
-// than the poll interval.
+// than the poll interval, nor longer than a week.
 func WithStaleAfter(d time.Duration) Option {
 	return func(o *options) {
-		if d <= 0 {
-			o.errs = append(o.errs, fmt.Errorf("WithStaleAfter(%v): the stale window must be positive", d))
-		}
+		o.addErr(checkSpan(fmt.Sprintf("WithStaleAfter(%v): the stale window", d), d, ""))
 		o.staleAfter = d
 	}
 }
 
 // WithQueryTimeout bounds each measurement (default the poll interval, at
 // most 5s). A hung replica then costs one timed-out poll at a time, never a
-// pile of goroutines or connections.
+// pile of goroutines or connections. It must not be longer than the stale
+// window.
 func WithQueryTimeout(d time.Duration) Option {
 	return func(o *options) {
-		if d <= 0 {
-			o.errs = append(o.errs, fmt.Errorf("WithQueryTimeout(%v): the query timeout must be positive", d))
-		}
+		o.addErr(checkSpan(fmt.Sprintf("WithQueryTimeout(%v): the query timeout", d), d, ""))
 		o.queryTimeout = d
 	}
 }
@@ -112,10 +108,15 @@ func WithLagSource(s LagSource) Option {
 // unthrottled BlockWait is one atomic load.
 func WithPacing(target time.Duration) Option {
 	return func(o *options) {
-		if target < 0 {
-			o.errs = append(o.errs, fmt.Errorf("WithPacing(%v): the target lag must not be negative (0 means half the tolerance)", target))
-		}
+		o.addErr(checkSpan(fmt.Sprintf("WithPacing(%v): the target lag", target), target, "half the tolerance"))
 		o.pacing, o.pacingTarget = true, target
+	}
+}
+
+// addErr records a problem, if err is one.
+func (o *options) addErr(err error) {
+	if err != nil {
+		o.errs = append(o.errs, err)
 	}
 }
 
@@ -153,7 +154,7 @@ func buildOptions(opts []Option, forWhat string) (options, []error) {
 	}
 	if len(o.errs) == 0 {
 		if o.staleAfter == 0 {
-			o.staleAfter = defaultStaleIntervals * o.interval
+			o.staleAfter = satMul(o.interval, defaultStaleIntervals) // at most 72h: interval is bounded
 		} else if o.staleAfter < o.interval {
 			o.errs = append(o.errs, fmt.Errorf("WithStaleAfter(%v) is shorter than the poll interval %v: every measurement would be stale before the next one", o.staleAfter, o.interval))
 		}

@@ -279,6 +279,7 @@ func TestPacingConfig(t *testing.T) {
 		want string
 	}{
 		{"negative target", []Option{WithPacing(-time.Second)}, "WithPacing(-1s): the target lag must not be negative"},
+		{"target past a week", []Option{WithPacing(maxSpan + time.Hour)}, "WithPacing(169h0m0s): the target lag must be at most 168h0m0s"},
 		{"target at the tolerance", []Option{WithPacing(2 * time.Second)}, "WithPacing(2s): the target lag must be below the lag tolerance 2s"},
 	} {
 		_, err := NewReplicationThrottler(fakeDB, 2*time.Second, nil, tc.opts...)

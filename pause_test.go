@@ -204,7 +204,7 @@ func TestPauseResumeBeforeOpen(t *testing.T) {
 func TestPauseFlagFile(t *testing.T) {
 	ctx := context.Background()
 	flag := filepath.Join(t.TempDir(), "throttle.flag")
-	p := newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(2*time.Millisecond))
+	p := newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(minPeriod))
 	require.NoError(t, p.Open(ctx))
 	assert.False(t, p.IsThrottled())
 
@@ -256,7 +256,7 @@ func TestPauseFlagFileCheckFails(t *testing.T) {
 	sub := filepath.Join(dir, "sub")
 	require.NoError(t, os.Mkdir(sub, 0o700))
 	flag := filepath.Join(sub, "flag")
-	p = newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(2*time.Millisecond), WithStaleAfter(time.Hour))
+	p = newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(minPeriod), WithStaleAfter(time.Hour))
 	require.NoError(t, p.Open(ctx))
 	require.False(t, p.IsThrottled())
 

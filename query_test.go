@@ -203,7 +203,7 @@ func TestQueryErrorFailsClosedAfterStaleWindow(t *testing.T) {
 }
 
 func TestQueryStaleTimerFires(t *testing.T) {
-	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), WithInterval(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), WithInterval(minPeriod), WithStaleAfter(20*time.Millisecond))
 	require.NoError(t, q.Open(context.Background()))
 	f.setResult(fakedbResult{err: errBoom})
 	require.Eventually(t, q.IsThrottled, 5*time.Second, time.Millisecond)
@@ -217,7 +217,7 @@ func TestQueryStaleTimerFires(t *testing.T) {
 // killed on the server by its connection id.
 func TestQueryHangIsKilled(t *testing.T) {
 	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0),
-		WithInterval(2*time.Millisecond), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+		WithInterval(minPeriod), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
 	require.NoError(t, q.Open(context.Background()))
 	f.setHang(true)
 	var wg sync.WaitGroup
@@ -249,7 +249,7 @@ func TestQueryHangIsKilled(t *testing.T) {
 // on the server.
 func TestQueryCloseKillsTheRunInFlight(t *testing.T) {
 	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0),
-		WithInterval(time.Millisecond), WithQueryTimeout(time.Hour), WithStaleAfter(time.Hour))
+		WithInterval(minPeriod), WithQueryTimeout(time.Hour), WithStaleAfter(time.Hour))
 	require.NoError(t, q.Open(context.Background()))
 	f.setHang(true)
 	require.Eventually(t, func() bool { return f.inFlight.Load() == 1 }, 5*time.Second, time.Millisecond)

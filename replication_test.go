@@ -32,6 +32,13 @@ func TestNewReplicationThrottlerRejectsBadInput(t *testing.T) {
 		{"stale shorter than interval", true, time.Second, []Option{WithInterval(time.Second), WithStaleAfter(500 * time.Millisecond)}, "shorter than the poll interval"},
 		{"zero query timeout", true, time.Second, []Option{WithQueryTimeout(0)}, "WithQueryTimeout(0s)"},
 		{"query timeout past stale window", true, time.Second, []Option{WithStaleAfter(3 * time.Second), WithQueryTimeout(4 * time.Second)}, "longer than the stale window"},
+		{"interval 1ns", true, time.Second, []Option{WithInterval(1)}, "WithInterval(1ns): the poll interval must be at least 10ms"},
+		{"interval under 10ms", true, time.Second, []Option{WithInterval(minPeriod - 1)}, "WithInterval(9.999999ms): the poll interval must be at least 10ms"},
+		{"interval of 97 years", true, time.Second, []Option{WithInterval(97 * 365 * 24 * time.Hour)}, "WithInterval(849720h0m0s): the poll interval must be at most 24h0m0s"},
+		{"interval past a day", true, time.Second, []Option{WithInterval(maxPeriod + 1)}, "must be at most 24h0m0s"},
+		{"stale past a week", true, time.Second, []Option{WithStaleAfter(maxSpan + 1)}, "WithStaleAfter(168h0m0.000000001s): the stale window must be at most 168h0m0s"},
+		{"query timeout past a week", true, time.Second, []Option{WithQueryTimeout(maxDuration)}, "the query timeout must be at most 168h0m0s"},
+		{"max wait past a week", true, time.Second, []Option{WithMaxWait(maxDuration)}, "WithMaxWait(2562047h47m16.854775807s): the maximum wait must be at most 168h0m0s"},
 		{"nil source", true, time.Second, []Option{WithLagSource(nil)}, "WithLagSource(nil)"},
 		{"nil option", true, time.Second, []Option{nil}, "option 0 is nil"},
 		{"two problems", false, 0, []Option{WithInterval(0)}, "WithInterval(0s)"},
@@ -66,6 +73,19 @@ func TestDefaults(t *testing.T) {
 	r, err := NewReplicationThrottler(fakeDB, time.Second, nil)
 	require.NoError(t, err)
 	assert.Nil(t, r.Source(), "chosen at Open")
+
+	// The bounds themselves are accepted, and what derives from them stays
+	// positive and in order (97 years of interval once made the stale
+	// window negative).
+	o, problems = buildOptions([]Option{WithInterval(maxPeriod)}, "")
+	require.Empty(t, problems)
+	assert.Equal(t, 3*maxPeriod, o.staleAfter)
+	assert.Equal(t, 5*time.Second, o.queryTimeout)
+	assert.Equal(t, maxPeriod/10, o.fastInterval())
+	o, problems = buildOptions([]Option{WithInterval(minPeriod), WithStaleAfter(maxSpan), WithQueryTimeout(maxSpan), WithMaxWait(maxSpan)}, "")
+	require.Empty(t, problems)
+	assert.Equal(t, minPeriod, o.fastInterval())
+	assert.Equal(t, maxSpan, o.staleAfter)
 }
 
 func TestOpenMeasuresSynchronously(t *testing.T) {
@@ -186,7 +206,7 @@ func TestFailedPollsThrottleAfterStaleWindow(t *testing.T) {
 }
 
 func TestStaleTimerFires(t *testing.T) {
-	r, src := newFake(t, time.Second, Measurement{}, WithInterval(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+	r, src := newFake(t, time.Second, Measurement{}, WithInterval(minPeriod), WithStaleAfter(20*time.Millisecond))
 	require.NoError(t, r.Open(context.Background()))
 	defer r.Close()
 	src.set(Measurement{}, errBoom)
@@ -201,7 +221,7 @@ func TestStaleTimerFires(t *testing.T) {
 // fails closed once the stale window passes.
 func TestHungReplicaOnePollInFlight(t *testing.T) {
 	r, src := newFake(t, time.Second, Measurement{},
-		WithInterval(2*time.Millisecond), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+		WithInterval(minPeriod), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
 	require.NoError(t, r.Open(context.Background()))
 	defer r.Close()
 	src.setHang(true)
