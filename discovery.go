@@ -278,8 +278,12 @@ var discoveryStatements = []string{"SHOW REPLICAS", "SHOW SLAVE HOSTS"}
 func (d *Discovery) showReplicas(ctx context.Context) ([]ReplicaHost, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.queryTimeout)
 	defer cancel()
+	return onSession(ctx, d.primary, d.listOn)
+}
+
+func (d *Discovery) listOn(ctx context.Context, primary querier) ([]ReplicaHost, error) {
 	for i := int(d.stmt.Load()); i < len(discoveryStatements); i++ {
-		rows, err := queryRowMaps(ctx, d.primary, discoveryStatements[i])
+		rows, err := queryRowMaps(ctx, primary, discoveryStatements[i])
 		if mysqlErrorNumber(err) == erParseError && i+1 < len(discoveryStatements) {
 			d.stmt.CompareAndSwap(int32(i), int32(i+1))
 			continue

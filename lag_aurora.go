@@ -95,6 +95,10 @@ func (s auroraSource) Measure(ctx context.Context, db *sql.DB) (Measurement, err
 	if err := s.cfg.check(); err != nil {
 		return Measurement{}, err
 	}
+	return onSession(ctx, db, s.measure)
+}
+
+func (s auroraSource) measure(ctx context.Context, db querier) (Measurement, error) {
 	rows, err := db.QueryContext(ctx, auroraQuery)
 	if err != nil {
 		return Measurement{}, auroraError(err)

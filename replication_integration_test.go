@@ -222,6 +222,27 @@ func TestIntegrationRevokedGrant(t *testing.T) {
 	eventually(t, "clear once the grant is back", 10*time.Second, func() bool { return !r.IsThrottled() })
 }
 
+// A privilege given back with GRANT alone (no session killed) is noticed
+// within a few polls: the session that was denied is not reused, since it
+// would stay denied for ever.
+func TestIntegrationGrantGivenBack(t *testing.T) {
+	p := testenv.Require(t)
+	r, _ := openReplication(t, p, 2*time.Second)
+	t.Cleanup(func() { _ = p.RestoreMonitorGrant(ctxTimeout(t, 10*time.Second)) }) // even if we fail
+
+	// The kill makes the pool reconnect without the privilege.
+	require.NoError(t, p.RevokeMonitorGrant(ctxTimeout(t, 10*time.Second)))
+	eventually(t, "fails closed naming the grant", 5*time.Second, func() bool {
+		return r.IsThrottled() && strings.Contains(r.ThrottleReason(), "SLAVE MONITOR")
+	})
+	t.Logf("reason: %s", r.ThrottleReason())
+
+	require.NoError(t, p.GrantMonitorKeepSessions(ctxTimeout(t, 10*time.Second)))
+	took := eventually(t, "clear once the grant is back", 5*time.Second, func() bool { return !r.IsThrottled() })
+	assert.Less(t, took, 10*itInterval, "within a few polls of the GRANT")
+	require.NoError(t, r.UpdateLag(ctxTimeout(t, 5*time.Second)))
+}
+
 func TestIntegrationPrimaryIsRefused(t *testing.T) {
 	p := testenv.Require(t)
 	for _, src := range []throttler.LagSource{nil, throttler.ReplicaStatusSource()} {

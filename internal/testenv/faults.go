@@ -273,6 +273,23 @@ func (p *Pair) RestoreMonitorGrant(ctx context.Context) error {
 	return p.changeMonitorGrant(ctx, replica1, "restore monitor grant", grantMonitorStatement())
 }
 
+// GrantMonitorKeepSessions gives SLAVE MONITOR back as an operator would:
+// GRANT alone, the monitor user's sessions left open. Those sessions stay
+// denied (MariaDB copies global privileges at login); a client sees the
+// grant only on a new session.
+func (p *Pair) GrantMonitorKeepSessions(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx, defaultOpTimeout)
+	defer cancel()
+	err := p.adminOn(ctx, replica1, func(ctx context.Context, c *sql.Conn) error {
+		_, err := c.ExecContext(ctx, grantMonitorStatement())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("testenv: grant monitor: %w", err)
+	}
+	return nil
+}
+
 func grantMonitorStatement() string {
 	return fmt.Sprintf("GRANT SLAVE MONITOR ON *.* TO '%s'@'%%'", monitorUser)
 }
