@@ -312,14 +312,23 @@ func (p *Pair) changeMonitorGrant(ctx context.Context, id replicaID, what, stmt 
 // killMonitorSessions kills the monitor user's connections and waits until
 // the server has closed them, so the next use of a pooled connection sees a
 // closed socket (which database/sql retries on a new connection) rather
-// than racing the kill.
+// than racing the kill. It waits for the sessions it killed only: a client
+// polling meanwhile may log in again at once (a throttler drops a session
+// that was denied), and those new sessions (higher ids) are not waited for.
 func killMonitorSessions(ctx context.Context, c *sql.Conn) error {
+	var last sql.NullInt64
+	if err := c.QueryRowContext(ctx, "SELECT MAX(ID) FROM information_schema.PROCESSLIST WHERE USER = ?", monitorUser).Scan(&last); err != nil {
+		return fmt.Errorf("list monitor sessions: %w", err)
+	}
 	if _, err := c.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION USER '%s'", monitorUser)); err != nil {
 		return fmt.Errorf("kill monitor sessions: %w", err)
 	}
+	if !last.Valid {
+		return nil // there were none
+	}
 	for {
 		var n int
-		err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?", monitorUser).Scan(&n)
+		err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <= ?", monitorUser, last.Int64).Scan(&n)
 		if err != nil {
 			return fmt.Errorf("count monitor sessions: %w", err)
 		}
