@@ -90,6 +90,10 @@ type Discovery struct {
 	listErr     error     // the last listing's error; nil after a success
 	listStale   bool      // listErr has lasted long enough to throttle
 	warnedEmpty bool
+	// listings counts the listings that ran to an answer (or an error from
+	// the primary); written under opMu, read before taking it, so that a
+	// caller who waited for a listing in flight shares it.
+	listings atomic.Uint64
 
 	// pace, with WithPacing, paces callers once no member throttles; every
 	// watched member steers it, so the rate is the slowest replica's.
@@ -289,8 +293,12 @@ var discoveryStatements = []string{"SHOW REPLICAS", "SHOW SLAVE HOSTS"}
 func (d *Discovery) showReplicas(ctx context.Context) ([]ReplicaHost, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.queryTimeout)
 	defer cancel()
+	return onSession(ctx, d.primary, d.listOn)
+}
+
+func (d *Discovery) listOn(ctx context.Context, primary querier) ([]ReplicaHost, error) {
 	for i := int(d.stmt.Load()); i < len(discoveryStatements); i++ {
-		rows, err := queryRowMaps(ctx, d.primary, discoveryStatements[i])
+		rows, err := queryRowMaps(ctx, primary, discoveryStatements[i])
 		if mysqlErrorNumber(err) == erParseError && i+1 < len(discoveryStatements) {
 			d.stmt.CompareAndSwap(int32(i), int32(i+1))
 			continue
@@ -514,14 +522,24 @@ func (d *Discovery) monitor(ctx context.Context, done chan<- struct{}) {
 
 // rediscover lists the replicas again and reconciles the members: new ones
 // opened, vanished ones dropped (see Discovery), failed ones retried. lctx
-// bounds the listing, mctx the members' lives.
+// bounds the listing, mctx the members' lives. A caller that waited for a
+// listing in flight shares it (its error, if any) rather than asking the
+// primary again; once mctx ends it lists no more and returns ErrClosed.
 func (d *Discovery) rediscover(lctx, mctx context.Context) error {
+	seen := d.listings.Load()
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	if mctx.Err() != nil {
+		return ErrClosed
+	}
+	if d.listings.Load() != seen {
+		return d.listErr
+	}
 	hosts, err := d.list(lctx)
 	if lctx.Err() != nil || mctx.Err() != nil {
 		return err // stopping, or the caller gave up: not the primary's fault
 	}
+	d.listings.Add(1)
 	now := d.now()
 	if err != nil {
 		if d.listErr == nil {
@@ -944,8 +962,10 @@ func (d *Discovery) waitClear(ctx context.Context) error {
 // UpdateLag asks the primary for its replicas, reconciles the members
 // (opening new ones and retrying failed ones), then measures every member
 // once, concurrently. It returns every error, each naming its replica; a
-// failed member's error counts, because its lag is unknown. It returns
-// ErrNotOpen before Open and ErrClosed after the Discovery stopped.
+// failed member's error counts, because its lag is unknown. Concurrent
+// callers share the listing and the measurements in flight rather than
+// each running their own. It returns ErrNotOpen before Open and ErrClosed
+// after the Discovery stopped: at once, also for callers that waited.
 func (d *Discovery) UpdateLag(ctx context.Context) error {
 	d.mu.Lock()
 	ph, mctx := d.phase, d.mctx
@@ -956,9 +976,17 @@ func (d *Discovery) UpdateLag(ctx context.Context) error {
 	case ph != phaseOpen:
 		return fmt.Errorf("throttler: update lag: %w", ErrNotOpen)
 	}
+	// Stop the listing and the members' measurements the moment the
+	// Discovery stops, not when the caller gives up.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(mctx, cancel)()
 	var errs []error
 	if err := d.rediscover(ctx, mctx); err != nil {
 		errs = append(errs, fmt.Errorf("discover replicas: %w", err))
+	}
+	if mctx.Err() != nil {
+		return fmt.Errorf("throttler: update lag: %w", ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("throttler: update lag: %w", err)

@@ -715,3 +715,53 @@ func TestDiscoveryNotThrottledAsSoonAsCancelReturns(t *testing.T) {
 		require.NoError(t, d.Close())
 	}
 }
+
+// Callers of UpdateLag queued behind a listing in flight return ErrClosed
+// once the Discovery closes; none asks the primary after Close.
+func TestDiscoveryUpdateLagAfterCloseListsNoMore(t *testing.T) {
+	f := newFleet(hostA)
+	d := newDisco(t, f, nil, nil)
+	require.NoError(t, d.Open(context.Background()))
+	var lists atomic.Int64
+	entered, release := make(chan struct{}), make(chan struct{})
+	d.list = func(ctx context.Context) ([]ReplicaHost, error) {
+		if lists.Add(1) == 1 {
+			close(entered)
+		}
+		select { // a primary that answers only when the test says
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-release:
+			return f.list(ctx)
+		}
+	}
+	const callers = 8
+	errs, started := make(chan error, callers), make(chan struct{}, callers)
+	call := func() {
+		started <- struct{}{}
+		errs <- d.UpdateLag(context.Background())
+	}
+	go call()
+	<-entered
+	for range callers - 1 {
+		go call()
+	}
+	for range callers {
+		<-started
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second): // a guard, not a wait: Close returns at once
+		close(release)
+		require.NoError(t, <-closed)
+		t.Fatal("Close waited for a listing that its callers should have given up")
+	}
+	close(release) // a listing that outlived Close would now answer
+	for range callers {
+		assert.ErrorIs(t, <-errs, ErrClosed)
+	}
+	assert.Equal(t, int64(1), lists.Load(), "no listing after Close")
+}

@@ -187,7 +187,7 @@ func (h *Heartbeat) Open(ctx context.Context) error {
 func (h *Heartbeat) prepare(ctx context.Context) (string, error) {
 	if h.create {
 		cctx, cancel := context.WithTimeout(ctx, h.timeout)
-		_, err := h.db.ExecContext(cctx, fmt.Sprintf(heartbeatCreateTable, h.table.quoted))
+		err := exec(cctx, h.db, fmt.Sprintf(heartbeatCreateTable, h.table.quoted))
 		cancel()
 		if err != nil {
 			if n := mysqlErrorNumber(err); n == erTableAccessDenied || n == erDBAccessDenied {
@@ -220,7 +220,7 @@ func (h *Heartbeat) prepare(ctx context.Context) (string, error) {
 func (h *Heartbeat) write(ctx context.Context, stmt string) error {
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	_, err := h.db.ExecContext(ctx, stmt)
+	err := exec(ctx, h.db, stmt)
 	if err == nil {
 		return nil
 	}

@@ -102,6 +102,10 @@ type auroraRow struct {
 }
 
 func (s auroraSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
+	return onSession(ctx, db, s.measure)
+}
+
+func (s auroraSource) measure(ctx context.Context, db querier) (Measurement, error) {
 	rows, err := db.QueryContext(ctx, auroraQuery)
 	if err != nil {
 		return Measurement{}, auroraError(err)

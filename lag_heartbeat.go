@@ -120,6 +120,10 @@ func (s *heartbeatSource) rowName() string {
 }
 
 func (s *heartbeatSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
+	return onSession(ctx, db, s.measure)
+}
+
+func (s *heartbeatSource) measure(ctx context.Context, db querier) (Measurement, error) {
 	var row heartbeatRow
 	var now heartbeatWallTime
 	var ts heartbeatText

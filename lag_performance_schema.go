@@ -166,6 +166,10 @@ const receiverSilenceLimit = 2 * time.Minute
 const idleAfter = time.Minute
 
 func (performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
+	return onSession(ctx, db, measurePerformanceSchema)
+}
+
+func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, error) {
 	rows, err := db.QueryContext(ctx, performanceSchemaQuery)
 	if err != nil {
 		return Measurement{}, performanceSchemaError(err)

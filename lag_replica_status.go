@@ -79,6 +79,10 @@ var replicaStatusStatements = []string{
 func (s *replicaStatusSource) String() string { return "replica status" }
 
 func (s *replicaStatusSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
+	return onSession(ctx, db, s.measure)
+}
+
+func (s *replicaStatusSource) measure(ctx context.Context, db querier) (Measurement, error) {
 	for i := int(s.stmt.Load()); i < len(replicaStatusStatements); i++ {
 		rows, err := queryRowMaps(ctx, db, replicaStatusStatements[i])
 		if mysqlErrorNumber(err) == erParseError && i+1 < len(replicaStatusStatements) {
@@ -428,7 +432,7 @@ func threadState(thread string, state sql.NullString, errno, msg string) string 
 
 // queryRowMaps runs a statement whose columns are not known in advance and
 // returns each row by column name.
-func queryRowMaps(ctx context.Context, db *sql.DB, stmt string) ([]statusRow, error) {
+func queryRowMaps(ctx context.Context, db querier, stmt string) ([]statusRow, error) {
 	rows, err := db.QueryContext(ctx, stmt)
 	if err != nil {
 		return nil, err

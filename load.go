@@ -312,7 +312,11 @@ func (e *loadReadingError) Unwrap() error { return e.cause }
 
 // read runs the statement and returns one value per limit, in order.
 func (l *Load) read(ctx context.Context) ([]int64, error) {
-	rows, err := l.db.QueryContext(ctx, l.stmt)
+	return onSession(ctx, l.db, l.readOn)
+}
+
+func (l *Load) readOn(ctx context.Context, db querier) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, l.stmt)
 	if err != nil {
 		return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
 	}

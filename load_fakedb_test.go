@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // fakedbResult is one answer: columns and rows, or an error.
@@ -32,6 +34,13 @@ type fakedb struct {
 	kills   []int64
 	hungIDs []int64 // connections whose query hung
 	queries []string
+
+	// revoked models a missing privilege the way MariaDB checks one: a
+	// session opened while it is set answers every query with error 1227,
+	// and keeps doing so after it is cleared (a GRANT reaches new sessions
+	// only). connects counts the sessions opened.
+	revoked  atomic.Bool
+	connects atomic.Int64
 
 	nextID   atomic.Int64
 	calls    atomic.Int64 // queries answered by answer (not CONNECTION_ID or KILL)
@@ -115,7 +124,8 @@ func (f *fakedb) lastQuery() string {
 type fakedbConnector struct{ f *fakedb }
 
 func (c fakedbConnector) Connect(context.Context) (driver.Conn, error) {
-	return &fakedbConn{f: c.f, id: c.f.nextID.Add(1)}, nil
+	c.f.connects.Add(1)
+	return &fakedbConn{f: c.f, id: c.f.nextID.Add(1), denied: c.f.revoked.Load()}, nil
 }
 
 func (c fakedbConnector) Driver() driver.Driver { return fakedbDriver{} }
@@ -127,9 +137,14 @@ func (fakedbDriver) Open(string) (driver.Conn, error) {
 }
 
 type fakedbConn struct {
-	f  *fakedb
-	id int64
+	f      *fakedb
+	id     int64
+	denied bool // opened while the privilege was revoked
 }
+
+// errFakedbDenied is what a denied session answers: MariaDB's error 1227.
+var errFakedbDenied = &mysql.MySQLError{Number: erSpecificAccessDenied, SQLState: [5]byte{'4', '2', '0', '0', '0'},
+	Message: "Access denied; you need (at least one of) the SUPER, SLAVE MONITOR privilege(s) for this operation"}
 
 func (c *fakedbConn) Prepare(string) (driver.Stmt, error) {
 	return nil, errors.New("fakedb: no prepared statements")
@@ -138,6 +153,9 @@ func (c *fakedbConn) Close() error              { return nil }
 func (c *fakedbConn) Begin() (driver.Tx, error) { return nil, errors.New("fakedb: no transactions") }
 
 func (c *fakedbConn) ExecContext(_ context.Context, q string, _ []driver.NamedValue) (driver.Result, error) {
+	if c.denied {
+		return nil, errFakedbDenied
+	}
 	var id int64
 	if _, err := fmt.Sscanf(q, "KILL QUERY %d", &id); err != nil {
 		return nil, fmt.Errorf("fakedb: unexpected statement %q", q)
@@ -151,6 +169,9 @@ func (c *fakedbConn) ExecContext(_ context.Context, q string, _ []driver.NamedVa
 func (c *fakedbConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
 	if q == "SELECT CONNECTION_ID()" {
 		return &fakedbRows{cols: []string{"CONNECTION_ID()"}, rows: [][]driver.Value{{c.id}}}, nil
+	}
+	if c.denied {
+		return nil, errFakedbDenied
 	}
 	c.f.calls.Add(1)
 	n := c.f.inFlight.Add(1)

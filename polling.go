@@ -17,10 +17,13 @@ type polling struct {
 	updating string
 }
 
-// UpdateLag measures once, synchronously, and publishes the result; a clear
-// result wakes every waiter. It waits for a measurement already in flight
-// rather than starting a second one. It returns ErrNotOpen before Open and
-// ErrClosed after the throttler stopped.
+// UpdateLag measures once, synchronously, and publishes the result before it
+// returns; a clear result wakes every waiter. While a measurement is in
+// flight (the monitor's or another caller's) it starts none: it waits for
+// that one and returns its result, so concurrent callers cost one
+// measurement. It returns ErrNotOpen before Open and ErrClosed after the
+// throttler stopped (Close, or the end of Open's context): at once, also
+// to callers that were waiting, whose measurement in flight is cancelled.
 func (p *polling) UpdateLag(ctx context.Context) error {
 	if err := p.poll.Update(ctx); err != nil {
 		return fmt.Errorf("throttler: %s: %w", p.updating, lifecycleError(err))

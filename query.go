@@ -158,20 +158,23 @@ func queryAnswer(format string, args ...any) error {
 // read runs the query on a connection whose server-side id it knows first,
 // so that a run cut short by its context can be killed on the server.
 func (q *Query) read(ctx context.Context) (float64, error) {
-	conn, err := q.db.Conn(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("throttle query: %w", err)
-	}
 	var id int64
-	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
-		_ = conn.Close()
-		return 0, fmt.Errorf("throttle query: read the connection id: %w", err)
+	v, err := onSession(ctx, q.db, func(ctx context.Context, conn querier) (float64, error) {
+		if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+			return 0, fmt.Errorf("read the connection id: %w", err)
+		}
+		// A context that ends mid-query closes the connection under the
+		// driver (it is discarded, not reused); the server has not noticed.
+		return q.run(ctx, conn)
+	})
+	if err == nil {
+		return v, nil
 	}
-	v, err := q.run(ctx, conn)
-	// A context that ended mid-query has closed the connection under the
-	// driver (it is discarded, not reused); the server has not noticed.
-	_ = conn.Close()
-	if err != nil && ctx.Err() != nil {
+	var answer *queryAnswerError
+	if !errors.As(err, &answer) { // an answer names itself
+		err = fmt.Errorf("throttle query: %w", err)
+	}
+	if id != 0 && ctx.Err() != nil {
 		if kerr := q.kill(ctx, id); kerr != nil {
 			err = fmt.Errorf("%w (and KILL QUERY %d failed: %v)", err, id, kerr)
 		}
@@ -180,34 +183,34 @@ func (q *Query) read(ctx context.Context) (float64, error) {
 }
 
 // run runs the query on conn and reads its one number.
-func (q *Query) run(ctx context.Context, conn *sql.Conn) (float64, error) {
+func (q *Query) run(ctx context.Context, conn querier) (float64, error) {
 	rows, err := conn.QueryContext(ctx, q.query, q.args...)
 	if err != nil {
-		return 0, fmt.Errorf("throttle query: %w", err)
+		return 0, err
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
-		return 0, fmt.Errorf("throttle query: %w", err)
+		return 0, err
 	}
 	if len(cols) != 1 {
 		return 0, queryAnswer("returned %d columns (%s); want one numeric column", len(cols), strings.Join(cols, ", "))
 	}
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return 0, fmt.Errorf("throttle query: %w", err)
+			return 0, err
 		}
 		return 0, queryAnswer("returned no rows; want exactly one")
 	}
 	var raw any
 	if err := rows.Scan(&raw); err != nil {
-		return 0, fmt.Errorf("throttle query: %w", err)
+		return 0, err
 	}
 	if rows.Next() {
 		return 0, queryAnswer("returned more than one row; want exactly one")
 	}
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("throttle query: %w", err)
+		return 0, err
 	}
 	return queryNumber(raw)
 }

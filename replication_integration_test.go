@@ -8,13 +8,15 @@ package throttler_test
 import (
 	"context"
 	"database/sql"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
+	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -222,6 +224,27 @@ func TestIntegrationRevokedGrant(t *testing.T) {
 	eventually(t, "clear once the grant is back", 10*time.Second, func() bool { return !r.IsThrottled() })
 }
 
+// A privilege given back with GRANT alone (no session killed) is noticed
+// within a few polls: the session that was denied is not reused, since it
+// would stay denied for ever.
+func TestIntegrationGrantGivenBack(t *testing.T) {
+	p := testenv.Require(t)
+	r, _ := openReplication(t, p, 2*time.Second)
+	t.Cleanup(func() { _ = p.RestoreMonitorGrant(ctxTimeout(t, 10*time.Second)) }) // even if we fail
+
+	// The kill makes the pool reconnect without the privilege.
+	require.NoError(t, p.RevokeMonitorGrant(ctxTimeout(t, 10*time.Second)))
+	eventually(t, "fails closed naming the grant", 5*time.Second, func() bool {
+		return r.IsThrottled() && strings.Contains(r.ThrottleReason(), "SLAVE MONITOR")
+	})
+	t.Logf("reason: %s", r.ThrottleReason())
+
+	require.NoError(t, p.GrantMonitorKeepSessions(ctxTimeout(t, 10*time.Second)))
+	took := eventually(t, "clear once the grant is back", 5*time.Second, func() bool { return !r.IsThrottled() })
+	assert.Less(t, took, 10*itInterval, "within a few polls of the GRANT")
+	require.NoError(t, r.UpdateLag(ctxTimeout(t, 5*time.Second)))
+}
+
 func TestIntegrationPrimaryIsRefused(t *testing.T) {
 	p := testenv.Require(t)
 	for _, src := range []throttler.LagSource{nil, throttler.ReplicaStatusSource()} {
@@ -292,4 +315,48 @@ func TestIntegrationCloseAndCancelReleaseWaiters(t *testing.T) {
 			require.NoError(t, p.StartSQLThread(ctxTimeout(t, 10*time.Second)))
 		})
 	}
+}
+
+// Callers of UpdateLag queued behind a measurement hung on a frozen replica
+// return ErrClosed at once on Close, and no connection is dialed after it.
+func TestIntegrationUpdateLagAfterCloseOnFrozenReplica(t *testing.T) {
+	p := testenv.Require(t)
+	cfg, err := mysql.ParseDSN(p.ReplicaDSN())
+	require.NoError(t, err)
+	var dials atomic.Int64
+	var nd net.Dialer
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return nd.DialContext(ctx, network, addr)
+	}
+	conn, err := mysql.NewConnector(cfg)
+	require.NoError(t, err)
+	db := sql.OpenDB(conn)
+	t.Cleanup(func() { _ = db.Close() })
+	// A long query timeout: a caller that waited for it would show.
+	r, err := throttler.NewReplicationThrottler(db, 2*time.Second, nil,
+		throttler.WithInterval(5*time.Second), throttler.WithQueryTimeout(5*time.Second))
+	require.NoError(t, err)
+	require.NoError(t, r.Open(context.Background()))
+	t.Cleanup(func() { _ = r.Close() })
+
+	require.NoError(t, p.FreezeReplica())
+	t.Cleanup(func() { _ = p.ThawReplica() })
+	const callers = 8
+	errs := make(chan error, callers)
+	for range callers {
+		go func() { errs <- r.UpdateLag(context.Background()) }()
+	}
+	eventually(t, "a measurement hangs on the frozen replica", 5*time.Second, func() bool { return db.Stats().InUse == 1 })
+	time.Sleep(100 * time.Millisecond) // let every caller queue behind it
+
+	before, closed := dials.Load(), time.Now()
+	require.NoError(t, r.Close())
+	for range callers {
+		assert.ErrorIs(t, <-errs, throttler.ErrClosed)
+	}
+	took := time.Since(closed)
+	t.Logf("all %d callers returned %v after Close", callers, took.Round(time.Millisecond))
+	assert.Less(t, took, time.Second, "at once, not a query timeout per caller")
+	assert.Equal(t, before, dials.Load(), "no connection dialed after Close")
 }

@@ -37,6 +37,7 @@ const (
 type Runner struct {
 	mu      sync.Mutex // guards every field
 	phase   phase
+	ctx     context.Context // the monitor's: ends on Close or with Open's context
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the monitor has returned
 	unwatch func() bool   // stops the AfterFunc that releases on the context's end
@@ -86,7 +87,7 @@ func (r *Runner) Start(ctx context.Context, g *gate.Gate, before func(), monitor
 		before()
 	}
 	mctx, cancel := context.WithCancel(ctx)
-	r.cancel, r.done = cancel, make(chan struct{})
+	r.ctx, r.cancel, r.done = mctx, cancel, make(chan struct{})
 	g.Bind(mctx.Done())
 	// Release the moment the context ends, not when the monitor next looks:
 	// waiters must not wait out a measurement in flight.
@@ -139,4 +140,19 @@ func (r *Runner) CheckOpen() error {
 		return ErrClosed
 	}
 	return ErrNotOpen
+}
+
+// Context is the monitor's context while open: it ends on Close or with
+// Open's context, so work done for a caller can stop the moment the
+// throttler does. It is ErrClosed after Close and ErrNotOpen before Start.
+func (r *Runner) Context() (context.Context, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch r.phase {
+	case phaseOpen:
+		return r.ctx, nil
+	case phaseClosed:
+		return nil, ErrClosed
+	}
+	return nil, ErrNotOpen
 }

@@ -73,3 +73,19 @@ func TestMonitorEndReleases(t *testing.T) {
 	close(busy)
 	r2.Close(&g2)
 }
+
+func TestContextEndsWithClose(t *testing.T) {
+	var r Runner
+	var g gate.Gate
+	_, err := r.Context()
+	assert.ErrorIs(t, err, ErrNotOpen)
+	require.NoError(t, r.Begin())
+	require.NoError(t, r.Start(context.Background(), &g, nil, func(ctx context.Context) { <-ctx.Done() }))
+	ctx, err := r.Context()
+	require.NoError(t, err)
+	assert.NoError(t, ctx.Err())
+	r.Close(&g)
+	assert.Error(t, ctx.Err(), "the monitor's context ends on Close")
+	_, err = r.Context()
+	assert.ErrorIs(t, err, ErrClosed)
+}

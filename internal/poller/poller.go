@@ -77,9 +77,12 @@ type Poller struct {
 	probe Probe
 	gate  gate.Gate
 
-	// slot is a one-place semaphore: at most one probe in flight, so a hung
-	// server costs one connection and one goroutine, not a pile.
-	slot chan struct{}
+	// flightMu guards flight, the probe in flight (nil when none). At most
+	// one probe runs at a time, so a hung server costs one connection and one
+	// goroutine, not a pile; whoever wants a probe while one runs waits for
+	// it and shares its outcome instead of queueing a probe of its own.
+	flightMu sync.Mutex
+	flight   *flight
 
 	life lifecycle.Runner
 
@@ -97,9 +100,20 @@ type Poller struct {
 
 const kindStale = "stale"
 
+// flight is one probe in flight; its outcome is set before done closes.
+type flight struct {
+	done chan struct{}
+	v    Verdict
+	err  error
+	// abandoned: the probe's caller left (its context ended) before the
+	// probe ended, so the outcome says nothing about the signal and was not
+	// published: whoever shared it probes anew.
+	abandoned bool
+}
+
 // New returns an unopened Poller.
 func New(cfg Config, probe Probe) *Poller {
-	return &Poller{cfg: cfg, probe: probe, slot: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
+	return &Poller{cfg: cfg, probe: probe, hurry: make(chan struct{}, 1)}
 }
 
 // Open probes once and returns that error; on success it publishes the
@@ -109,7 +123,7 @@ func (p *Poller) Open(ctx context.Context) error {
 	if err := p.life.Begin(); err != nil {
 		return err
 	}
-	v, err := p.run(ctx)
+	v, err := p.run(ctx, false)
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -127,18 +141,70 @@ func (p *Poller) Open(ctx context.Context) error {
 	}, p.monitor)
 }
 
-// run takes the probe slot (waiting for a probe in flight, or ctx) and probes
-// once within the query timeout.
-func (p *Poller) run(ctx context.Context) (Verdict, error) {
-	select {
-	case p.slot <- struct{}{}:
-	case <-ctx.Done():
-		return Verdict{}, ctx.Err()
+// run probes once within the query timeout, or, while a probe is in flight,
+// waits for it and returns its outcome: one probe serves every caller that
+// came while it ran. The caller that probes publishes the outcome (when
+// publish is set) before the others see it, so that each caller returns
+// with the gate already showing its reading. ctx ends the wait; when it
+// ends a probe, the probe is abandoned: nothing is published, and those
+// who shared it probe anew, unless their own ctx ended too. Callers that
+// must stop when the Poller stops pass a ctx that ends with it (Update);
+// once the Poller is released, run starts no probe that would publish.
+func (p *Poller) run(ctx context.Context, publish bool) (Verdict, error) {
+	for {
+		p.flightMu.Lock()
+		f := p.flight
+		if f == nil && publish && p.gate.Released() {
+			// Stopped: checked here, not only through ctx, whose end
+			// after a stop comes a goroutine switch later (AfterFunc).
+			p.flightMu.Unlock()
+			return Verdict{}, ErrClosed
+		}
+		if f == nil {
+			f = &flight{done: make(chan struct{})}
+			p.flight = f
+			p.flightMu.Unlock()
+			return p.fly(ctx, f, publish)
+		}
+		p.flightMu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Verdict{}, ctx.Err()
+		}
+		if !f.abandoned {
+			return f.v, f.err
+		}
+		if err := ctx.Err(); err != nil {
+			return Verdict{}, err
+		}
 	}
-	defer func() { <-p.slot }()
+}
+
+// fly runs the probe of flight f, publishes its outcome and lands it.
+func (p *Poller) fly(ctx context.Context, f *flight, publish bool) (Verdict, error) {
+	defer func() {
+		p.flightMu.Lock()
+		p.flight = nil
+		p.flightMu.Unlock()
+		close(f.done)
+	}()
 	qctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
 	defer cancel()
-	return p.probe(qctx)
+	f.v, f.err = p.probe(qctx)
+	if ctx.Err() != nil {
+		// The caller left, or the Poller stopped: not the signal's doing,
+		// and nothing to publish after a stop.
+		f.abandoned = true
+		if f.err == nil {
+			return Verdict{}, ctx.Err() // unpublished: not a reading for the caller either
+		}
+		return Verdict{}, f.err
+	}
+	if publish {
+		p.apply(f.v, f.err, time.Now())
+	}
+	return f.v, f.err
 }
 
 func (p *Poller) monitor(ctx context.Context) {
@@ -152,12 +218,11 @@ func (p *Poller) monitor(ctx context.Context) {
 		case <-p.hurry:
 			t.Reset(p.next(true))
 		case <-t.C:
-			v, err := p.run(ctx)
+			_, err := p.run(ctx, true)
 			if ctx.Err() != nil {
 				p.stopped(ctx)
 				return
 			}
-			p.apply(v, err, time.Now())
 			select {
 			case <-p.hurry: // its own verdict's: already heeded below
 			default:
@@ -182,20 +247,27 @@ func (p *Poller) stopped(ctx context.Context) {
 	}
 }
 
-// Update probes once, synchronously, and publishes the result. It waits for
-// a probe already in flight rather than starting a second one.
+// Update probes once, synchronously, and publishes the result before it
+// returns. While a probe is in flight (the monitor's, or another Update's)
+// it starts none: it waits for that probe and returns its outcome, so N
+// concurrent callers cost one probe. Once the Poller stops (Close, or the
+// end of Open's context) every caller returns ErrClosed at once, those
+// waiting included, and a probe in flight for a caller is cancelled.
 func (p *Poller) Update(ctx context.Context) error {
-	if err := p.life.CheckOpen(); err != nil {
+	mctx, err := p.life.Context()
+	if err != nil {
 		return err
 	}
 	if p.gate.Released() {
 		return ErrClosed // Open's context ended
 	}
-	v, err := p.run(ctx)
-	if err != nil && ctx.Err() != nil {
-		return err // the caller gave up: not the signal's fault
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(mctx, cancel)()
+	_, err = p.run(ctx, true)
+	if err != nil && mctx.Err() != nil {
+		return ErrClosed // whatever the probe said, the Poller stopped
 	}
-	p.apply(v, err, time.Now())
 	return err
 }
 

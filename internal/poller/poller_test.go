@@ -141,3 +141,117 @@ func TestFastVerdicts(t *testing.T) {
 		assert.Equal(t, int64(10), probes(time.Second), "an update's fast verdict hurries the monitor")
 	})
 }
+
+// held is a probe that answers Open's call at once and holds every later one
+// until release is closed or its context ends, like a query on a frozen
+// server.
+type held struct {
+	n       atomic.Int64
+	release chan struct{}
+}
+
+func (h *held) probe(ctx context.Context) (Verdict, error) {
+	if h.n.Add(1) == 1 {
+		return Verdict{}, nil // Open's
+	}
+	select {
+	case <-h.release:
+		return Verdict{Throttled: true, Reason: "held"}, nil
+	case <-ctx.Done():
+		return Verdict{}, ctx.Err()
+	}
+}
+
+func newHeld(t *testing.T, ctx context.Context) (*Poller, *held) {
+	h := &held{release: make(chan struct{})}
+	// An hour's interval: the monitor stays out of the way, and a held probe
+	// would take an hour of the fake clock to time out.
+	p := New(Config{
+		Interval: time.Hour, StaleAfter: 3 * time.Hour, QueryTimeout: time.Hour,
+		Logger: slog.New(slog.DiscardHandler),
+	}, h.probe)
+	require.NoError(t, p.Open(ctx))
+	return p, h
+}
+
+// updates starts n Update calls and returns their errors' channel.
+func updates(p *Poller, ctx context.Context, n int) <-chan error {
+	errs := make(chan error, n)
+	for range n {
+		go func() { errs <- p.Update(ctx) }()
+	}
+	return errs
+}
+
+// Callers queued behind a probe in flight return ErrClosed the moment the
+// Poller stops (Close or the end of Open's context), and none of them
+// probes after the stop.
+func TestUpdateAfterStopReturnsAtOnce(t *testing.T) {
+	for _, stop := range []string{"Close", "Open's context ends"} {
+		t.Run(stop, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				p, h := newHeld(t, ctx)
+				defer p.Close()
+				errs := updates(p, context.Background(), 8)
+				synctest.Wait() // one caller probes, seven wait for it
+				require.Equal(t, int64(2), h.n.Load(), "Open's probe and one held probe")
+
+				stopped := time.Now()
+				if stop == "Close" {
+					p.Close()
+				} else {
+					cancel()
+				}
+				for range 8 {
+					assert.ErrorIs(t, <-errs, ErrClosed)
+				}
+				// The fake clock moves only if a caller waited on a timer
+				// (a probe's timeout).
+				assert.Zero(t, time.Since(stopped), "every caller returned at once")
+				assert.Equal(t, int64(2), h.n.Load(), "no probe after the stop")
+				assert.ErrorIs(t, p.Update(context.Background()), ErrClosed)
+			})
+		})
+	}
+}
+
+// Callers that come while a probe is in flight share its outcome: one probe
+// for all of them, published before any returns.
+func TestConcurrentUpdatesShareOneProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, h := newHeld(t, context.Background())
+		defer p.Close()
+		errs := updates(p, context.Background(), 8)
+		synctest.Wait()
+		close(h.release)
+		for range 8 {
+			assert.NoError(t, <-errs)
+		}
+		assert.Equal(t, int64(2), h.n.Load(), "Open's probe and one shared probe")
+		assert.True(t, p.Throttled(), "published before the callers returned")
+	})
+}
+
+// A probe whose caller leaves is abandoned, not shared: its context's error
+// says nothing about the signal. A caller that waited for it probes anew.
+func TestAbandonedProbeIsNotShared(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, h := newHeld(t, context.Background())
+		defer p.Close()
+		leaving, leave := context.WithCancel(context.Background())
+		left := updates(p, leaving, 1)
+		synctest.Wait()
+		stays := updates(p, context.Background(), 1)
+		synctest.Wait()
+		leave()
+		assert.ErrorIs(t, <-left, context.Canceled)
+		synctest.Wait()
+		assert.Equal(t, int64(3), h.n.Load(), "the caller that stayed probes anew")
+		assert.False(t, p.Throttled(), "the abandoned probe published nothing")
+		close(h.release)
+		assert.NoError(t, <-stays)
+		assert.True(t, p.Throttled())
+	})
+}

@@ -282,6 +282,23 @@ func (p *Pair) RestoreMonitorGrant(ctx context.Context) error {
 	return p.changeMonitorGrant(ctx, replica1, "restore monitor grant", grantMonitorStatement())
 }
 
+// GrantMonitorKeepSessions gives SLAVE MONITOR back as an operator would:
+// GRANT alone, the monitor user's sessions left open. Those sessions stay
+// denied (MariaDB copies global privileges at login); a client sees the
+// grant only on a new session.
+func (p *Pair) GrantMonitorKeepSessions(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx, defaultOpTimeout)
+	defer cancel()
+	err := p.adminOn(ctx, replica1, func(ctx context.Context, c *sql.Conn) error {
+		_, err := c.ExecContext(ctx, grantMonitorStatement())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("testenv: grant monitor: %w", err)
+	}
+	return nil
+}
+
 func grantMonitorStatement() string {
 	return fmt.Sprintf("GRANT SLAVE MONITOR ON *.* TO '%s'@'%%'", monitorUser)
 }
@@ -304,14 +321,23 @@ func (p *Pair) changeMonitorGrant(ctx context.Context, id replicaID, what, stmt 
 // killMonitorSessions kills the monitor user's connections and waits until
 // the server has closed them, so the next use of a pooled connection sees a
 // closed socket (which database/sql retries on a new connection) rather
-// than racing the kill.
+// than racing the kill. It waits for the sessions it killed only: a client
+// polling meanwhile may log in again at once (a throttler drops a session
+// that was denied), and those new sessions (higher ids) are not waited for.
 func killMonitorSessions(ctx context.Context, c *sql.Conn) error {
+	var last sql.NullInt64
+	if err := c.QueryRowContext(ctx, "SELECT MAX(ID) FROM information_schema.PROCESSLIST WHERE USER = ?", monitorUser).Scan(&last); err != nil {
+		return fmt.Errorf("list monitor sessions: %w", err)
+	}
 	if _, err := c.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION USER '%s'", monitorUser)); err != nil {
 		return fmt.Errorf("kill monitor sessions: %w", err)
 	}
+	if !last.Valid {
+		return nil // there were none
+	}
 	for {
 		var n int
-		err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?", monitorUser).Scan(&n)
+		err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <= ?", monitorUser, last.Int64).Scan(&n)
 		if err != nil {
 			return fmt.Errorf("count monitor sessions: %w", err)
 		}
