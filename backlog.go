@@ -65,21 +65,30 @@ func (a *applyRate) update(m *Measurement, at time.Time) {
 		a.bytes = rateMeter{}
 	}
 	b.TransactionsPerSecond, b.BytesPerSecond = a.tx.est, a.bytes.est
-	switch {
-	case txOK && b.Transactions == 0 || !txOK && bytesOK && b.Bytes == 0:
-		b.ApplyTime = 0 // nothing queued
-	case txOK && a.tx.est > 0:
-		b.ApplyTime = secondsToDuration(float64(b.Transactions) / a.tx.est)
-		m.Predicted = satAdd(b.ApplyTime, at.Sub(a.tx.moved))
+	if txOK && b.Transactions == 0 || !txOK && bytesOK && b.Bytes == 0 {
+		b.ApplyTime, m.Predicted = 0, 0 // nothing queued
 		return
-	case !txOK && bytesOK && a.bytes.est > 0:
-		b.ApplyTime = secondsToDuration(float64(b.Bytes) / a.bytes.est)
-		m.Predicted = satAdd(b.ApplyTime, at.Sub(a.bytes.moved))
-		return
-	default:
-		return // a backlog whose rate is not known yet: no prediction
 	}
-	m.Predicted = 0
+	// Transactions differ in cost (a heartbeat's against a 1,000-row
+	// chunk's), and a rate measured while cheap ones arrived predicts a
+	// mix of expensive ones too short; exact bytes follow the work of row
+	// events more closely. Each gives a prediction; the longer stands.
+	// Bytes that are only a bound (Relay_Log_Space) serve only where
+	// transactions cannot be counted: the bound can be a relay log file
+	// too long.
+	a.predict(m, at, txOK, b.Transactions, &a.tx)
+	a.predict(m, at, bytesOK && (b.bytesExact || !txOK), b.Bytes, &a.bytes)
+}
+
+// predict raises m's ApplyTime and Predicted to what pending at r's rate
+// calls for, when ok and the rate is known.
+func (a *applyRate) predict(m *Measurement, at time.Time, ok bool, pending int64, r *rateMeter) {
+	if !ok || pending <= 0 || r.est <= 0 {
+		return
+	}
+	apply := secondsToDuration(float64(pending) / r.est)
+	m.Backlog.ApplyTime = max(m.Backlog.ApplyTime, apply)
+	m.Predicted = max(m.Predicted, satAdd(apply, at.Sub(r.moved)))
 }
 
 // add records a reading and re-reads the rate. file, when not "", is what

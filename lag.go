@@ -80,6 +80,8 @@ type Backlog struct {
 	appliedTransactions int64
 	appliedBytes        int64
 	appliedFile         string
+	// bytesExact says Bytes is exact, not an upper bound (Relay_Log_Space).
+	bytesExact bool
 }
 
 // Flavor is what the server says it is, from @@version and @@version_comment

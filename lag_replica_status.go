@@ -182,7 +182,7 @@ func replicaStatusLag(rows []statusRow) (Measurement, error) {
 // Relay_Source_Log_File, so that two readings compare only while no channel
 // changed file.
 func replicaStatusBacklog(rows []statusRow) Backlog {
-	b := Backlog{Known: true}
+	b := Backlog{Known: true, bytesExact: true}
 	applied := map[string]int64{}
 	files := make([]string, 0, len(rows))
 	for _, r := range rows {
@@ -191,7 +191,9 @@ func replicaStatusBacklog(rows []statusRow) Backlog {
 			return unknownBacklog()
 		}
 		b.Transactions = addCount(b.Transactions, txns)
-		b.Bytes = addCount(b.Bytes, channelBytes(r))
+		bytes, exact := channelBytes(r)
+		b.Bytes = addCount(b.Bytes, bytes)
+		b.bytesExact = b.bytesExact && exact
 		exec, execOK := logPosition(r, "Exec_Source_Log_Pos", "Exec_Master_Log_Pos")
 		if !execOK {
 			exec = -1
@@ -280,19 +282,20 @@ func channelTransactions(r statusRow, applied map[string]int64) (int64, bool) {
 
 // channelBytes is one channel's received but unapplied bytes of the source's
 // binary log: exact within one file, else Relay_Log_Space (an upper bound);
-// -1 when the columns are missing or not numbers.
-func channelBytes(r statusRow) int64 {
+// -1 when the columns are missing or not numbers. exact says it is not a
+// bound.
+func channelBytes(r statusRow) (n int64, exact bool) {
 	readFile, ok1 := r.first("Source_Log_File", "Master_Log_File")
 	execFile, ok2 := r.first("Relay_Source_Log_File", "Relay_Master_Log_File")
 	read, ok3 := logPosition(r, "Read_Source_Log_Pos", "Read_Master_Log_Pos")
 	exec, ok4 := logPosition(r, "Exec_Source_Log_Pos", "Exec_Master_Log_Pos")
 	if ok1 && ok2 && ok3 && ok4 && readFile.String == execFile.String && read >= exec {
-		return read - exec
+		return read - exec, true
 	}
 	if space, ok := logPosition(r, "Relay_Log_Space"); ok {
-		return space
+		return space, false
 	}
-	return -1
+	return -1, false
 }
 
 // logPosition reads a byte count or binary log position, saturating at

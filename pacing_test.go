@@ -390,6 +390,25 @@ func TestApplyRate(t *testing.T) {
 	m = read(3500*time.Millisecond, math.MaxInt64, 20)
 	assert.Equal(t, maxDuration, m.Predicted, "a backlog too large to represent saturates")
 
+	// Both counted: the longer prediction stands, from exact bytes only.
+	for _, exact := range []bool{true, false} {
+		var ab applyRate
+		both := func(at time.Duration, txPending, txApplied, bytesPending, pos int64) Measurement {
+			m := Measurement{Backlog: Backlog{Known: true, Transactions: txPending, appliedTransactions: txApplied,
+				Bytes: bytesPending, appliedBytes: pos, appliedFile: "b.1", bytesExact: exact}}
+			ab.update(&m, t0.Add(at))
+			return m
+		}
+		both(0, 10, 0, 3000, 0)
+		// 10 transactions a second (cheap ones), 1,000 bytes a second.
+		m := both(time.Second, 10, 10, 3000, 1000)
+		want := time.Second // 10 transactions at 10 a second
+		if exact {
+			want = 3 * time.Second // 3,000 bytes at 1,000 a second
+		}
+		assert.Equal(t, want, m.Predicted, "exact bytes %v", exact)
+	}
+
 	// Bytes, where transactions cannot be counted (GTIDs off).
 	var b applyRate
 	bytesRead := func(at time.Duration, pending, pos int64, file string) Measurement {
