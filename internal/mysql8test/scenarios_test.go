@@ -536,7 +536,10 @@ func TestDefaultLagSourceMySQL8(t *testing.T) {
 	assert.False(t, f.MariaDB)
 	assert.Equal(t, throttler.PerformanceSchemaSource().String(), throttler.DefaultLagSource(f).String())
 
-	thr, err := throttler.NewReplicationThrottler(db, 5*time.Second, nil, throttler.WithInterval(50*time.Millisecond))
+	thr, err := throttler.NewReplicationThrottler(db, 5*time.Second, nil, throttler.WithInterval(50*time.Millisecond),
+		// Open detects the flavor and measures within one query timeout: give
+		// the emulator, under -race on a busy machine, more than 50ms.
+		throttler.WithStaleAfter(5*time.Second), throttler.WithQueryTimeout(2*time.Second))
 	require.NoError(t, err)
 	require.NoError(t, thr.Open(ctx))
 	defer thr.Close()
