@@ -123,13 +123,13 @@ func FuzzPerformanceSchemaLag(f *testing.F) {
 		if ts[0].t.IsZero() {
 			return // Measure refuses a row without the server's time
 		}
-		row := PerformanceSchemaRow{
+		row := performanceSchemaRow{
 			Now: ts[0].t, Channel: "", ReceiverState: receiver, LastHeartbeat: ts[1].t,
 			LastQueued: queued, LastQueuedImmediateCommit: ts[2].t, LastQueuedCommit: ts[5].t, LastQueuedEnqueue: ts[2].t,
 			HasWorker: true, WorkerState: worker, LastApplied: applied, LastAppliedAt: ts[3].t,
 			Applying: applying, ApplyingStarted: ts[4].t,
 		}
-		m, err := performanceSchemaLag([]PerformanceSchemaRow{row})
+		m, err := performanceSchemaLag([]performanceSchemaRow{row})
 		require.NoError(t, err, "one channel is a replica")
 		assert.GreaterOrEqual(t, m.Lag, time.Duration(0), "a lag is never negative")
 		if m.NotFlowing == "" {

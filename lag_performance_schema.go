@@ -121,12 +121,13 @@ LEFT JOIN performance_schema.replication_applier_status_by_worker w
   ON w.CHANNEL_NAME = c.CHANNEL_NAME
 ORDER BY c.CHANNEL_NAME, w.WORKER_ID`
 
-// PerformanceSchemaRow is one row of the performance_schema lag query: a
-// channel's connection status joined with one of its applier workers. It is
-// exported for fixtures and tests; a zero time means the column was unset.
+// performanceSchemaRow is one row of the performance_schema lag query: a
+// channel's connection status joined with one of its applier workers; the
+// fixtures under testdata/performance_schema record it as JSON. A zero time
+// means the column was unset.
 // Times are instants (the query reads them as Unix times); their location
 // does not matter.
-type PerformanceSchemaRow struct {
+type performanceSchemaRow struct {
 	Now time.Time `json:"now"`
 
 	Channel           string    `json:"channel"`
@@ -175,9 +176,9 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 		return Measurement{}, performanceSchemaError(err)
 	}
 	defer rows.Close()
-	var recs []PerformanceSchemaRow
+	var recs []performanceSchemaRow
 	for rows.Next() {
-		var r PerformanceSchemaRow
+		var r performanceSchemaRow
 		var nowMicros, cErrNo, wID, wErrNo sql.NullInt64
 		var hb, qCommit, qImmediate, qEnd, queueing, applied, applying unixTime
 		var cErr, lastQueued, queueingTrx, wState, wErr, lastApplied, applyingTrx sql.NullString
@@ -225,11 +226,11 @@ func performanceSchemaError(err error) error {
 
 // performanceSchemaLag computes a measurement from the query's rows. It does
 // no I/O, so recorded rows test every case.
-func performanceSchemaLag(rows []PerformanceSchemaRow) (Measurement, error) {
+func performanceSchemaLag(rows []performanceSchemaRow) (Measurement, error) {
 	if len(rows) == 0 {
 		return Measurement{}, fmt.Errorf("%w: performance_schema.replication_connection_status has no channel", ErrNotReplica)
 	}
-	byChannel := map[string][]PerformanceSchemaRow{}
+	byChannel := map[string][]performanceSchemaRow{}
 	var names []string
 	for _, r := range rows {
 		if _, ok := byChannel[r.Channel]; !ok {
@@ -265,7 +266,7 @@ func performanceSchemaLag(rows []PerformanceSchemaRow) (Measurement, error) {
 // sequence number the workers last applied for the source of the channel's
 // last queued transaction: it restarts when that source changes.
 // performance_schema has no byte positions: Bytes is -1.
-func performanceSchemaBacklog(byChannel map[string][]PerformanceSchemaRow, names []string) Backlog {
+func performanceSchemaBacklog(byChannel map[string][]performanceSchemaRow, names []string) Backlog {
 	b := Backlog{Known: true, Bytes: -1, appliedBytes: -1}
 	for _, name := range names {
 		pending, applied, ok := channelPending(byChannel[name])
@@ -289,7 +290,7 @@ func performanceSchemaBacklog(byChannel map[string][]PerformanceSchemaRow, names
 // since the workers started (an idle source after a restart, or a new
 // source); nor when a worker applied past the last queued number, which a
 // single stream does not do.
-func channelPending(ws []PerformanceSchemaRow) (pending, highest int64, ok bool) {
+func channelPending(ws []performanceSchemaRow) (pending, highest int64, ok bool) {
 	c := ws[0] // the connection columns repeat on every row
 	if c.LastQueued == "" {
 		return 0, 0, true // nothing queued since the receiver started
@@ -334,7 +335,7 @@ func channelPending(ws []PerformanceSchemaRow) (pending, highest int64, ok bool)
 // channelLag measures one channel from its rows (one per worker, or one with
 // HasWorker false). It returns a reason instead when the channel is not
 // flowing.
-func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
+func channelLag(ws []performanceSchemaRow) (time.Duration, string) {
 	c := ws[0] // the connection columns repeat on every row
 	now := c.Now
 	if !strings.EqualFold(c.ReceiverState, "ON") {
@@ -456,7 +457,7 @@ func channelLag(ws []PerformanceSchemaRow) (time.Duration, string) {
 
 // applyingWithoutTime reports whether a running worker applies a transaction
 // that carries no immediate commit timestamp.
-func applyingWithoutTime(ws []PerformanceSchemaRow) bool {
+func applyingWithoutTime(ws []performanceSchemaRow) bool {
 	for _, w := range ws {
 		if w.HasWorker && strings.EqualFold(w.WorkerState, "ON") && w.Applying != "" && w.ApplyingStarted.IsZero() {
 			return true

@@ -11,7 +11,7 @@ import (
 // returns, and what the source must make of them.
 type psFixture struct {
 	Description string                 `json:"description"`
-	Rows        []PerformanceSchemaRow `json:"rows"`
+	Rows        []performanceSchemaRow `json:"rows"`
 	Want        lagWant                `json:"want"`
 }
 
