@@ -249,7 +249,11 @@ func Up(ctx context.Context, dir string, logf func(format string, args ...any)) 
 // this package started with that pair's config, and records them as stopped.
 // Data and logs stay for inspection; Purge removes them. A dir without a
 // state file is not an error: there is nothing to stop.
-func Down(dir string) error {
+func Down(dir string) error { return lockedDir(dir, "down", func() error { return downLocked(dir) }) }
+
+// lockedDir runs fn holding dir's lock; what prefixes errors. A dir that
+// does not exist has nothing to act on.
+func lockedDir(dir, what string, fn func() error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*stopGrace)
 	defer cancel()
 	unlock, err := lockFile(ctx, filepath.Join(dir, lockName))
@@ -257,10 +261,10 @@ func Down(dir string) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		return fmt.Errorf("testenv: down: %w", err)
+		return fmt.Errorf("testenv: %s: %w", what, err)
 	}
 	defer unlock()
-	return downLocked(dir)
+	return fn()
 }
 
 func downLocked(dir string) error {
@@ -306,16 +310,10 @@ func downLocked(dir string) error {
 // created in dir (instance directories, sockets, state and lock files), and
 // dir itself when that leaves it empty.
 func Purge(dir string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*stopGrace)
-	defer cancel()
-	unlock, err := lockFile(ctx, filepath.Join(dir, lockName))
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("testenv: purge: %w", err)
-	}
-	defer unlock()
+	return lockedDir(dir, "purge", func() error { return purgeLocked(dir) })
+}
+
+func purgeLocked(dir string) error {
 	if err := downLocked(dir); err != nil {
 		return err
 	}
