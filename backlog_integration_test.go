@@ -20,8 +20,8 @@ import (
 
 func TestIntegrationBacklogStoppedApplier(t *testing.T) {
 	p := testenv.Require(t)
-	primary := openDB(t, p.PrimaryDSN())
-	monitor := openDB(t, p.ReplicaDSN())
+	primary := openDB(t, p.Primary().AdminDSN())
+	monitor := openDB(t, p.Replica().DSN())
 	src := throttler.ReplicaStatusSource()
 	measure := func() throttler.Measurement {
 		t.Helper()
@@ -33,7 +33,7 @@ func TestIntegrationBacklogStoppedApplier(t *testing.T) {
 	_, err := primary.ExecContext(ctxTimeout(t, 5*time.Second),
 		"CREATE TABLE IF NOT EXISTS backlog_probe (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64) NOT NULL)")
 	require.NoError(t, err)
-	require.NoError(t, p.WaitCaughtUp(ctxTimeout(t, 5*time.Second)))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctxTimeout(t, 5*time.Second)))
 	m := measure()
 	require.True(t, m.Backlog.Known, "caught up: %+v", m)
 	require.Equal(t, int64(0), m.Backlog.Transactions, "caught up")
@@ -42,7 +42,7 @@ func TestIntegrationBacklogStoppedApplier(t *testing.T) {
 	// Nothing but this test writes to the primary (no heartbeat writer), so
 	// the count is exact.
 	const n = 25
-	require.NoError(t, p.StopSQLThread(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replication().StopSQLThread(ctxTimeout(t, 10*time.Second)))
 	for i := 0; i < n; i++ {
 		_, err := primary.ExecContext(ctxTimeout(t, 5*time.Second), "INSERT INTO backlog_probe (v) VALUES (?)", "queued while the applier is stopped")
 		require.NoError(t, err)
@@ -50,7 +50,7 @@ func TestIntegrationBacklogStoppedApplier(t *testing.T) {
 	var binlogPos string
 	require.NoError(t, primary.QueryRowContext(ctxTimeout(t, 5*time.Second), "SELECT @@gtid_binlog_pos").Scan(&binlogPos))
 	eventually(t, "the receiver has every transaction", 5*time.Second, func() bool {
-		st, err := p.ReplicaStatus(ctxTimeout(t, 5*time.Second))
+		st, err := p.Replication().Status(ctxTimeout(t, 5*time.Second))
 		require.NoError(t, err)
 		return gtidListContains(st["Gtid_IO_Pos"], binlogPos)
 	})
@@ -62,7 +62,7 @@ func TestIntegrationBacklogStoppedApplier(t *testing.T) {
 	assert.Positive(t, m.Backlog.Bytes)
 	t.Logf("stopped applier, %d transactions committed: backlog %d transactions, %d bytes", n, m.Backlog.Transactions, m.Backlog.Bytes)
 
-	require.NoError(t, p.StartSQLThread(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replication().StartSQLThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "the backlog reads 0 once applied", 10*time.Second, func() bool {
 		m := measure()
 		return m.Backlog.Known && m.Backlog.Transactions == 0 && m.Backlog.Bytes == 0
@@ -78,12 +78,12 @@ func TestIntegrationBacklogMultiSource(t *testing.T) {
 	p := testenv.Require(t)
 	src2, err := p.SecondSource(ctxTimeout(t, 30*time.Second))
 	require.NoError(t, err)
-	require.NoError(t, p.AddSourceConnection(ctxTimeout(t, 10*time.Second), eastChannel, src2))
-	primary := openDB(t, p.PrimaryDSN())
+	require.NoError(t, p.Replica().AddChannel(ctxTimeout(t, 10*time.Second), eastChannel, src2))
+	primary := openDB(t, p.Primary().AdminDSN())
 	east := openDB(t, src2.AdminDSN())
-	monitor := openDB(t, p.ReplicaDSN())
+	monitor := openDB(t, p.Replica().DSN())
 
-	require.NoError(t, p.StopConnectionSQLThread(ctxTimeout(t, 10*time.Second), eastChannel))
+	require.NoError(t, p.Replica().Channel(eastChannel).StopSQLThread(ctxTimeout(t, 10*time.Second)))
 	const n = 7
 	for i := 0; i < n; i++ {
 		_, err := east.ExecContext(ctxTimeout(t, 5*time.Second),
@@ -99,11 +99,11 @@ func TestIntegrationBacklogMultiSource(t *testing.T) {
 		_, err := primary.ExecContext(ctxTimeout(t, 5*time.Second), stmt)
 		require.NoError(t, err)
 	}
-	require.NoError(t, p.WaitCaughtUp(ctxTimeout(t, 5*time.Second)))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctxTimeout(t, 5*time.Second)))
 	eastPos, err := src2.BinlogPos(ctxTimeout(t, 5*time.Second))
 	require.NoError(t, err)
 	eventually(t, "east's receiver has every transaction", 5*time.Second, func() bool {
-		st, err := p.ConnectionStatus(ctxTimeout(t, 5*time.Second), eastChannel)
+		st, err := p.Replica().Channel(eastChannel).Status(ctxTimeout(t, 5*time.Second))
 		require.NoError(t, err)
 		return gtidListContains(st["Gtid_IO_Pos"], eastPos)
 	})
@@ -115,7 +115,7 @@ func TestIntegrationBacklogMultiSource(t *testing.T) {
 	assert.Equal(t, int64(n), m.Backlog.Transactions, "east's queue only")
 	assert.Positive(t, m.Backlog.Bytes)
 
-	require.NoError(t, p.StartConnectionSQLThread(ctxTimeout(t, 10*time.Second), eastChannel))
+	require.NoError(t, p.Replica().Channel(eastChannel).StartSQLThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "the backlog reads 0 once east applied", 10*time.Second, func() bool {
 		m, err := throttler.ReplicaStatusSource().Measure(ctxTimeout(t, 5*time.Second), monitor)
 		require.NoError(t, err)

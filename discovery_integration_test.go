@@ -32,17 +32,17 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 }
 
 // twoReplicas returns the pair with its second replica, and both handles.
-func twoReplicas(t *testing.T) (*testenv.Pair, *testenv.ReplicaHandle, *testenv.ReplicaHandle) {
+func twoReplicas(t *testing.T) (*testenv.Pair, *testenv.Node, *testenv.Node) {
 	t.Helper()
 	p := testenv.Require(t)
 	second, err := p.SecondReplica(ctxTimeout(t, 60*time.Second))
 	require.NoError(t, err)
-	return p, p.FirstReplica(), second
+	return p, p.Replica(), second
 }
 
 // monitorTemplate renders the monitoring user's DSN for any replica.
 func monitorTemplate(p *testenv.Pair) string {
-	return p.MonitorUser() + ":" + p.MonitorPassword + "@tcp({{.Host}}:{{.Port}})/?timeout=2s"
+	return testenv.MonitorUser + ":" + p.MonitorPassword + "@tcp({{.Host}}:{{.Port}})/?timeout=2s"
 }
 
 // openDiscovery opens a Discovery that asks the primary as root, and closes
@@ -61,14 +61,14 @@ func openDiscovery(t *testing.T, p *testenv.Pair, cfg throttler.DiscoveryConfig,
 		throttler.WithQueryTimeout(itQueryTimeout),
 	}, opts...)
 	logger := slog.New(slog.NewTextHandler(testLogWriter{t}, nil))
-	d, err := throttler.NewDiscovery(openDB(t, p.PrimaryDSN()), cfg, tolerance, logger, all...)
+	d, err := throttler.NewDiscovery(openDB(t, p.Primary().AdminDSN()), cfg, tolerance, logger, all...)
 	require.NoError(t, err)
 	require.NoError(t, d.Open(context.Background()))
 	t.Cleanup(func() { _ = d.Close() })
 	return d
 }
 
-func sortedAddrs(hs ...*testenv.ReplicaHandle) []string {
+func sortedAddrs(hs ...*testenv.Node) []string {
 	var out []string
 	for _, h := range hs {
 		out = append(out, h.Addr())
@@ -98,7 +98,7 @@ func TestIntegrationDiscoveryFindsBothReplicas(t *testing.T) {
 // names the grant.
 func TestIntegrationDiscoveryNeedsTheGrant(t *testing.T) {
 	p := testenv.Require(t)
-	d, err := throttler.NewDiscovery(openDB(t, p.PrimaryMonitorDSN()), throttler.DiscoveryConfig{DSNTemplate: monitorTemplate(p)}, time.Second, nil)
+	d, err := throttler.NewDiscovery(openDB(t, p.Primary().DSN()), throttler.DiscoveryConfig{DSNTemplate: monitorTemplate(p)}, time.Second, nil)
 	require.NoError(t, err)
 	err = d.Open(ctxTimeout(t, 10*time.Second))
 	require.ErrorIs(t, err, throttler.ErrAccessDenied)
@@ -114,7 +114,7 @@ func TestIntegrationDiscoveryLaggingReplica(t *testing.T) {
 	d := openDiscovery(t, p, throttler.DiscoveryConfig{}, time.Second)
 	require.False(t, d.IsThrottled(), d.ThrottleReason())
 
-	require.NoError(t, second.SetDelay(ctxTimeout(t, 10*time.Second), 3*time.Second))
+	require.NoError(t, second.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 3*time.Second))
 	want := second.Addr() + " (server_id 3): replica lag "
 	eventually(t, "throttled by the second replica's delay", 15*time.Second, func() bool {
 		return strings.HasPrefix(d.ThrottleReason(), want)
@@ -123,7 +123,7 @@ func TestIntegrationDiscoveryLaggingReplica(t *testing.T) {
 	t.Logf("reason: %s", reason)
 	assert.NotContains(t, reason, first.Addr(), "the healthy replica is not named")
 
-	require.NoError(t, second.SetDelay(ctxTimeout(t, 10*time.Second), 0))
+	require.NoError(t, second.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 0))
 	eventually(t, "clear once the delay is removed", 15*time.Second, func() bool { return !d.IsThrottled() })
 }
 
@@ -177,11 +177,11 @@ func TestIntegrationDiscoveryBadDSN(t *testing.T) {
 	p, first, second := twoReplicas(t)
 	for name, tc := range map[string]struct{ template, want string }{
 		"wrong password": {
-			template: p.MonitorUser() + `:{{if eq .ServerID 3}}wrong{{else}}` + p.MonitorPassword + `{{end}}@tcp({{.Host}}:{{.Port}})/?timeout=2s`,
+			template: testenv.MonitorUser + `:{{if eq .ServerID 3}}wrong{{else}}` + p.MonitorPassword + `{{end}}@tcp({{.Host}}:{{.Port}})/?timeout=2s`,
 			want:     "Access denied",
 		},
 		"wrong port": {
-			template: p.MonitorUser() + ":" + p.MonitorPassword + `@tcp({{.Host}}:{{if eq .ServerID 3}}1{{else}}{{.Port}}{{end}})/?timeout=2s`,
+			template: testenv.MonitorUser + ":" + p.MonitorPassword + `@tcp({{.Host}}:{{if eq .ServerID 3}}1{{else}}{{.Port}}{{end}})/?timeout=2s`,
 			want:     "connection refused",
 		},
 	} {

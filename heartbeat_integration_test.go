@@ -61,26 +61,26 @@ func TestHeartbeatIntegration(t *testing.T) {
 	p := testenv.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	primary := hbOpenDB(t, p.PrimaryDSN())
+	primary := hbOpenDB(t, p.Primary().AdminDSN())
 	table := hbTable(t, primary, "it")
 
 	w, err := throttler.NewHeartbeat(primary, throttler.HeartbeatWriterConfig{Table: table, Interval: 50 * time.Millisecond, Create: true}, nil)
 	require.NoError(t, err)
 	require.NoError(t, w.Open(context.Background()))
 	t.Cleanup(func() { _ = w.Close() })
-	assert.EqualValues(t, p.Primary.ServerID, w.ServerID(), "the primary's @@server_id")
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	assert.EqualValues(t, p.Primary().ServerID(), w.ServerID(), "the primary's @@server_id")
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 
 	// The monitoring user has no SELECT on user tables: the error says
 	// which grant is missing.
 	src, err := throttler.HeartbeatSource(throttler.HeartbeatConfig{Table: table, SourceServerID: w.ServerID()})
 	require.NoError(t, err)
-	_, err = src.Measure(ctx, hbOpenDB(t, p.ReplicaDSN()))
+	_, err = src.Measure(ctx, hbOpenDB(t, p.Replica().DSN()))
 	require.ErrorIs(t, err, throttler.ErrAccessDenied)
 	assert.ErrorContains(t, err, "grant SELECT ON "+table)
 
 	// What replicated is pt-heartbeat's format, from the primary's clock.
-	replica := hbOpenDB(t, p.ReplicaAdminDSN())
+	replica := hbOpenDB(t, p.Replica().AdminDSN())
 	var ts string
 	require.NoError(t, replica.QueryRowContext(ctx, "SELECT ts FROM "+table+" WHERE server_id = ?", w.ServerID()).Scan(&ts))
 	_, err = time.Parse("2006-01-02T15:04:05.000000", ts)
@@ -108,7 +108,7 @@ func TestHeartbeatIntegration(t *testing.T) {
 
 	// Stall the applier: the writer keeps writing, the row on the replica
 	// stays, and the lag grows with the replica's clock.
-	require.NoError(t, p.StopSQLThread(ctx))
+	require.NoError(t, p.Replication().StopSQLThread(ctx))
 	stalled := time.Now()
 	require.Eventually(t, thr.IsThrottled, 5*time.Second, 5*time.Millisecond, "the throttler throttles on the heartbeat lag")
 	assert.Contains(t, thr.ThrottleReason(), "replica lag")
@@ -130,7 +130,7 @@ func TestHeartbeatIntegration(t *testing.T) {
 	// caught up.
 	waited := make(chan error, 1)
 	go func() { waited <- thr.Wait(ctx) }()
-	require.NoError(t, p.StartSQLThread(ctx))
+	require.NoError(t, p.Replication().StartSQLThread(ctx))
 	restarted := time.Now()
 	select {
 	case err := <-waited:
@@ -156,8 +156,8 @@ func TestHeartbeatErrorsIntegration(t *testing.T) {
 	p := testenv.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	primary := hbOpenDB(t, p.PrimaryDSN())
-	replica := hbOpenDB(t, p.ReplicaAdminDSN())
+	primary := hbOpenDB(t, p.Primary().AdminDSN())
+	replica := hbOpenDB(t, p.Replica().AdminDSN())
 
 	// No table: the writer fails at Open unless asked to create it, and
 	// the source is unavailable.
@@ -182,7 +182,7 @@ func TestHeartbeatErrorsIntegration(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, w.Open(context.Background()))
 	require.NoError(t, w.Close())
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 	for _, c := range []struct {
 		id   uint32
 		want string
@@ -203,7 +203,7 @@ func TestHeartbeatErrorsIntegration(t *testing.T) {
 	}
 	_, err = primary.ExecContext(ctx, "DELETE FROM "+empty)
 	require.NoError(t, err)
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 	newest, err := throttler.HeartbeatSource(throttler.HeartbeatConfig{Table: empty})
 	require.NoError(t, err)
 	_, err = newest.Measure(ctx, replica)
@@ -217,7 +217,7 @@ func TestAuroraSourceOnMariaDB(t *testing.T) {
 	p := testenv.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	replica := hbOpenDB(t, p.ReplicaDSN())
+	replica := hbOpenDB(t, p.Replica().DSN())
 
 	aurora, err := throttler.AuroraSource(throttler.AuroraConfig{})
 	require.NoError(t, err)

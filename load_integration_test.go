@@ -96,7 +96,7 @@ func loadITSleepers(t *testing.T, dsn string, n int, secs int) (done <-chan stru
 
 func TestIntegrationLoadRunningThreads(t *testing.T) {
 	p := testenv.Require(t)
-	db := loadITOpen(t, p.PrimaryDSN())
+	db := loadITOpen(t, p.Primary().AdminDSN())
 	base := int64(0)
 	for range 3 {
 		base = max(base, loadITRunning(t, db))
@@ -111,7 +111,7 @@ func TestIntegrationLoadRunningThreads(t *testing.T) {
 	require.False(t, l.IsThrottled(), l.ThrottleReason())
 	require.False(t, l.IsCritical())
 
-	done, running := loadITSleepers(t, p.PrimaryDSN(), int(n), 2)
+	done, running := loadITSleepers(t, p.Primary().AdminDSN(), int(n), 2)
 	require.NoError(t, l.UpdateLag(loadITCtx(t, 5*time.Second)))
 	require.True(t, l.IsThrottled(), "value %d", l.Value())
 	assert.GreaterOrEqual(t, l.Value(), n+1)
@@ -145,7 +145,7 @@ func TestIntegrationLoadRunningThreads(t *testing.T) {
 
 func TestIntegrationLoadUnusableVariable(t *testing.T) {
 	p := testenv.Require(t)
-	db := loadITOpen(t, p.PrimaryDSN())
+	db := loadITOpen(t, p.Primary().AdminDSN())
 	for _, c := range []struct{ variable, want string }{
 		{"Threads_runing", `the server has no global status variable "Threads_runing"`},
 		{"Rpl_status", `status variable Rpl_status = "AUTH_MASTER": not an integer`},
@@ -167,7 +167,7 @@ func TestIntegrationLoadUnusableVariable(t *testing.T) {
 // the least-privileged user there is.
 func TestIntegrationLoadNeedsNoPrivilege(t *testing.T) {
 	p := testenv.Require(t)
-	admin := loadITOpen(t, p.PrimaryDSN())
+	admin := loadITOpen(t, p.Primary().AdminDSN())
 	user, password := "throttler_load_"+loadITTag(), loadITTag()
 	ctx := loadITCtx(t, 10*time.Second)
 	_, err := admin.ExecContext(ctx, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", user, password))
@@ -178,7 +178,7 @@ func TestIntegrationLoadNeedsNoPrivilege(t *testing.T) {
 		_, _ = admin.ExecContext(ctx, fmt.Sprintf("DROP USER IF EXISTS '%s'@'%%'", user))
 	})
 
-	cfg, err := mysql.ParseDSN(p.PrimaryDSN())
+	cfg, err := mysql.ParseDSN(p.Primary().AdminDSN())
 	require.NoError(t, err)
 	cfg.User, cfg.Passwd, cfg.DBName = user, password, ""
 	db := loadITOpen(t, cfg.FormatDSN())

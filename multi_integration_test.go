@@ -32,7 +32,7 @@ func TestIntegrationReplicasThrottlerOneLagging(t *testing.T) {
 	t.Cleanup(func() { _ = m.Close() })
 	require.False(t, m.IsThrottled(), m.ThrottleReason())
 
-	require.NoError(t, second.SetDelay(ctxTimeout(t, 10*time.Second), 3*time.Second))
+	require.NoError(t, second.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 3*time.Second))
 	eventually(t, "throttled by the second replica", 15*time.Second, m.IsThrottled)
 	reason := m.ThrottleReason()
 	t.Logf("reason: %s", reason)
@@ -43,6 +43,6 @@ func TestIntegrationReplicasThrottlerOneLagging(t *testing.T) {
 		assert.Equal(t, name == second.Addr(), c.IsThrottled(), "%s", name)
 	}
 
-	require.NoError(t, second.SetDelay(ctxTimeout(t, 10*time.Second), 0))
+	require.NoError(t, second.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 0))
 	eventually(t, "clear once the delay is removed", 15*time.Second, func() bool { return !m.IsThrottled() })
 }

@@ -61,7 +61,7 @@ func channelRows(t *testing.T, db *sql.DB) map[string][3]string {
 func defaultKeepsFlowing(t *testing.T, p *testenv.Pair, monitor *sql.DB) {
 	t.Helper()
 	start := time.Now()
-	require.NoError(t, p.WaitCaughtUp(ctxTimeout(t, 2*time.Second)), "the default connection keeps flowing")
+	require.NoError(t, p.Replication().WaitCaughtUp(ctxTimeout(t, 2*time.Second)), "the default connection keeps flowing")
 	def := channelRows(t, monitor)[""]
 	assert.Equal(t, [3]string{"Yes", "Yes", "0"}, def, "default connection: IO, SQL, Seconds_Behind_Master")
 	t.Logf("default connection caught up with the primary in %v while %q is faulty (%v)",
@@ -84,13 +84,13 @@ func TestIntegrationMultiSource(t *testing.T) {
 	t.Cleanup(stopEast)
 
 	t0 = time.Now()
-	require.NoError(t, p.AddSourceConnection(ctxTimeout(t, 10*time.Second), eastChannel, src))
+	require.NoError(t, p.Replica().AddChannel(ctxTimeout(t, 10*time.Second), eastChannel, src))
 	t.Cleanup(func() {
 		// Leave the pair with one channel again (Require's Reset would
 		// too; this proves the handle does).
 		ctx := ctxTimeout(t, 10*time.Second)
-		assert.NoError(t, p.RemoveSourceConnection(ctx, eastChannel))
-		rows, err := p.AllConnectionsStatus(ctx)
+		assert.NoError(t, p.Replica().RemoveChannel(ctx, eastChannel))
+		rows, err := p.Replica().AllChannelsStatus(ctx)
 		if assert.NoError(t, err) && assert.Len(t, rows, 1, "one channel after removal") {
 			assert.Empty(t, rows[0]["Connection_name"])
 		}
@@ -108,7 +108,7 @@ func TestIntegrationMultiSource(t *testing.T) {
 		assert.Equal(t, "Yes", rows[ch][1], "channel %q SQL", ch)
 	}
 	t.Logf("SHOW ALL SLAVES STATUS (IO, SQL, Seconds_Behind_Master): %v", rows)
-	require.NoError(t, p.WaitConnectionCaughtUp(ctxTimeout(t, 5*time.Second), eastChannel, src))
+	require.NoError(t, p.Replica().Channel(eastChannel).WaitCaughtUp(ctxTimeout(t, 5*time.Second)))
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		require.False(t, r.IsThrottled(), r.ThrottleReason())
 	}
@@ -121,7 +121,7 @@ func TestIntegrationMultiSource(t *testing.T) {
 
 	// 1. Delay "east" only, beyond the tolerance.
 	t0 = time.Now()
-	require.NoError(t, p.SetConnectionDelay(ctxTimeout(t, 10*time.Second), eastChannel, 5*time.Second))
+	require.NoError(t, p.Replica().Channel(eastChannel).SetDelay(ctxTimeout(t, 10*time.Second), 5*time.Second))
 	t.Logf("MASTER_DELAY=5 on %q set in %v", eastChannel, time.Since(t0).Round(time.Millisecond))
 	eventually(t, `throttled by a 5s MASTER_DELAY on "east"`, 10*time.Second, r.IsThrottled)
 	reason := r.ThrottleReason()
@@ -134,12 +134,12 @@ func TestIntegrationMultiSource(t *testing.T) {
 	assert.True(t, r.IsThrottled(), "still throttled: %q is still delayed", eastChannel)
 
 	t0 = time.Now()
-	require.NoError(t, p.SetConnectionDelay(ctxTimeout(t, 10*time.Second), eastChannel, 0))
+	require.NoError(t, p.Replica().Channel(eastChannel).SetDelay(ctxTimeout(t, 10*time.Second), 0))
 	eventually(t, `clear after the delay on "east" is removed`, 10*time.Second, func() bool { return !r.IsThrottled() })
 	t.Logf("delay removed to clear: %v", time.Since(t0).Round(time.Millisecond))
 
 	// 2. Stop "east"'s applier only.
-	require.NoError(t, p.StopConnectionSQLThread(ctxTimeout(t, 10*time.Second), eastChannel))
+	require.NoError(t, p.Replica().Channel(eastChannel).StopSQLThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, `throttled by "east"'s stopped SQL thread`, 5*time.Second, r.IsThrottled)
 	assert.Equal(t, `replication not flowing (channel "east"): applier (SQL) thread not running`, r.ThrottleReason())
 	m, _, _ = r.LastMeasurement()
@@ -158,7 +158,7 @@ func TestIntegrationMultiSource(t *testing.T) {
 	default:
 	}
 	started := time.Now()
-	require.NoError(t, p.StartConnectionSQLThread(ctxTimeout(t, 10*time.Second), eastChannel))
+	require.NoError(t, p.Replica().Channel(eastChannel).StartSQLThread(ctxTimeout(t, 10*time.Second)))
 	select {
 	case at := <-waited:
 		t.Logf("BlockWait returned %v after START SLAVE 'east' SQL_THREAD", at.Sub(started).Round(time.Millisecond))
@@ -168,12 +168,12 @@ func TestIntegrationMultiSource(t *testing.T) {
 	}
 
 	// 3. Stop "east"'s receiver only.
-	require.NoError(t, p.StopConnectionIOThread(ctxTimeout(t, 10*time.Second), eastChannel))
+	require.NoError(t, p.Replica().Channel(eastChannel).StopIOThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, `throttled by "east"'s stopped IO thread`, 5*time.Second, r.IsThrottled)
 	assert.Equal(t, `replication not flowing (channel "east"): receiver (IO) thread not running`, r.ThrottleReason())
 	defaultKeepsFlowing(t, p, monitor)
 	t0 = time.Now()
-	require.NoError(t, p.StartConnectionIOThread(ctxTimeout(t, 10*time.Second), eastChannel))
+	require.NoError(t, p.Replica().Channel(eastChannel).StartIOThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, `clear after START SLAVE 'east' IO_THREAD`, 10*time.Second, func() bool { return !r.IsThrottled() })
 	t.Logf("IO thread restart to clear: %v", time.Since(t0).Round(time.Millisecond))
 
@@ -192,7 +192,7 @@ func TestIntegrationMultiSource(t *testing.T) {
 	eventually(t, "clear after the second source is back", 10*time.Second, func() bool { return !r.IsThrottled() })
 	t.Logf("restart to clear: %v", time.Since(t0).Round(time.Millisecond))
 
-	require.NoError(t, p.WaitConnectionCaughtUp(ctxTimeout(t, 5*time.Second), eastChannel, src),
+	require.NoError(t, p.Replica().Channel(eastChannel).WaitCaughtUp(ctxTimeout(t, 5*time.Second)),
 		"east applied everything source2 wrote during the faults")
 	t.Logf("whole multi-source run: %v", time.Since(testStart).Round(time.Millisecond))
 }

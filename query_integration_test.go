@@ -51,7 +51,7 @@ func queryITNew(t *testing.T, db *sql.DB, cfg throttler.QueryConfig) *throttler.
 
 func TestIntegrationQueryKnob(t *testing.T) {
 	p := testenv.Require(t)
-	db := loadITOpen(t, p.PrimaryDSN())
+	db := loadITOpen(t, p.Primary().AdminDSN())
 	table, set := queryITKnob(t, db, 0)
 	q := queryITNew(t, db, throttler.QueryConfig{SQL: "SELECT v FROM " + table, Threshold: 1})
 	require.NoError(t, q.Open(context.Background()))
@@ -100,7 +100,7 @@ func TestIntegrationQueryKnob(t *testing.T) {
 // the server.
 func TestIntegrationQueryArgs(t *testing.T) {
 	p := testenv.Require(t)
-	db := loadITOpen(t, p.PrimaryDSN())
+	db := loadITOpen(t, p.Primary().AdminDSN())
 	table, set := queryITKnob(t, db, 5)
 	q := queryITNew(t, db, throttler.QueryConfig{SQL: "SELECT COUNT(*) FROM " + table + " WHERE v >= ?", Args: []any{4}, Threshold: 1})
 	require.NoError(t, q.Open(loadITCtx(t, 5*time.Second)))
@@ -113,7 +113,7 @@ func TestIntegrationQueryArgs(t *testing.T) {
 
 func TestIntegrationQueryAnswers(t *testing.T) {
 	p := testenv.Require(t)
-	db := loadITOpen(t, p.PrimaryDSN())
+	db := loadITOpen(t, p.Primary().AdminDSN())
 	table, _ := queryITKnob(t, db, 0)
 	cases := []struct {
 		name, sql string
@@ -154,10 +154,10 @@ func TestIntegrationQueryAnswers(t *testing.T) {
 // the server either, because each timed-out run is killed there.
 func TestIntegrationQueryHang(t *testing.T) {
 	p := testenv.Require(t)
-	admin := loadITOpen(t, p.PrimaryDSN())
+	admin := loadITOpen(t, p.Primary().AdminDSN())
 	table, set := queryITKnob(t, admin, 0)
 	tag := loadITTag()
-	db := loadITOpen(t, p.PrimaryDSN())
+	db := loadITOpen(t, p.Primary().AdminDSN())
 	// SLEEP(5) only while the knob is 1: Open's first run answers.
 	q := queryITNew(t, db, throttler.QueryConfig{
 		SQL:       fmt.Sprintf("SELECT IF(v = 1, SLEEP(5), 0) FROM %s /* hang %s */", table, tag),

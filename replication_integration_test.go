@@ -43,7 +43,7 @@ func openDB(t *testing.T, dsn string) *sql.DB {
 // user, with the default (detected) source, and closes it at cleanup.
 func openReplication(t *testing.T, p *testenv.Pair, tolerance time.Duration, opts ...throttler.Option) (*throttler.Replication, *sql.DB) {
 	t.Helper()
-	db := openDB(t, p.ReplicaDSN())
+	db := openDB(t, p.Replica().DSN())
 	all := append([]throttler.Option{
 		throttler.WithInterval(itInterval),
 		throttler.WithStaleAfter(itStaleAfter),
@@ -60,7 +60,7 @@ func openReplication(t *testing.T, p *testenv.Pair, tolerance time.Duration, opt
 // writer keeps the primary writing, so replica lag is visible.
 func writer(t *testing.T, p *testenv.Pair) {
 	t.Helper()
-	stop, err := p.StartWriter(context.Background(), 100*time.Millisecond)
+	stop, err := p.Primary().StartWriter(context.Background(), 100*time.Millisecond)
 	require.NoError(t, err)
 	t.Cleanup(stop)
 }
@@ -102,13 +102,13 @@ func TestIntegrationDelayedReplica(t *testing.T) {
 	r, _ := openReplication(t, p, 2*time.Second)
 	require.False(t, r.IsThrottled(), r.ThrottleReason())
 
-	require.NoError(t, p.SetDelay(ctxTimeout(t, 10*time.Second), 5*time.Second))
+	require.NoError(t, p.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 5*time.Second))
 	eventually(t, "throttled by a 5s MASTER_DELAY", 15*time.Second, r.IsThrottled)
 	eventually(t, "reason names the lag", 5*time.Second, func() bool { return strings.HasPrefix(r.ThrottleReason(), "replica lag ") })
 	t.Logf("reason: %s", r.ThrottleReason())
 	assert.GreaterOrEqual(t, r.Lag(), 2*time.Second)
 
-	require.NoError(t, p.SetDelay(ctxTimeout(t, 10*time.Second), 0))
+	require.NoError(t, p.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 0))
 	eventually(t, "clear after the delay is removed", 15*time.Second, func() bool { return !r.IsThrottled() })
 }
 
@@ -117,7 +117,7 @@ func TestIntegrationStoppedSQLThread(t *testing.T) {
 	writer(t, p)
 	r, _ := openReplication(t, p, 2*time.Second, throttler.WithMaxWait(0))
 
-	require.NoError(t, p.StopSQLThread(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replication().StopSQLThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "throttled by a stopped SQL thread", 5*time.Second, r.IsThrottled)
 	assert.Contains(t, r.ThrottleReason(), "applier (SQL) thread not running")
 
@@ -128,7 +128,7 @@ func TestIntegrationStoppedSQLThread(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	started := time.Now()
-	require.NoError(t, p.StartSQLThread(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replication().StartSQLThread(ctxTimeout(t, 10*time.Second)))
 	select {
 	case at := <-waited:
 		t.Logf("BlockWait returned %v after START SLAVE SQL_THREAD", at.Sub(started).Round(time.Millisecond))
@@ -142,10 +142,10 @@ func TestIntegrationStoppedIOThread(t *testing.T) {
 	p := testenv.Require(t)
 	writer(t, p)
 	r, _ := openReplication(t, p, 2*time.Second)
-	require.NoError(t, p.StopIOThread(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replication().StopIOThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "throttled by a stopped IO thread", 5*time.Second, r.IsThrottled)
 	assert.Contains(t, r.ThrottleReason(), "receiver (IO) thread not running")
-	require.NoError(t, p.StartIOThread(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replication().StartIOThread(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "clear after START SLAVE IO_THREAD", 10*time.Second, func() bool { return !r.IsThrottled() })
 }
 
@@ -156,13 +156,13 @@ func TestIntegrationKilledReplica(t *testing.T) {
 	require.False(t, r.IsThrottled())
 
 	killed := time.Now()
-	require.NoError(t, p.KillReplica())
+	require.NoError(t, p.Replica().Kill())
 	took := eventually(t, "fails closed after the replica is killed", 5*time.Second, r.IsThrottled)
 	assert.Less(t, took, itStaleAfter+time.Second, "within the stale window (plus a poll)")
 	assert.Contains(t, r.ThrottleReason(), "no lag measurement")
 	t.Logf("reason: %s", r.ThrottleReason())
 
-	require.NoError(t, p.RestartReplica(ctxTimeout(t, 30*time.Second)))
+	require.NoError(t, p.Replica().Restart(ctxTimeout(t, 30*time.Second)))
 	eventually(t, "recovers by itself when the replica returns", 30*time.Second, func() bool { return !r.IsThrottled() })
 	t.Logf("killed to recovered: %v", time.Since(killed).Round(time.Millisecond))
 }
@@ -173,11 +173,11 @@ func TestIntegrationHungReplica(t *testing.T) {
 	require.False(t, r.IsThrottled())
 	baseGoroutines := runtime.NumGoroutine()
 
-	require.NoError(t, p.FreezeReplica())
+	require.NoError(t, p.Replica().Freeze())
 	thawed := false
 	t.Cleanup(func() {
 		if !thawed {
-			_ = p.ThawReplica()
+			_ = p.Replica().Thaw()
 		}
 	})
 	eventually(t, "fails closed on a frozen replica", 5*time.Second, r.IsThrottled)
@@ -195,7 +195,7 @@ func TestIntegrationHungReplica(t *testing.T) {
 	assert.LessOrEqual(t, maxGoroutines, baseGoroutines+6, "no goroutine per poll")
 	assert.True(t, r.IsThrottled())
 
-	require.NoError(t, p.ThawReplica())
+	require.NoError(t, p.Replica().Thaw())
 	thawed = true
 	eventually(t, "recovers after the replica is thawed", 15*time.Second, func() bool { return !r.IsThrottled() })
 }
@@ -203,7 +203,7 @@ func TestIntegrationHungReplica(t *testing.T) {
 func TestIntegrationRevokedGrant(t *testing.T) {
 	p := testenv.Require(t)
 	r, _ := openReplication(t, p, 2*time.Second)
-	require.NoError(t, p.RevokeMonitorGrant(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replica().RevokeMonitorGrant(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "fails closed when the grant is revoked", 5*time.Second, r.IsThrottled)
 	assert.Contains(t, r.ThrottleReason(), "SLAVE MONITOR", "the reason names the missing grant")
 	t.Logf("reason: %s", r.ThrottleReason())
@@ -212,7 +212,7 @@ func TestIntegrationRevokedGrant(t *testing.T) {
 	require.ErrorIs(t, err, throttler.ErrAccessDenied)
 
 	// A throttler opened without the grant fails at Open, naming it.
-	db := openDB(t, p.ReplicaDSN())
+	db := openDB(t, p.Replica().DSN())
 	fresh, err := throttler.NewReplicationThrottler(db, time.Second, nil)
 	require.NoError(t, err)
 	err = fresh.Open(ctxTimeout(t, 10*time.Second))
@@ -220,7 +220,7 @@ func TestIntegrationRevokedGrant(t *testing.T) {
 	assert.Contains(t, err.Error(), "SLAVE MONITOR")
 	require.NoError(t, fresh.Close())
 
-	require.NoError(t, p.RestoreMonitorGrant(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replica().RestoreMonitorGrant(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "clear once the grant is back", 10*time.Second, func() bool { return !r.IsThrottled() })
 }
 
@@ -230,16 +230,16 @@ func TestIntegrationRevokedGrant(t *testing.T) {
 func TestIntegrationGrantGivenBack(t *testing.T) {
 	p := testenv.Require(t)
 	r, _ := openReplication(t, p, 2*time.Second)
-	t.Cleanup(func() { _ = p.RestoreMonitorGrant(ctxTimeout(t, 10*time.Second)) }) // even if we fail
+	t.Cleanup(func() { _ = p.Replica().RestoreMonitorGrant(ctxTimeout(t, 10*time.Second)) }) // even if we fail
 
 	// The kill makes the pool reconnect without the privilege.
-	require.NoError(t, p.RevokeMonitorGrant(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replica().RevokeMonitorGrant(ctxTimeout(t, 10*time.Second)))
 	eventually(t, "fails closed naming the grant", 5*time.Second, func() bool {
 		return r.IsThrottled() && strings.Contains(r.ThrottleReason(), "SLAVE MONITOR")
 	})
 	t.Logf("reason: %s", r.ThrottleReason())
 
-	require.NoError(t, p.GrantMonitorKeepSessions(ctxTimeout(t, 10*time.Second)))
+	require.NoError(t, p.Replica().GrantMonitorKeepSessions(ctxTimeout(t, 10*time.Second)))
 	took := eventually(t, "clear once the grant is back", 5*time.Second, func() bool { return !r.IsThrottled() })
 	assert.Less(t, took, 10*itInterval, "within a few polls of the GRANT")
 	require.NoError(t, r.UpdateLag(ctxTimeout(t, 5*time.Second)))
@@ -248,7 +248,7 @@ func TestIntegrationGrantGivenBack(t *testing.T) {
 func TestIntegrationPrimaryIsRefused(t *testing.T) {
 	p := testenv.Require(t)
 	for _, src := range []throttler.LagSource{nil, throttler.ReplicaStatusSource()} {
-		db := openDB(t, p.PrimaryMonitorDSN())
+		db := openDB(t, p.Primary().DSN())
 		var opts []throttler.Option
 		if src != nil {
 			opts = append(opts, throttler.WithLagSource(src))
@@ -266,7 +266,7 @@ func TestIntegrationPrimaryIsRefused(t *testing.T) {
 // MariaDB fails at Open with an error that says what is missing.
 func TestIntegrationPerformanceSchemaOnMariaDB(t *testing.T) {
 	p := testenv.Require(t)
-	db := openDB(t, p.ReplicaDSN())
+	db := openDB(t, p.Replica().DSN())
 	r, err := throttler.NewReplicationThrottler(db, time.Second, nil, throttler.WithLagSource(throttler.PerformanceSchemaSource()))
 	require.NoError(t, err)
 	err = r.Open(ctxTimeout(t, 10*time.Second))
@@ -280,8 +280,8 @@ func TestIntegrationCloseAndCancelReleaseWaiters(t *testing.T) {
 	p := testenv.Require(t)
 	for _, how := range []string{"close", "cancel"} {
 		t.Run(how, func(t *testing.T) {
-			require.NoError(t, p.StopSQLThread(ctxTimeout(t, 10*time.Second)))
-			db := openDB(t, p.ReplicaDSN())
+			require.NoError(t, p.Replication().StopSQLThread(ctxTimeout(t, 10*time.Second)))
+			db := openDB(t, p.Replica().DSN())
 			r, err := throttler.NewReplicationThrottler(db, time.Second, nil,
 				throttler.WithInterval(itInterval), throttler.WithMaxWait(0))
 			require.NoError(t, err)
@@ -312,7 +312,7 @@ func TestIntegrationCloseAndCancelReleaseWaiters(t *testing.T) {
 			}
 			assert.False(t, r.IsThrottled())
 			require.NoError(t, r.Close())
-			require.NoError(t, p.StartSQLThread(ctxTimeout(t, 10*time.Second)))
+			require.NoError(t, p.Replication().StartSQLThread(ctxTimeout(t, 10*time.Second)))
 		})
 	}
 }
@@ -321,7 +321,7 @@ func TestIntegrationCloseAndCancelReleaseWaiters(t *testing.T) {
 // return ErrClosed at once on Close, and no connection is dialed after it.
 func TestIntegrationUpdateLagAfterCloseOnFrozenReplica(t *testing.T) {
 	p := testenv.Require(t)
-	cfg, err := mysql.ParseDSN(p.ReplicaDSN())
+	cfg, err := mysql.ParseDSN(p.Replica().DSN())
 	require.NoError(t, err)
 	var dials atomic.Int64
 	var nd net.Dialer
@@ -340,8 +340,8 @@ func TestIntegrationUpdateLagAfterCloseOnFrozenReplica(t *testing.T) {
 	require.NoError(t, r.Open(context.Background()))
 	t.Cleanup(func() { _ = r.Close() })
 
-	require.NoError(t, p.FreezeReplica())
-	t.Cleanup(func() { _ = p.ThawReplica() })
+	require.NoError(t, p.Replica().Freeze())
+	t.Cleanup(func() { _ = p.Replica().Thaw() })
 	const callers = 8
 	errs := make(chan error, callers)
 	for range callers {

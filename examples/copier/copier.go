@@ -55,7 +55,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (sum summary, err error
 	if cfg.Pair != nil {
 		// Let the replica apply the fill before the clock starts, so that
 		// every pause below is one the demo caused.
-		if err := cfg.Pair.WaitCaughtUp(ctx); err != nil {
+		if err := cfg.Pair.Replication().WaitCaughtUp(ctx); err != nil {
 			return sum, fmt.Errorf("wait for the replica to apply the fill: %w", err)
 		}
 	}
@@ -77,7 +77,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (sum summary, err error
 	if cfg.Faults {
 		// A replica only shows lag while the primary writes, and the
 		// copier stops writing while it is paused.
-		stopWriter, err := cfg.Pair.StartWriter(ctx, 100*time.Millisecond)
+		stopWriter, err := cfg.Pair.Primary().StartWriter(ctx, 100*time.Millisecond)
 		if err != nil {
 			return sum, err
 		}

@@ -31,7 +31,7 @@ func TestQuickRunPausesAndVerifies(t *testing.T) {
 	p := testenv.Require(t)
 	cfg, err := parseFlags([]string{"-quick"}, noEnv, io.Discard)
 	require.NoError(t, err)
-	cfg.Pair, cfg.PrimaryDSN, cfg.ReplicaDSN = p, p.PrimaryDSN(), p.ReplicaDSN()
+	cfg.Pair, cfg.PrimaryDSN, cfg.ReplicaDSN = p, p.Primary().AdminDSN(), p.Replica().DSN()
 	cfg.Database = "throttler_demo_test" // not the demo's tables
 	t.Cleanup(func() { dropDatabase(t, cfg.PrimaryDSN, cfg.Database) })
 
@@ -54,7 +54,7 @@ func TestQuickRunPausesAndVerifies(t *testing.T) {
 	assert.Contains(t, out.String(), "throttler: resumed")
 
 	// The run restored the replica it broke.
-	st, err := p.ReplicaStatus(ctx)
+	st, err := p.Replication().Status(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
 	assert.Equal(t, "0", st["SQL_Delay"])
@@ -67,7 +67,7 @@ func TestInterruptedRunStopsAndRestores(t *testing.T) {
 	p := testenv.Require(t)
 	cfg, err := parseFlags([]string{"-quick", "-rows", "20000", "-chunk", "500"}, noEnv, io.Discard)
 	require.NoError(t, err)
-	cfg.Pair, cfg.PrimaryDSN, cfg.ReplicaDSN = p, p.PrimaryDSN(), p.ReplicaDSN()
+	cfg.Pair, cfg.PrimaryDSN, cfg.ReplicaDSN = p, p.Primary().AdminDSN(), p.Replica().DSN()
 	cfg.Database = "throttler_demo_test"
 	cfg.Schedule = []fault{{After: 0, Kind: stopSQLThread, For: time.Minute}}
 	t.Cleanup(func() { dropDatabase(t, cfg.PrimaryDSN, cfg.Database) })
@@ -103,7 +103,7 @@ func TestInterruptedRunStopsAndRestores(t *testing.T) {
 	assert.Less(t, res.sum.Copied, res.sum.Rows)
 	assert.GreaterOrEqual(t, res.sum.Pauses, 1)
 	assert.Contains(t, out.String(), "restoring the replica: starting its SQL thread")
-	st, err := p.ReplicaStatus(ctx)
+	st, err := p.Replication().Status(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
 }

@@ -100,14 +100,14 @@ func (in *injector) inject(ctx context.Context, f fault) error {
 	case stopSQLThread:
 		in.con.Printf("demo: stopping the replica's SQL thread for %v", f.For)
 		in.sqlStopped = true
-		if err := in.pair.StopSQLThread(ctx); err != nil {
+		if err := in.pair.Replication().StopSQLThread(ctx); err != nil {
 			return err
 		}
 		if err := sleep(ctx, f.For); err != nil {
 			return err
 		}
 		in.con.Printf("demo: starting the replica's SQL thread again")
-		if err := in.pair.StartSQLThread(ctx); err != nil {
+		if err := in.pair.Replication().StartSQLThread(ctx); err != nil {
 			return err
 		}
 		in.sqlStopped = false
@@ -116,14 +116,14 @@ func (in *injector) inject(ctx context.Context, f fault) error {
 		hold := d + f.For
 		in.con.Printf("demo: delaying the replica by %v (MASTER_DELAY; lag tolerance %v) for %v", d, in.tolerance, hold)
 		in.delaySet = true
-		if err := in.pair.SetDelay(ctx, d); err != nil {
+		if err := in.pair.Replication().SetDelay(ctx, d); err != nil {
 			return err
 		}
 		if err := sleep(ctx, hold); err != nil {
 			return err
 		}
 		in.con.Printf("demo: removing the replica's delay")
-		if err := in.pair.SetDelay(ctx, 0); err != nil {
+		if err := in.pair.Replication().SetDelay(ctx, 0); err != nil {
 			return err
 		}
 		in.delaySet = false
@@ -138,7 +138,7 @@ func (in *injector) restore(ctx context.Context) error {
 	var errs []error
 	if in.sqlStopped {
 		in.con.Printf("demo: restoring the replica: starting its SQL thread")
-		if err := in.pair.StartSQLThread(ctx); err != nil {
+		if err := in.pair.Replication().StartSQLThread(ctx); err != nil {
 			errs = append(errs, err)
 		} else {
 			in.sqlStopped = false
@@ -146,7 +146,7 @@ func (in *injector) restore(ctx context.Context) error {
 	}
 	if in.delaySet {
 		in.con.Printf("demo: restoring the replica: removing its delay")
-		if err := in.pair.SetDelay(ctx, 0); err != nil {
+		if err := in.pair.Replication().SetDelay(ctx, 0); err != nil {
 			errs = append(errs, err)
 		} else {
 			in.delaySet = false

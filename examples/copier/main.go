@@ -174,7 +174,7 @@ func localPair(ctx context.Context, cfg *config, say func(string, ...any)) (rele
 		return nil, false, err
 	}
 	cfg.Pair = p
-	cfg.PrimaryDSN, cfg.ReplicaDSN = p.PrimaryDSN(), p.ReplicaDSN()
+	cfg.PrimaryDSN, cfg.ReplicaDSN = p.Primary().AdminDSN(), p.Replica().DSN()
 	return release, loadErr != nil, nil
 }
 

@@ -38,7 +38,7 @@ type replicaCap struct {
 // sets slave_run_triggers_for_rbr, which MariaDB only lets change while the
 // SQL thread is stopped.
 func (c *replicaCap) install(ctx context.Context) error {
-	if err := c.pair.ReplicaExec(ctx, "create the capping trigger", capDrop, capCreate); err != nil {
+	if err := c.pair.Replica().ExecNoBinlog(ctx, "create the capping trigger", capDrop, capCreate); err != nil {
 		return err
 	}
 	var old string
@@ -58,7 +58,7 @@ func (c *replicaCap) install(ctx context.Context) error {
 // remove drops the trigger and restores the setting. It is meant for a
 // context of its own: it runs after the bench's was cancelled.
 func (c *replicaCap) remove(ctx context.Context) error {
-	err := c.pair.ReplicaExec(ctx, "drop the capping trigger", capDrop)
+	err := c.pair.Replica().ExecNoBinlog(ctx, "drop the capping trigger", capDrop)
 	if c.oldRBR != "" {
 		if e := c.setRBR(ctx, c.oldRBR); e != nil {
 			err = errors.Join(err, e)
@@ -70,13 +70,13 @@ func (c *replicaCap) remove(ctx context.Context) error {
 }
 
 func (c *replicaCap) setRBR(ctx context.Context, value string) error {
-	if err := c.pair.StopSQLThread(ctx); err != nil {
+	if err := c.pair.Replication().StopSQLThread(ctx); err != nil {
 		return err
 	}
-	setErr := c.pair.ReplicaExec(ctx, "set "+rbrVar, "SET GLOBAL "+rbrVar+" = "+value)
+	setErr := c.pair.Replica().ExecNoBinlog(ctx, "set "+rbrVar, "SET GLOBAL "+rbrVar+" = "+value)
 	// Start the applier again even when the SET failed: a stopped SQL
 	// thread is the worse state to leave the pair in.
-	if err := errors.Join(setErr, c.pair.StartSQLThread(ctx)); err != nil {
+	if err := errors.Join(setErr, c.pair.Replication().StartSQLThread(ctx)); err != nil {
 		return err
 	}
 	return nil
@@ -91,16 +91,16 @@ func measureCapacity(ctx context.Context, pair *testenv.Pair, primary, replicaAd
 	if err := truncateTarget(ctx, primary); err != nil {
 		return 0, 0, err
 	}
-	if err := pair.WaitCaughtUp(ctx); err != nil {
+	if err := pair.Replication().WaitCaughtUp(ctx); err != nil {
 		return 0, 0, err
 	}
-	if err := pair.StopSQLThread(ctx); err != nil {
+	if err := pair.Replication().StopSQLThread(ctx); err != nil {
 		return 0, 0, err
 	}
 	stopped := true
 	defer func() {
 		if stopped {
-			_ = pair.StartSQLThread(context.WithoutCancel(ctx))
+			_ = pair.Replication().StartSQLThread(context.WithoutCancel(ctx))
 		}
 	}()
 	c := &copier{db: primary, rows: rows, chunk: chunk, workers: 1}
@@ -117,7 +117,7 @@ func measureCapacity(ctx context.Context, pair *testenv.Pair, primary, replicaAd
 
 	t0 := time.Now()
 	stopped = false
-	if err := pair.StartSQLThread(ctx); err != nil {
+	if err := pair.Replication().StartSQLThread(ctx); err != nil {
 		return 0, 0, err
 	}
 	var res sql.NullInt64
@@ -131,7 +131,7 @@ func measureCapacity(ctx context.Context, pair *testenv.Pair, primary, replicaAd
 	if err := truncateTarget(ctx, primary); err != nil {
 		return 0, 0, err
 	}
-	if err := pair.WaitCaughtUp(ctx); err != nil {
+	if err := pair.Replication().WaitCaughtUp(ctx); err != nil {
 		return 0, 0, err
 	}
 	return capacity(rows, drain), drain, nil
@@ -147,7 +147,7 @@ func waitReceived(ctx context.Context, pair *testenv.Pair, pos string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
-		st, err := pair.ReplicaStatus(ctx)
+		st, err := pair.Replication().Status(ctx)
 		if err == nil && gtidCovers(st["Gtid_IO_Pos"], pos) {
 			return nil
 		}

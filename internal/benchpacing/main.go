@@ -239,9 +239,9 @@ func (b *bench) openDBs() (closeAll func(), err error) {
 		opened = append(opened, db)
 		return db
 	}
-	b.primary = open(b.pair.PrimaryDSN(), b.cfg.Workers+4) // copier, probe writer, heartbeat
-	b.replicaAdmin = open(b.pair.ReplicaAdminDSN(), 4)     // probe reader, heartbeat source, drain wait
-	replica := open(b.pair.ReplicaDSN(), 2)
+	b.primary = open(b.pair.Primary().AdminDSN(), b.cfg.Workers+4) // copier, probe writer, heartbeat
+	b.replicaAdmin = open(b.pair.Replica().AdminDSN(), 4)          // probe reader, heartbeat source, drain wait
+	replica := open(b.pair.Replica().DSN(), 2)
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("open the pair's connections: %w", err)
@@ -253,7 +253,7 @@ func (b *bench) openDBs() (closeAll func(), err error) {
 func (b *bench) waitCaughtUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, drainTimeout)
 	defer cancel()
-	return b.pair.WaitCaughtUp(ctx)
+	return b.pair.Replication().WaitCaughtUp(ctx)
 }
 
 // tidy drops the bench's database (its trigger on the replica goes with the

@@ -65,10 +65,10 @@ func (b *bench) runCell(ctx context.Context, c cell) (result, error) {
 	if err := truncateTarget(ctx, b.primary); err != nil {
 		return res, err
 	}
-	if err := b.pair.WaitCaughtUp(ctx); err != nil {
+	if err := b.pair.Replication().WaitCaughtUp(ctx); err != nil {
 		return res, err
 	}
-	t, closeThrottler, err := newThrottler(ctx, c.Mode, b.dbs, c.Tolerance, b.cfg.Interval, b.pair.WaitCaughtUp)
+	t, closeThrottler, err := newThrottler(ctx, c.Mode, b.dbs, c.Tolerance, b.cfg.Interval, b.pair.Replication().WaitCaughtUp)
 	if err != nil {
 		return res, err
 	}
@@ -78,7 +78,7 @@ func (b *bench) runCell(ctx context.Context, c cell) (result, error) {
 	// The probe's first reads can precede its first write's arrival and
 	// show the row's age since the previous run; from here on they are
 	// fresh, and only samples from the copy's start count anyway.
-	if err := b.pair.WaitCaughtUp(ctx); err != nil {
+	if err := b.pair.Replication().WaitCaughtUp(ctx); err != nil {
 		_, _ = pr.stop()
 		return res, err
 	}
@@ -101,7 +101,7 @@ func (b *bench) runCell(ctx context.Context, c cell) (result, error) {
 	if err == nil {
 		// Long when the copier got far ahead of the replica.
 		wctx, cancel := context.WithTimeout(ctx, drainTimeout)
-		err = b.pair.WaitCaughtUp(wctx)
+		err = b.pair.Replication().WaitCaughtUp(wctx)
 		cancel()
 	}
 	end := time.Now()

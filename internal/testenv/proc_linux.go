@@ -40,6 +40,22 @@ func processArgs(pid int) (args []string, ok bool) {
 	return args, true
 }
 
+// exiting reports whether pid is a process on its way out: not yet a zombie,
+// but its memory (and so its cmdline) already released. A server stopped by
+// a signal passes through this state, during which processArgs already
+// reports it gone.
+func exiting(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
+		return false
+	}
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && len(raw) == 0
+}
+
 // signalProcess sends sig to pid.
 func signalProcess(pid int, sig syscall.Signal) error {
 	if err := syscall.Kill(pid, sig); err != nil {

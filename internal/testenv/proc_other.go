@@ -14,6 +14,7 @@ import (
 var errUnsupported = errors.New("testenv: the local MariaDB pair is only supported on Linux")
 
 func processArgs(int) ([]string, bool)                 { return nil, false }
+func exiting(int) bool                                 { return false }
 func signalProcess(int, syscall.Signal) error          { return errUnsupported }
 func lockFile(context.Context, string) (func(), error) { return nil, errUnsupported }
 func startDetached(context.Context, string, ...string) (int, error) {

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/throttlekit/throttler/internal/ptheartbeat"
 )
 
 // configMarker starts every defaults file this package writes. An instance
@@ -31,16 +33,17 @@ const maxSocketPath = 100
 // port between picking it and binding it.
 var errPortInUse = errors.New("port already in use")
 
-func newServer(dir, name string, serverID int) Server {
-	root := filepath.Join(dir, name)
+func newServer(dir string, sp spec) Server {
+	root := filepath.Join(dir, sp.name)
 	sock := filepath.Join(root, "mysqld.sock")
 	if len(sock) > maxSocketPath {
 		sum := sha256.Sum256([]byte(root))
 		sock = filepath.Join("/tmp", "throttler-"+hex.EncodeToString(sum[:6])+".sock")
 	}
 	return Server{
-		Name:         name,
-		ServerID:     serverID,
+		Name:         sp.name,
+		ServerID:     sp.serverID,
+		GTIDDomainID: sp.domainID,
 		Dir:          root,
 		DataDir:      filepath.Join(root, "data"),
 		TmpDir:       filepath.Join(root, "tmp"),
@@ -53,7 +56,7 @@ func newServer(dir, name string, serverID int) Server {
 
 // config is the server's defaults file. The sizes keep each server near 80 MB
 // RSS; durability is relaxed because the data is thrown away.
-func (s Server) config(primary bool) string {
+func (s Server) config(sp spec) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	w("%s", configMarker)
@@ -82,14 +85,15 @@ func (s Server) config(primary bool) string {
 	w("key-buffer-size=1M")
 	w("query-cache-size=0")
 	w("table-open-cache=400") // the default asks for more open files than a container allows
-	if primary {
-		if s.GTIDDomainID != 0 {
-			w("gtid-domain-id=%d", s.GTIDDomainID) // the second source: GTIDs that never collide with the primary's domain 0
-		}
+	if sp.domainID != 0 {
+		w("gtid-domain-id=%d", sp.domainID)
+	}
+	switch sp.role {
+	case rolePrimary:
 		w("log-bin=mysql-bin")
 		w("binlog-format=ROW")
 		w("sync-binlog=0")
-	} else {
+	case roleReplica:
 		w("relay-log=relay-bin")
 		w("relay-log-recovery=ON")
 		w("read-only=ON") // as in production; root bypasses it
@@ -99,7 +103,7 @@ func (s Server) config(primary bool) string {
 		// here; MariaDB 10.5.1+ does this, MySQL and older MariaDB leave it
 		// empty) and Port = @@report_port, which defaults to @@port. With
 		// them set, the row says exactly this address. Both are read-only
-		// at run time: changing them takes a restart (see ensureReportHost).
+		// at run time: changing them takes a restart.
 		w("report-host=127.0.0.1")
 		w("report-port=%d", s.Port)
 	}
@@ -125,7 +129,7 @@ func removeInstance(root string) error {
 }
 
 // initServer creates the instance directory, its config and a fresh datadir.
-func initServer(ctx context.Context, bins binaries, s Server, primary bool) error {
+func initServer(ctx context.Context, bins binaries, s Server, sp spec) error {
 	if err := removeInstance(s.Dir); err != nil {
 		return fmt.Errorf("init %s: %w", s.Name, err)
 	}
@@ -134,7 +138,7 @@ func initServer(ctx context.Context, bins binaries, s Server, primary bool) erro
 			return fmt.Errorf("init %s: %w", s.Name, err)
 		}
 	}
-	if err := writeConfig(s, primary); err != nil {
+	if err := writeConfig(s, sp); err != nil {
 		return fmt.Errorf("init %s: %w", s.Name, err)
 	}
 	cmd := exec.CommandContext(ctx, bins.installDB,
@@ -149,8 +153,8 @@ func initServer(ctx context.Context, bins binaries, s Server, primary bool) erro
 	return nil
 }
 
-func writeConfig(s Server, primary bool) error {
-	return os.WriteFile(s.DefaultsFile, []byte(s.config(primary)), 0o640)
+func writeConfig(s Server, sp spec) error {
+	return os.WriteFile(s.DefaultsFile, []byte(s.config(sp)), 0o640)
 }
 
 // startServer starts mariadbd for s and waits until readyDSN answers.
@@ -224,9 +228,11 @@ func stopServer(s Server) error {
 	return nil
 }
 
+// waitGone waits until s is no longer running, including the last moments
+// of its exit (see exiting), so that a caller sees its PID gone.
 func waitGone(s Server, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for isOurServer(s) {
+	for isOurServer(s) || exiting(s.PID) {
 		if time.Now().After(deadline) {
 			return false
 		}
@@ -283,85 +289,93 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// startFresh replaces whatever is in dir by a new, replicating pair.
+// startFresh replaces whatever is in dir by the topology's servers that are
+// not on demand, set up and replicating. On-demand servers of the old pair
+// belong to its primary and passwords: they are stopped and dropped, so that
+// the next ask builds them anew.
 func startFresh(ctx context.Context, dir string, bins binaries, logf func(string, ...any)) (_ *Pair, err error) {
 	t0 := time.Now()
 	if old, err := readState(dir); err == nil {
-		for _, s := range old.servers() {
-			if err := stopServer(s); err != nil {
+		for _, s := range old.Instances {
+			if err := stopServer(*s); err != nil {
 				return nil, fmt.Errorf("stop the previous %s: %w", s.Name, err)
 			}
 		}
 	}
-	// A second replica belongs to the old primary: stop it (even one an
-	// older writer of the state file forgot) and drop its data, so that
-	// SecondReplica later builds one for the new primary.
-	if s, ok := orphanServer(dir, replica2Name); ok {
-		if err := stopServer(s); err != nil {
-			return nil, fmt.Errorf("stop the previous %s: %w", s.Name, err)
-		}
-	}
-	if err := removeInstance(filepath.Join(dir, replica2Name)); err != nil {
-		return nil, err
-	}
-	// The second source has the old passwords: it goes the same way.
-	if s, ok := orphanServer(dir, source2Name); ok {
-		if err := stopServer(s); err != nil {
-			return nil, fmt.Errorf("stop the previous %s: %w", s.Name, err)
-		}
-	}
-	if err := removeInstance(filepath.Join(dir, source2Name)); err != nil {
-		return nil, err
-	}
 	p := &Pair{
 		Dir:             dir,
 		Mariadbd:        bins.mariadbd,
-		Primary:         newServer(dir, "primary", 1),
-		Replica:         newServer(dir, "replica", 2),
 		AdminPassword:   randomPassword(),
 		MonitorPassword: randomPassword(),
 		ReplPassword:    randomPassword(),
 	}
-	ports, err := freePorts(2)
+	var specs []spec
+	for _, sp := range topology {
+		if s, ok := orphanServer(dir, sp.name); ok { // one the state file forgot
+			if err := stopServer(s); err != nil {
+				return nil, fmt.Errorf("stop the previous %s: %w", s.Name, err)
+			}
+		}
+		if sp.onDemand {
+			if err := removeInstance(filepath.Join(dir, sp.name)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		specs = append(specs, sp)
+	}
+	ports, err := freePorts(len(specs))
 	if err != nil {
 		return nil, err
 	}
-	p.Primary.Port, p.Replica.Port = ports[0], ports[1]
-
-	if err := parallel(
-		func() error { return initServer(ctx, bins, p.Primary, true) },
-		func() error { return initServer(ctx, bins, p.Replica, false) },
-	); err != nil {
+	servers := make([]Server, len(specs))
+	var inits, starts []func() error
+	for i, sp := range specs {
+		servers[i] = newServer(dir, sp)
+		servers[i].Port = ports[i]
+		inits = append(inits, func() error { return initServer(ctx, bins, servers[i], sp) })
+		starts = append(starts, func() error { return startWithPortRetry(ctx, bins.mariadbd, &servers[i], sp) })
+	}
+	if err := parallel(inits...); err != nil {
 		return nil, err
 	}
-	logf("testenv: initialised both datadirs in %s (%.1fs)", dir, time.Since(t0).Seconds())
+	logf("testenv: initialised %d datadirs in %s (%.1fs)", len(specs), dir, time.Since(t0).Seconds())
 
 	defer func() {
 		if err != nil { // leave nothing running that no state file points to
-			_ = stopServer(p.Primary)
-			_ = stopServer(p.Replica)
-			p.Primary.PID, p.Replica.PID = 0, 0
+			for i := range servers {
+				_ = stopServer(servers[i])
+				servers[i].PID = 0
+				p.setRecord(servers[i].Name, &servers[i])
+			}
 			_ = writeState(p)
 		}
 	}()
-	err = parallel(
-		func() error { return startWithPortRetry(ctx, bins.mariadbd, &p.Primary, true) },
-		func() error { return startWithPortRetry(ctx, bins.mariadbd, &p.Replica, false) },
-	)
+	err = parallel(starts...)
+	var started []string
+	for i := range servers {
+		p.setRecord(servers[i].Name, &servers[i])
+		started = append(started, fmt.Sprintf("%s (pid %d, port %d)", servers[i].Name, servers[i].PID, servers[i].Port))
+	}
 	if werr := writeState(p); err == nil {
 		err = werr
 	}
 	if err != nil {
 		return nil, err
 	}
-	logf("testenv: started primary (pid %d, port %d) and replica (pid %d, port %d) (%.1fs)",
-		p.Primary.PID, p.Primary.Port, p.Replica.PID, p.Replica.Port, time.Since(t0).Seconds())
+	logf("testenv: started %s (%.1fs)", strings.Join(started, " and "), time.Since(t0).Seconds())
 
-	if err := p.bootstrap(ctx); err != nil {
-		return nil, err
+	for i, sp := range specs {
+		if err := p.setUp(ctx, servers[i], sp); err != nil {
+			return nil, err
+		}
 	}
-	if err := p.WaitCaughtUp(ctx); err != nil {
-		return nil, fmt.Errorf("first catch-up: %w", err)
+	for _, sp := range specs {
+		if sp.role == roleReplica {
+			if err := p.node(sp.name).Replication().WaitCaughtUp(ctx); err != nil {
+				return nil, fmt.Errorf("first catch-up: %w", err)
+			}
+		}
 	}
 	logf("testenv: pair ready in %.1fs (GTID replication running, caught up)", time.Since(t0).Seconds())
 	return p, nil
@@ -369,7 +383,7 @@ func startFresh(ctx context.Context, dir string, bins binaries, logf func(string
 
 // startWithPortRetry starts a freshly initialised server, moving it to
 // another port if its port was taken since it was picked.
-func startWithPortRetry(ctx context.Context, mariadbd string, s *Server, primary bool) error {
+func startWithPortRetry(ctx context.Context, mariadbd string, s *Server, sp spec) error {
 	for attempt := 1; ; attempt++ {
 		pid, err := startServer(ctx, mariadbd, *s, dsn("root", "", s.Port, ""))
 		if err == nil {
@@ -384,45 +398,45 @@ func startWithPortRetry(ctx context.Context, mariadbd string, s *Server, primary
 			return errors.Join(err, perr)
 		}
 		s.Port = ports[0]
-		if err := writeConfig(*s, primary); err != nil {
+		if err := writeConfig(*s, sp); err != nil {
 			return err
 		}
 	}
 }
 
-// bootstrap secures root on both servers (not replicated), creates the
-// shared objects on the primary (replicated) and starts GTID replication.
-func (p *Pair) bootstrap(ctx context.Context) error {
-	for _, s := range []Server{p.Primary, p.Replica} {
-		err := withConn(ctx, dsn("root", "", s.Port, ""), func(c *sql.Conn) error {
-			return setRootPassword(ctx, c, p.AdminPassword)
-		})
-		if err != nil {
-			return fmt.Errorf("secure root on the %s: %w", s.Name, err)
-		}
+// setUp secures root on a freshly started server (unlogged), creates a
+// primary's users and database with its heartbeat table, and starts a
+// replica's replication from its source. Servers are set up in topology
+// order, so a replica's source is ready when its turn comes.
+func (p *Pair) setUp(ctx context.Context, s Server, sp spec) error {
+	err := withConn(ctx, dsn("root", "", s.Port, ""), func(c *sql.Conn) error {
+		return setRootPassword(ctx, c, p.AdminPassword)
+	})
+	if err != nil {
+		return fmt.Errorf("secure root on the %s: %w", s.Name, err)
 	}
-	err := withConn(ctx, dsn("root", p.AdminPassword, p.Primary.Port, ""), func(c *sql.Conn) error {
+	err = p.node(sp.name).admin(ctx, func(ctx context.Context, c *sql.Conn) error {
+		if sp.role == roleReplica {
+			return p.configureReplication(ctx, c, sp)
+		}
+		logBin := "1"
+		if sp.localUsers {
+			logBin = "0"
+		}
 		return execAll(ctx, c,
-			"CREATE DATABASE IF NOT EXISTS "+Database,
-			`CREATE TABLE IF NOT EXISTS `+HeartbeatTable+` (
-				ts                    VARCHAR(26) NOT NULL,
-				server_id             INT UNSIGNED NOT NULL PRIMARY KEY,
-				file                  VARCHAR(255) DEFAULT NULL,
-				position              BIGINT UNSIGNED DEFAULT NULL,
-				relay_master_log_file VARCHAR(255) DEFAULT NULL,
-				exec_master_log_pos   BIGINT UNSIGNED DEFAULT NULL)`,
+			"SET SESSION sql_log_bin = "+logBin,
 			fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", replUser, p.ReplPassword),
 			fmt.Sprintf("GRANT REPLICATION SLAVE ON *.* TO '%s'@'%%'", replUser),
-			fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", monitorUser, p.MonitorPassword),
-			fmt.Sprintf("GRANT SLAVE MONITOR ON *.* TO '%s'@'%%'", monitorUser),
-			fmt.Sprintf("GRANT SELECT ON performance_schema.* TO '%s'@'%%'", monitorUser),
+			fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", MonitorUser, p.MonitorPassword),
+			grantMonitorStatement,
+			fmt.Sprintf("GRANT SELECT ON performance_schema.* TO '%s'@'%%'", MonitorUser),
+			"SET SESSION sql_log_bin = 1",
+			"CREATE DATABASE IF NOT EXISTS "+sp.database,
+			fmt.Sprintf(ptheartbeat.CreateTable, sp.database+".heartbeat"),
 		)
 	})
 	if err != nil {
-		return fmt.Errorf("create users and schema on the primary: %w", err)
-	}
-	if err := p.adminReplica(ctx, p.configureReplication); err != nil {
-		return fmt.Errorf("start replication: %w", err)
+		return fmt.Errorf("set up the %s: %w", s.Name, err)
 	}
 	return nil
 }
@@ -460,13 +474,20 @@ func setRootPassword(ctx context.Context, c *sql.Conn, password string) error {
 	return nil
 }
 
-// configureReplication points the replica at the primary and starts it.
-func (p *Pair) configureReplication(ctx context.Context, c *sql.Conn) error {
-	return execAll(ctx, c,
-		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', "+
-			"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", p.Primary.Port, replUser, p.ReplPassword),
-		"START SLAVE",
-	)
+// configureReplication points replica sp at its source and starts it.
+func (p *Pair) configureReplication(ctx context.Context, c *sql.Conn, sp spec) error {
+	src, err := p.record(sp.source)
+	if err != nil {
+		return err
+	}
+	return execAll(ctx, c, p.changeMaster("", src), "START SLAVE")
+}
+
+// changeMaster is the CHANGE MASTER statement that points channel name (""
+// for the default) at src with GTID replication.
+func (p *Pair) changeMaster(name string, src Server) string {
+	return fmt.Sprintf("CHANGE MASTER %sTO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', "+
+		"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", quoteChannel(name), src.Port, replUser, p.ReplPassword)
 }
 
 // withConn runs fn on one connection to dsn (session settings persist

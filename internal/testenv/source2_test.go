@@ -31,16 +31,16 @@ func TestSecondSourceNamedConnection(t *testing.T) {
 	stop, err := src.StartWriter(ctx, 50*time.Millisecond)
 	require.NoError(t, err)
 	defer stop()
-	stopPrimary, err := p.StartWriter(ctx, 50*time.Millisecond)
+	stopPrimary, err := p.Primary().StartWriter(ctx, 50*time.Millisecond)
 	require.NoError(t, err)
 	defer stopPrimary()
 
-	require.ErrorContains(t, p.AddSourceConnection(ctx, "", src), "connection name")
-	require.ErrorContains(t, p.AddSourceConnection(ctx, "x'y", src), "connection name")
-	require.NoError(t, p.AddSourceConnection(ctx, "east", src))
-	require.NoError(t, p.AddSourceConnection(ctx, "east", src), "adding again replaces it")
+	require.ErrorContains(t, p.Replica().AddChannel(ctx, "", src), "connection name")
+	require.ErrorContains(t, p.Replica().AddChannel(ctx, "x'y", src), "connection name")
+	require.NoError(t, p.Replica().AddChannel(ctx, "east", src))
+	require.NoError(t, p.Replica().AddChannel(ctx, "east", src), "adding again replaces it")
 
-	rows, err := p.AllConnectionsStatus(ctx)
+	rows, err := p.Replica().AllChannelsStatus(ctx)
 	require.NoError(t, err)
 	require.Len(t, rows, 2)
 	assert.Equal(t, "", rows[0]["Connection_name"], "the default connection comes first")
@@ -55,8 +55,8 @@ func TestSecondSourceNamedConnection(t *testing.T) {
 	assert.Equal(t, src.Port(), atoi(t, rows[1]["Master_Port"]))
 
 	// Each source's heartbeat arrives in its own database on the replica.
-	require.NoError(t, p.WaitConnectionCaughtUp(ctx, "east", src))
-	replica := openDB(t, p.ReplicaAdminDSN())
+	require.NoError(t, p.Replica().Channel("east").WaitCaughtUp(ctx))
+	replica := openDB(t, p.Replica().AdminDSN())
 	var n int
 	require.NoError(t, replica.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+testenv.Source2HeartbeatTable+" WHERE server_id = 4").Scan(&n))
 	assert.Equal(t, 1, n)
@@ -64,53 +64,53 @@ func TestSecondSourceNamedConnection(t *testing.T) {
 	assert.Equal(t, 0, n, "no clash with the primary's heartbeat table")
 
 	// Per-connection faults leave the default connection alone.
-	require.NoError(t, p.SetConnectionDelay(ctx, "east", 3*time.Second))
-	east, err := p.ConnectionStatus(ctx, "east")
+	require.NoError(t, p.Replica().Channel("east").SetDelay(ctx, 3*time.Second))
+	east, err := p.Replica().Channel("east").Status(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "3", east["SQL_Delay"])
 	def := replicaStatus(t, ctx, p)
 	assert.Equal(t, "0", def["SQL_Delay"])
-	require.NoError(t, p.SetConnectionDelay(ctx, "east", 0))
+	require.NoError(t, p.Replica().Channel("east").SetDelay(ctx, 0))
 
-	require.NoError(t, p.StopConnectionSQLThread(ctx, "east"))
-	east, err = p.ConnectionStatus(ctx, "east")
+	require.NoError(t, p.Replica().Channel("east").StopSQLThread(ctx))
+	east, err = p.Replica().Channel("east").Status(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "No", east["Slave_SQL_Running"])
 	assert.Equal(t, "Yes", replicaStatus(t, ctx, p)["Slave_SQL_Running"])
-	require.NoError(t, p.StartConnectionSQLThread(ctx, "east"))
-	require.NoError(t, p.StopConnectionIOThread(ctx, "east"))
-	east, err = p.ConnectionStatus(ctx, "east")
+	require.NoError(t, p.Replica().Channel("east").StartSQLThread(ctx))
+	require.NoError(t, p.Replica().Channel("east").StopIOThread(ctx))
+	east, err = p.Replica().Channel("east").Status(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "No", east["Slave_IO_Running"])
 	assert.Equal(t, "Yes", replicaStatus(t, ctx, p)["Slave_IO_Running"])
-	require.NoError(t, p.StartConnectionIOThread(ctx, "east"))
+	require.NoError(t, p.Replica().Channel("east").StartIOThread(ctx))
 
 	// The second source's death shows on its connection only.
 	require.NoError(t, src.Kill())
 	require.Eventually(t, func() bool {
-		st, err := p.ConnectionStatus(ctx, "east")
+		st, err := p.Replica().Channel("east").Status(ctx)
 		return err == nil && st["Slave_IO_Running"] == "Connecting"
 	}, 5*time.Second, 20*time.Millisecond)
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 
 	// Reset removes the named connection and restarts the dead source.
 	require.NoError(t, p.Reset(ctx))
-	rows, err = p.AllConnectionsStatus(ctx)
+	rows, err = p.Replica().AllChannelsStatus(ctx)
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	assert.Equal(t, "", rows[0]["Connection_name"])
 	assert.NotEqual(t, pid, src.Server().PID, "restarted")
 	require.NoError(t, p.Healthy(ctx))
-	_, err = p.ConnectionStatus(ctx, "east")
+	_, err = p.Replica().Channel("east").Status(ctx)
 	require.Error(t, err, "no such connection any more")
-	require.NoError(t, p.RemoveSourceConnection(ctx, "east"), "removing a missing connection is fine")
+	require.NoError(t, p.Replica().RemoveChannel(ctx, "east"), "removing a missing connection is fine")
 
 	// Domain 1 stays in gtid_slave_pos, and the default connection still
 	// reconnects to the primary, which never logged that domain.
-	require.NoError(t, p.StopIOThread(ctx))
-	require.NoError(t, p.StartIOThread(ctx))
+	require.NoError(t, p.Replication().StopIOThread(ctx))
+	require.NoError(t, p.Replication().StartIOThread(ctx))
 	time.Sleep(200 * time.Millisecond)
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 	st := replicaStatus(t, ctx, p)
 	assert.Equal(t, "Yes", st["Slave_IO_Running"], "default connection: %v", st["Last_IO_Error"])
 	var pos string
@@ -118,8 +118,8 @@ func TestSecondSourceNamedConnection(t *testing.T) {
 	assert.Contains(t, pos, "1-4-")
 
 	// And the connection comes back where it left off.
-	require.NoError(t, p.AddSourceConnection(ctx, "east", src))
-	require.NoError(t, p.RemoveSourceConnection(ctx, "east"))
+	require.NoError(t, p.Replica().AddChannel(ctx, "east", src))
+	require.NoError(t, p.Replica().RemoveChannel(ctx, "east"))
 
 	// A second source beyond repair is rebuilt, its binlog starts again at
 	// 1-4-1, and the replica forgets the old domain 1 so that the
@@ -136,7 +136,7 @@ func TestSecondSourceNamedConnection(t *testing.T) {
 	stop, err = rebuilt.StartWriter(ctx, 50*time.Millisecond)
 	require.NoError(t, err)
 	defer stop()
-	require.NoError(t, p.AddSourceConnection(ctx, "east", rebuilt))
+	require.NoError(t, p.Replica().AddChannel(ctx, "east", rebuilt))
 	require.NoError(t, replica.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+testenv.Source2HeartbeatTable+" WHERE server_id = 4").Scan(&n))
 	assert.Equal(t, 1, n)
 }

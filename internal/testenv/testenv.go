@@ -1,11 +1,11 @@
-// Package testenv runs a real MariaDB primary and replica on loopback for the
-// project's integration tests and demo, and drives real replication lag and
-// faults on them. Tests that need two replicas of the same primary (replica
-// discovery, several replicas under one throttler) ask for a second one with
-// SecondReplica; ReplicaHandle drives either replica. Multi-source tests ask
-// for a second, independent primary with SecondSource and attach the first
-// replica to it as a named connection with AddSourceConnection (see
-// source2.go).
+// Package testenv runs real MariaDB servers on loopback for the project's
+// integration tests, demo and pacing bench, and drives real replication lag
+// and faults on them. The servers are described as data (topology): a
+// primary and a replica, which Up starts, and on-demand ones a test asks
+// for (SecondReplica, SecondSource). A Node drives one server (start, stop,
+// kill, freeze, grants, admin statements, DSNs); a Channel drives one
+// replication channel of a replica (delay, threads, catch-up, status), the
+// default one and named multi-source ones alike.
 //
 // The pair is plain mariadbd processes owned by this package: each server has
 // its own datadir, tmpdir, socket, port and server_id under one state
@@ -15,7 +15,7 @@
 // tests then attach with Require, which skips when no pair is available.
 //
 // Lag and faults are the real thing, not simulations: MASTER_DELAY, stopped
-// replication threads, a SIGKILLed or SIGSTOPped replica, and a revoked
+// replication threads, a SIGKILLed or SIGSTOPped server, and a revoked
 // privilege. Every handle returns an error instead of panicking and is bounded
 // by its context (or a default timeout when the context has no deadline).
 //
@@ -63,14 +63,24 @@ const (
 	// select it.
 	Database = "throttler_test"
 	// HeartbeatTable is a pt-heartbeat-compatible table written by
-	// StartWriter: one row per writing server_id, ts in UTC as
+	// Node.StartWriter: one row per writing server_id, ts in UTC as
 	// '2006-01-02T15:04:05.000000' (what pt-heartbeat --utc writes).
 	HeartbeatTable = Database + ".heartbeat"
+	// Source2Database is the second source's database, with its own
+	// heartbeat table. It does not clash with Database, which a replica
+	// of both sources has from the primary.
+	Source2Database = "throttler_src2"
+	// Source2HeartbeatTable is the second source's heartbeat table.
+	Source2HeartbeatTable = Source2Database + ".heartbeat"
 
-	monitorUser = "throttler_monitor"
-	replUser    = "repl"
-	stateFile   = "state.json"
-	lockName    = "lock"
+	// MonitorUser is the least-privileged account a throttler needs:
+	// SLAVE MONITOR on *.* and SELECT on performance_schema.*, nothing
+	// else. Node.DSN logs in as it.
+	MonitorUser = "throttler_monitor"
+
+	replUser  = "repl"
+	stateFile = "state.json"
+	lockName  = "lock"
 )
 
 // Default bounds for calls whose context carries no deadline.
@@ -80,9 +90,60 @@ const (
 	stopGrace           = 10 * time.Second
 )
 
-// Server is one mariadbd instance of the pair.
+// role is what a server is in the topology; it decides the server's config
+// and set-up.
+type role int
+
+const (
+	// rolePrimary writes a binary log and holds a database with a
+	// heartbeat table.
+	rolePrimary role = iota + 1
+	// roleReplica is read-only and replicates from its source on the
+	// default channel.
+	roleReplica
+)
+
+// spec describes one server this package can run.
+type spec struct {
+	name     string // instance directory and Server.Name
+	role     role
+	serverID int
+	domainID int    // gtid_domain_id when not MariaDB's default 0
+	source   string // a replica's source on its default channel
+	database string // a primary's database, holding its heartbeat table
+	// localUsers makes a primary create the users unlogged: its replicas
+	// have them already from another source, and replaying CREATE USER
+	// would stop their applier with Error 1396.
+	localUsers bool
+	// onDemand servers are started by Pair.start when a test first asks
+	// (SecondReplica, SecondSource), not by Up.
+	onDemand bool
+}
+
+// topology is every server the package knows, in the order they are
+// started, repaired and listed. A server's role, identity and source are
+// here; nothing else in the package names a server but through this table.
+var topology = []spec{
+	{name: "primary", role: rolePrimary, serverID: 1, database: Database},
+	{name: "replica", role: roleReplica, serverID: 2, source: "primary"},
+	{name: "replica2", role: roleReplica, serverID: 3, source: "primary", onDemand: true},
+	// GTID domain 1, so that its GTIDs never collide with the primary's
+	// domain 0 in a replica's shared gtid_slave_pos.
+	{name: "source2", role: rolePrimary, serverID: 4, domainID: 1, database: Source2Database, localUsers: true, onDemand: true},
+}
+
+func specOf(name string) spec {
+	for _, sp := range topology {
+		if sp.name == name {
+			return sp
+		}
+	}
+	panic("testenv: no server " + name + " in the topology")
+}
+
+// Server is one mariadbd instance, as recorded in the state file.
 type Server struct {
-	Name         string `json:"name"` // "primary", "replica", "replica2" or "source2"
+	Name         string `json:"name"` // the topology's name: "primary", "replica", "replica2", "source2"
 	ServerID     int    `json:"server_id"`
 	Port         int    `json:"port"` // TCP port on 127.0.0.1
 	PID          int    `json:"pid"`  // 0 when stopped by Down
@@ -93,38 +154,28 @@ type Server struct {
 	DefaultsFile string `json:"defaults_file"`
 	ErrorLog     string `json:"error_log"`
 	ConsoleLog   string `json:"console_log"` // stdout/stderr of mariadbd
-	// GTIDDomainID is gtid_domain_id when not 0: 1 on the second source
-	// (SecondSource), 0 (MariaDB's default) on every other server.
-	GTIDDomainID int `json:"gtid_domain_id,omitempty"`
+	GTIDDomainID int    `json:"gtid_domain_id,omitempty"`
 }
 
 // Addr is the server's TCP address.
 func (s Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
 
-// Pair is a running primary and replica, as recorded in the state file of its
-// directory. Its fields are a snapshot: the methods re-read the replica's PID
-// from the state file, because RestartReplica (possibly from another process)
-// changes it.
+// Pair is the running servers of a state directory, as recorded in its state
+// file: the primary and replica that Up starts, and the on-demand servers
+// tests asked for. Handles (Node, Channel) re-read the records from the
+// state file, because restarts (possibly from another process) change PIDs.
 type Pair struct {
 	Dir      string `json:"dir"`
-	Mariadbd string `json:"mariadbd"` // server binary used to start both
-	Primary  Server `json:"primary"`
-	Replica  Server `json:"replica"`
-	// Replica2 is the on-demand second replica (see SecondReplica); nil
-	// until a test asked for it. State files written before it existed
-	// have no such key and load with it nil.
-	Replica2 *Server `json:"replica2,omitempty"`
-	// Source2 is the on-demand second, independent primary (see
-	// SecondSource); nil until a test asked for it. Older state files load
-	// with it nil.
-	Source2 *Server `json:"source2,omitempty"`
+	Mariadbd string `json:"mariadbd"` // server binary used to start every server
+	// Instances are the recorded servers by topology name.
+	Instances map[string]*Server `json:"servers"`
 
 	// Passwords are random per fresh start; the state file is mode 0600.
-	AdminPassword   string `json:"admin_password"` // root on both servers
+	AdminPassword   string `json:"admin_password"` // root on every server
 	MonitorPassword string `json:"monitor_password"`
 	ReplPassword    string `json:"repl_password"`
 
-	mu sync.Mutex // guards Replica.PID, Replica2 and Source2 against concurrent restarts
+	mu sync.Mutex // guards Instances against concurrent restarts
 }
 
 // DefaultDir is where the command and `make test` keep the pair by default.
@@ -136,36 +187,6 @@ func DefaultDir() string {
 	}
 	return filepath.Join(os.TempDir(), name)
 }
-
-// MonitorUser is the least-privileged account a throttler needs: SLAVE
-// MONITOR on *.* and SELECT on performance_schema.*, nothing else.
-func (p *Pair) MonitorUser() string { return monitorUser }
-
-// PrimaryDSN is root on the primary, database Database.
-func (p *Pair) PrimaryDSN() string {
-	return dsn("root", p.AdminPassword, p.Primary.Port, Database)
-}
-
-// ReplicaAdminDSN is root on the replica, database Database.
-func (p *Pair) ReplicaAdminDSN() string {
-	return dsn("root", p.AdminPassword, p.Replica.Port, Database)
-}
-
-// ReplicaDSN is the monitoring user on the replica: what a throttler is
-// given in production. It selects no database because the user may not use
-// any.
-func (p *Pair) ReplicaDSN() string {
-	return dsn(monitorUser, p.MonitorPassword, p.Replica.Port, "")
-}
-
-// PrimaryMonitorDSN is the monitoring user on the primary, for tests of a
-// throttler mistakenly pointed at a primary.
-func (p *Pair) PrimaryMonitorDSN() string {
-	return dsn(monitorUser, p.MonitorPassword, p.Primary.Port, "")
-}
-
-// monitorDSN is the monitoring user on s.
-func (p *Pair) monitorDSN(s Server) string { return dsn(monitorUser, p.MonitorPassword, s.Port, "") }
 
 func dsn(user, password string, port int, db string) string {
 	return fmt.Sprintf("%s:%s@tcp(127.0.0.1:%d)/%s?timeout=2s", user, password, port, db)
@@ -204,7 +225,7 @@ func Up(ctx context.Context, dir string, logf func(format string, args ...any)) 
 	case err == nil:
 		err = p.reset(ctx, true)
 		if err == nil {
-			logf("testenv: reusing the running pair in %s (primary pid %d, replica pid %d)", dir, p.Primary.PID, p.Replica.PID)
+			logf("testenv: reusing the running pair in %s (primary pid %d, replica pid %d)", dir, p.Primary().Server().PID, p.Replica().Server().PID)
 			return p, nil
 		}
 		logf("testenv: the pair in %s is unhealthy, starting afresh: %v", dir, err)
@@ -228,7 +249,11 @@ func Up(ctx context.Context, dir string, logf func(format string, args ...any)) 
 // this package started with that pair's config, and records them as stopped.
 // Data and logs stay for inspection; Purge removes them. A dir without a
 // state file is not an error: there is nothing to stop.
-func Down(dir string) error {
+func Down(dir string) error { return lockedDir(dir, "down", func() error { return downLocked(dir) }) }
+
+// lockedDir runs fn holding dir's lock; what prefixes errors. A dir that
+// does not exist has nothing to act on.
+func lockedDir(dir, what string, fn func() error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*stopGrace)
 	defer cancel()
 	unlock, err := lockFile(ctx, filepath.Join(dir, lockName))
@@ -236,10 +261,10 @@ func Down(dir string) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		return fmt.Errorf("testenv: down: %w", err)
+		return fmt.Errorf("testenv: %s: %w", what, err)
 	}
 	defer unlock()
-	return downLocked(dir)
+	return fn()
 }
 
 func downLocked(dir string) error {
@@ -250,19 +275,16 @@ func downLocked(dir string) error {
 	if err != nil {
 		return fmt.Errorf("testenv: down: %w", err)
 	}
-	servers := []*Server{&p.Primary, &p.Replica}
-	if p.Replica2 != nil {
-		servers = append(servers, p.Replica2)
-	} else if s, ok := orphanServer(dir, replica2Name); ok {
-		// A second replica that an older writer of the state file
-		// forgot: stop it all the same (it is not recorded, so no PID to
-		// reset).
-		servers = append(servers, &s)
-	}
-	if p.Source2 != nil {
-		servers = append(servers, p.Source2)
-	} else if s, ok := orphanServer(dir, source2Name); ok {
-		servers = append(servers, &s)
+	var servers []*Server
+	for _, sp := range topology {
+		if s := p.Instances[sp.name]; s != nil {
+			servers = append(servers, s)
+		} else if s, ok := orphanServer(dir, sp.name); ok {
+			// A server the state file does not record (an older
+			// writer's, or one whose start failed half-way): stop it
+			// all the same.
+			servers = append(servers, &s)
+		}
 	}
 	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
@@ -288,25 +310,19 @@ func downLocked(dir string) error {
 // created in dir (instance directories, sockets, state and lock files), and
 // dir itself when that leaves it empty.
 func Purge(dir string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*stopGrace)
-	defer cancel()
-	unlock, err := lockFile(ctx, filepath.Join(dir, lockName))
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("testenv: purge: %w", err)
-	}
-	defer unlock()
+	return lockedDir(dir, "purge", func() error { return purgeLocked(dir) })
+}
+
+func purgeLocked(dir string) error {
 	if err := downLocked(dir); err != nil {
 		return err
 	}
 	var errs []error
-	for _, name := range []string{"primary", "replica", replica2Name, source2Name} {
-		errs = append(errs, removeInstance(filepath.Join(dir, name)))
+	for _, sp := range topology {
+		errs = append(errs, removeInstance(filepath.Join(dir, sp.name)))
 	}
 	if p, err := readState(dir); err == nil {
-		for _, s := range p.servers() {
+		for _, s := range p.Servers() {
 			if err := os.Remove(s.Socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
@@ -348,12 +364,13 @@ func attach(ctx context.Context, dir string) (*Pair, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !isOurServer(p.Primary) {
-		return nil, fmt.Errorf("primary (pid %d) in %s is not running", p.Primary.PID, dir)
+	primary := p.Primary().Server()
+	if !isOurServer(primary) {
+		return nil, fmt.Errorf("primary (pid %d) in %s is not running", primary.PID, dir)
 	}
-	_ = signalProcess(p.Primary.PID, sigCont) // harmless, and a frozen primary would not answer
-	if err := ping(ctx, p.PrimaryDSN(), 3*time.Second); err != nil {
-		return nil, fmt.Errorf("primary (pid %d, port %d) does not answer: %w", p.Primary.PID, p.Primary.Port, err)
+	_ = signalProcess(primary.PID, sigCont) // harmless, and a frozen primary would not answer
+	if err := ping(ctx, p.adminDSN(primary), 3*time.Second); err != nil {
+		return nil, fmt.Errorf("primary (pid %d, port %d) does not answer: %w", primary.PID, primary.Port, err)
 	}
 	return p, nil
 }
@@ -398,24 +415,25 @@ func writeState(p *Pair) error {
 	return nil
 }
 
-// servers lists the pair's recorded servers: primary, replica, and the
-// second replica and the second source when there are.
-func (p *Pair) servers() []Server {
+// Servers lists the recorded servers in topology order, as currently
+// recorded in the state file.
+func (p *Pair) Servers() []Server {
+	p.refresh()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := []Server{p.Primary, p.Replica}
-	if p.Replica2 != nil {
-		out = append(out, *p.Replica2)
-	}
-	if p.Source2 != nil {
-		out = append(out, *p.Source2)
+	var out []Server
+	for _, sp := range topology {
+		if s := p.Instances[sp.name]; s != nil {
+			out = append(out, *s)
+		}
 	}
 	return out
 }
 
-// refresh takes what other processes may have changed from the state file:
-// the replica's PID (RestartReplica) and the second replica's whole record
-// (SecondReplica), and the second source's (SecondSource). The in-memory copy stands when the file cannot be read.
+// refresh takes the records from the state file, which other processes
+// change (restarts, on-demand servers); every write holds the dir lock, so
+// the file is authoritative. The in-memory copy stands when the file cannot
+// be read.
 func (p *Pair) refresh() {
 	q, err := readState(p.Dir)
 	if err != nil {
@@ -423,24 +441,34 @@ func (p *Pair) refresh() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.Replica.PID = q.Replica.PID
-	p.Replica2 = q.Replica2 // the file is authoritative: every write holds the dir lock
-	p.Source2 = q.Source2
+	p.Instances = q.Instances
 }
 
-// replicaByID returns replica id as currently recorded (see refresh), or an
-// error when it is the second replica and none was created.
-func (p *Pair) replicaByID(id replicaID) (Server, error) {
+// record returns server name as currently recorded (see refresh).
+func (p *Pair) record(name string) (Server, error) {
 	p.refresh()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if id == replica1 {
-		return p.Replica, nil
+	if s := p.Instances[name]; s != nil {
+		return *s, nil
 	}
-	if p.Replica2 == nil {
-		return Server{}, errNoSecondReplica
+	return Server{}, fmt.Errorf("the pair has no %s (started on demand: SecondReplica, SecondSource)", name)
+}
+
+// setRecord records s (nil: forgets server name) in memory; writeState
+// saves it.
+func (p *Pair) setRecord(name string, s *Server) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s == nil {
+		delete(p.Instances, name)
+		return
 	}
-	return *p.Replica2, nil
+	if p.Instances == nil {
+		p.Instances = make(map[string]*Server)
+	}
+	c := *s
+	p.Instances[name] = &c
 }
 
 func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {

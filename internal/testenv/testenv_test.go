@@ -75,7 +75,7 @@ func slaveStatus(ctx context.Context, db *sql.DB) (map[string]string, error) {
 
 func replicaStatus(t *testing.T, ctx context.Context, p *testenv.Pair) map[string]string {
 	t.Helper()
-	st, err := p.ReplicaStatus(ctx)
+	st, err := p.Replication().Status(ctx)
 	require.NoError(t, err)
 	require.NotNil(t, st, "replication is not configured")
 	return st
@@ -89,10 +89,10 @@ type probe struct {
 
 func newProbe(t *testing.T, ctx context.Context, p *testenv.Pair) probe {
 	t.Helper()
-	pr := probe{primary: openDB(t, p.PrimaryDSN()), replica: openDB(t, p.ReplicaAdminDSN())}
+	pr := probe{primary: openDB(t, p.Primary().AdminDSN()), replica: openDB(t, p.Replica().AdminDSN())}
 	_, err := pr.primary.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS testenv_probe (id INT PRIMARY KEY, token VARCHAR(32) NOT NULL)")
 	require.NoError(t, err)
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 	return pr
 }
 
@@ -119,15 +119,15 @@ func TestUsersAndDSNs(t *testing.T) {
 	ctx := testContext(t)
 
 	var dbName string
-	require.NoError(t, openDB(t, p.PrimaryDSN()).QueryRowContext(ctx, "SELECT DATABASE()").Scan(&dbName))
+	require.NoError(t, openDB(t, p.Primary().AdminDSN()).QueryRowContext(ctx, "SELECT DATABASE()").Scan(&dbName))
 	assert.Equal(t, testenv.Database, dbName)
 
 	var readOnly, serverID int
-	require.NoError(t, openDB(t, p.ReplicaAdminDSN()).QueryRowContext(ctx, "SELECT @@read_only, @@server_id").Scan(&readOnly, &serverID))
+	require.NoError(t, openDB(t, p.Replica().AdminDSN()).QueryRowContext(ctx, "SELECT @@read_only, @@server_id").Scan(&readOnly, &serverID))
 	assert.Equal(t, 1, readOnly, "the replica is read-only, as in production")
-	assert.Equal(t, p.Replica.ServerID, serverID)
+	assert.Equal(t, p.Replica().ServerID(), serverID)
 
-	monitor := openDB(t, p.ReplicaDSN())
+	monitor := openDB(t, p.Replica().DSN())
 	st, err := slaveStatus(ctx, monitor)
 	require.NoError(t, err)
 	require.NotNil(t, st)
@@ -137,7 +137,7 @@ func TestUsersAndDSNs(t *testing.T) {
 
 	var user string
 	require.NoError(t, monitor.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&user))
-	assert.Equal(t, p.MonitorUser()+"@%", user)
+	assert.Equal(t, testenv.MonitorUser+"@%", user)
 	rows, err := monitor.QueryContext(ctx, "SHOW GRANTS")
 	require.NoError(t, err)
 	var grants []string
@@ -158,7 +158,7 @@ func TestUsersAndDSNs(t *testing.T) {
 	assert.EqualValues(t, 1142, myErr.Number, "the monitor user reads no user data")
 
 	// Pointed at the primary, every status form is empty, with no error.
-	st, err = slaveStatus(ctx, openDB(t, p.PrimaryMonitorDSN()))
+	st, err = slaveStatus(ctx, openDB(t, p.Primary().DSN()))
 	require.NoError(t, err)
 	assert.Nil(t, st)
 }
@@ -166,17 +166,17 @@ func TestUsersAndDSNs(t *testing.T) {
 func TestWriterAdvancesOnReplica(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
-	replica := openDB(t, p.ReplicaAdminDSN())
+	replica := openDB(t, p.Replica().AdminDSN())
 	read := func() string {
 		t.Helper()
-		require.NoError(t, p.WaitCaughtUp(ctx))
+		require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 		var ts string
 		require.NoError(t, replica.QueryRowContext(ctx,
-			"SELECT ts FROM "+testenv.HeartbeatTable+" WHERE server_id = ?", p.Primary.ServerID).Scan(&ts))
+			"SELECT ts FROM "+testenv.HeartbeatTable+" WHERE server_id = ?", p.Primary().ServerID()).Scan(&ts))
 		return ts
 	}
 
-	stop, err := p.StartWriter(ctx, 20*time.Millisecond)
+	stop, err := p.Primary().StartWriter(ctx, 20*time.Millisecond)
 	require.NoError(t, err)
 	defer stop()
 	first := read()
@@ -198,7 +198,7 @@ func TestStopStartSQLThread(t *testing.T) {
 	ctx := testContext(t)
 	pr := newProbe(t, ctx, p)
 
-	require.NoError(t, p.StopSQLThread(ctx))
+	require.NoError(t, p.Replication().StopSQLThread(ctx))
 	st := replicaStatus(t, ctx, p)
 	assert.Equal(t, "No", st["Slave_SQL_Running"])
 	assert.Equal(t, "Yes", st["Slave_IO_Running"], "the IO thread keeps fetching")
@@ -208,26 +208,26 @@ func TestStopStartSQLThread(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	assert.False(t, pr.applied(t, ctx, token), "nothing is applied while the SQL thread is stopped")
 
-	require.NoError(t, p.StartSQLThread(ctx))
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	require.NoError(t, p.Replication().StartSQLThread(ctx))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 	assert.True(t, pr.applied(t, ctx, token))
 }
 
 func TestReplicaExecOneSessionWithoutBinlog(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
-	replica := openDB(t, p.ReplicaAdminDSN())
+	replica := openDB(t, p.Replica().AdminDSN())
 	const table = testenv.Database + ".testenv_replica_only"
-	t.Cleanup(func() { _ = p.ReplicaExec(context.Background(), "drop", "DROP TABLE IF EXISTS "+table) })
+	t.Cleanup(func() { _ = p.Replica().ExecNoBinlog(context.Background(), "drop", "DROP TABLE IF EXISTS "+table) })
 
-	require.NoError(t, p.ReplicaExec(ctx, "create", "SET @step = 1",
+	require.NoError(t, p.Replica().ExecNoBinlog(ctx, "create", "SET @step = 1",
 		"CREATE TABLE "+table+" ENGINE=InnoDB AS SELECT @step AS step, @@SESSION.sql_log_bin AS log_bin"))
 	var step, logBin int
 	require.NoError(t, replica.QueryRowContext(ctx, "SELECT step, log_bin FROM "+table).Scan(&step, &logBin))
 	assert.Equal(t, 1, step, "the statements share one session")
 	assert.Equal(t, 0, logBin, "sql_log_bin is off in that session")
 
-	err := p.ReplicaExec(ctx, "bad", "SELECT * FROM no_such_table_here")
+	err := p.Replica().ExecNoBinlog(ctx, "bad", "SELECT * FROM no_such_table_here")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "bad")
 }
@@ -237,7 +237,7 @@ func TestStopStartIOThread(t *testing.T) {
 	ctx := testContext(t)
 	pr := newProbe(t, ctx, p)
 
-	require.NoError(t, p.StopIOThread(ctx))
+	require.NoError(t, p.Replication().StopIOThread(ctx))
 	st := replicaStatus(t, ctx, p)
 	assert.Equal(t, "No", st["Slave_IO_Running"])
 	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
@@ -246,8 +246,8 @@ func TestStopStartIOThread(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	assert.False(t, pr.applied(t, ctx, token), "nothing arrives while the IO thread is stopped")
 
-	require.NoError(t, p.StartIOThread(ctx))
-	require.NoError(t, p.WaitCaughtUp(ctx))
+	require.NoError(t, p.Replication().StartIOThread(ctx))
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx))
 	assert.True(t, pr.applied(t, ctx, token))
 }
 
@@ -256,8 +256,8 @@ func TestSetDelay(t *testing.T) {
 	ctx := testContext(t)
 	pr := newProbe(t, ctx, p)
 
-	require.Error(t, p.SetDelay(ctx, -time.Second))
-	require.NoError(t, p.SetDelay(ctx, 2*time.Second))
+	require.Error(t, p.Replication().SetDelay(ctx, -time.Second))
+	require.NoError(t, p.Replication().SetDelay(ctx, 2*time.Second))
 	st := replicaStatus(t, ctx, p)
 	assert.Equal(t, "2", st["SQL_Delay"])
 	assert.Equal(t, "Yes", st["Slave_IO_Running"])
@@ -278,27 +278,27 @@ func TestSetDelay(t *testing.T) {
 	assert.GreaterOrEqual(t, took, 1500*time.Millisecond)
 	assert.Less(t, took, 4*time.Second)
 
-	require.NoError(t, p.SetDelay(ctx, 0))
+	require.NoError(t, p.Replication().SetDelay(ctx, 0))
 	assert.Equal(t, "0", replicaStatus(t, ctx, p)["SQL_Delay"])
 }
 
 func TestKillAndRestartReplica(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
-	monitor := openDB(t, p.ReplicaDSN())
+	monitor := openDB(t, p.Replica().DSN())
 	require.NoError(t, monitor.PingContext(ctx))
-	oldPID := p.Replica.PID
+	oldPID := p.Replica().Server().PID
 
-	require.NoError(t, p.KillReplica())
+	require.NoError(t, p.Replica().Kill())
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_, err := slaveStatus(qctx, monitor)
 	cancel()
 	require.Error(t, err, "the replica is gone")
-	require.Error(t, p.KillReplica(), "nothing left to kill")
-	require.Error(t, p.FreezeReplica(), "nothing to freeze")
+	require.Error(t, p.Replica().Kill(), "nothing left to kill")
+	require.Error(t, p.Replica().Freeze(), "nothing to freeze")
 
 	t0 := time.Now()
-	require.NoError(t, p.RestartReplica(ctx))
+	require.NoError(t, p.Replica().Restart(ctx))
 	t.Logf("restart took %v", time.Since(t0))
 	st, err := slaveStatus(ctx, monitor)
 	require.NoError(t, err, "the same *sql.DB works again")
@@ -307,17 +307,17 @@ func TestKillAndRestartReplica(t *testing.T) {
 
 	loaded, err := testenv.Load(p.Dir)
 	require.NoError(t, err)
-	assert.NotEqual(t, oldPID, loaded.Replica.PID, "the state file records the new PID")
+	assert.NotEqual(t, oldPID, loaded.Replica().Server().PID, "the state file records the new PID")
 	require.NoError(t, loaded.Healthy(ctx))
 }
 
 func TestFreezeAndThawReplica(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
-	monitor := openDB(t, p.ReplicaDSN())
+	monitor := openDB(t, p.Replica().DSN())
 	require.NoError(t, monitor.PingContext(ctx))
 
-	require.NoError(t, p.FreezeReplica())
+	require.NoError(t, p.Replica().Freeze())
 	qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	t0 := time.Now()
 	_, err := slaveStatus(qctx, monitor)
@@ -326,7 +326,7 @@ func TestFreezeAndThawReplica(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Less(t, time.Since(t0), 1500*time.Millisecond, "the deadline is honoured")
 
-	require.NoError(t, p.ThawReplica())
+	require.NoError(t, p.Replica().Thaw())
 	st, err := slaveStatus(ctx, monitor)
 	require.NoError(t, err)
 	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
@@ -335,18 +335,18 @@ func TestFreezeAndThawReplica(t *testing.T) {
 func TestRevokeAndRestoreMonitorGrant(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
-	monitor := openDB(t, p.ReplicaDSN())
+	monitor := openDB(t, p.Replica().DSN())
 	monitor.SetMaxIdleConns(4)
 	_, err := slaveStatus(ctx, monitor) // leaves a pooled connection with the grant cached
 	require.NoError(t, err)
 
-	require.NoError(t, p.RevokeMonitorGrant(ctx))
+	require.NoError(t, p.Replica().RevokeMonitorGrant(ctx))
 	_, err = slaveStatus(ctx, monitor)
 	var myErr *mysql.MySQLError
 	require.ErrorAs(t, err, &myErr, "the pooled *sql.DB sees the revoke")
 	assert.EqualValues(t, 1227, myErr.Number)
 
-	require.NoError(t, p.RestoreMonitorGrant(ctx))
+	require.NoError(t, p.Replica().RestoreMonitorGrant(ctx))
 	_, err = slaveStatus(ctx, monitor)
 	require.NoError(t, err, "and the restore")
 }
@@ -354,7 +354,7 @@ func TestRevokeAndRestoreMonitorGrant(t *testing.T) {
 func TestResetRepairsEveryFault(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
-	monitor := openDB(t, p.ReplicaDSN())
+	monitor := openDB(t, p.Replica().DSN())
 	healthy := func() {
 		t.Helper()
 		st, err := slaveStatus(ctx, monitor)
@@ -365,15 +365,15 @@ func TestResetRepairsEveryFault(t *testing.T) {
 		require.NoError(t, p.Healthy(ctx))
 	}
 
-	require.NoError(t, p.SetDelay(ctx, 3*time.Second))
-	require.NoError(t, p.StopIOThread(ctx))
-	require.NoError(t, p.StopSQLThread(ctx))
-	require.NoError(t, p.RevokeMonitorGrant(ctx))
-	require.NoError(t, p.FreezeReplica())
+	require.NoError(t, p.Replication().SetDelay(ctx, 3*time.Second))
+	require.NoError(t, p.Replication().StopIOThread(ctx))
+	require.NoError(t, p.Replication().StopSQLThread(ctx))
+	require.NoError(t, p.Replica().RevokeMonitorGrant(ctx))
+	require.NoError(t, p.Replica().Freeze())
 	require.NoError(t, p.Reset(ctx))
 	healthy()
 
-	require.NoError(t, p.KillReplica())
+	require.NoError(t, p.Replica().Kill())
 	require.NoError(t, p.Reset(ctx))
 	healthy()
 }
@@ -395,9 +395,9 @@ func TestUpReusesTheRunningPair(t *testing.T) {
 	t.Logf("two concurrent Up calls on a running pair took %v", time.Since(t0))
 	for i := range pairs {
 		require.NoError(t, errs[i])
-		assert.Equal(t, p.Primary.PID, pairs[i].Primary.PID)
-		assert.Equal(t, p.Replica.PID, pairs[i].Replica.PID)
-		assert.Equal(t, p.ReplicaDSN(), pairs[i].ReplicaDSN())
+		assert.Equal(t, p.Primary().Server().PID, pairs[i].Primary().Server().PID)
+		assert.Equal(t, p.Replica().Server().PID, pairs[i].Replica().Server().PID)
+		assert.Equal(t, p.Replica().DSN(), pairs[i].Replica().DSN())
 	}
 	assert.Less(t, time.Since(t0), 5*time.Second)
 }
@@ -419,7 +419,7 @@ func TestUpFromNothingAfterCrashAndDown(t *testing.T) {
 	t.Logf("up from nothing took %v", time.Since(t0))
 	require.NoError(t, p.Healthy(ctx))
 	assert.Empty(t, p.SecondReplicaDSN(), "no second replica until asked for")
-	assert.Equal(t, map[int]slaveHost{p.Replica.ServerID: {ServerID: p.Replica.ServerID, Host: "127.0.0.1", Port: p.Replica.Port, MasterID: p.Primary.ServerID}},
+	assert.Equal(t, map[int]slaveHost{p.Replica().ServerID(): {ServerID: p.Replica().ServerID(), Host: "127.0.0.1", Port: p.Replica().Port(), MasterID: p.Primary().ServerID()}},
 		slaveHosts(t, ctx, p), "the primary lists the replica at its address")
 	old2, err := p.SecondReplica(ctx)
 	require.NoError(t, err)
@@ -427,7 +427,8 @@ func TestUpFromNothingAfterCrashAndDown(t *testing.T) {
 
 	// A crashed run leaves a stale state file behind; Up must start afresh,
 	// and the second replica (of the dead primary) goes with the old pair.
-	for _, pid := range []int{p.Primary.PID, p.Replica.PID} {
+	oldPrimaryPID := p.Primary().Server().PID
+	for _, pid := range []int{oldPrimaryPID, p.Replica().Server().PID} {
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	}
 	require.Eventually(t, func() bool { _, err := testenv.Load(dir); return err != nil }, 10*time.Second, 20*time.Millisecond)
@@ -435,8 +436,8 @@ func TestUpFromNothingAfterCrashAndDown(t *testing.T) {
 	q, err := testenv.Up(ctx, dir, t.Logf)
 	require.NoError(t, err)
 	t.Logf("up over a crashed pair took %v", time.Since(t0))
-	assert.NotEqual(t, p.Primary.PID, q.Primary.PID)
-	assert.Nil(t, q.Replica2, "a fresh pair has no second replica")
+	assert.NotEqual(t, oldPrimaryPID, q.Primary().Server().PID)
+	assert.Empty(t, q.SecondReplicaDSN(), "a fresh pair has no second replica")
 	assert.False(t, pidAlive(old2PID), "the old second replica was stopped")
 	require.NoError(t, q.Healthy(ctx))
 
@@ -444,7 +445,7 @@ func TestUpFromNothingAfterCrashAndDown(t *testing.T) {
 	h, err := q.SecondReplica(ctx)
 	require.NoError(t, err)
 	require.NoError(t, q.Healthy(ctx))
-	pids := []int{q.Primary.PID, q.Replica.PID, h.Server().PID}
+	pids := []int{q.Primary().Server().PID, q.Replica().Server().PID, h.Server().PID}
 	require.NoError(t, testenv.Down(dir))
 	for _, pid := range pids {
 		assert.False(t, pidAlive(pid), "pid %d still runs after Down", pid)
@@ -471,7 +472,7 @@ type slaveHost struct {
 
 func slaveHosts(t *testing.T, ctx context.Context, p *testenv.Pair) map[int]slaveHost {
 	t.Helper()
-	out, err := querySlaveHosts(ctx, openDB(t, p.PrimaryDSN()))
+	out, err := querySlaveHosts(ctx, openDB(t, p.Primary().AdminDSN()))
 	require.NoError(t, err)
 	return out
 }
@@ -501,7 +502,7 @@ func querySlaveHosts(ctx context.Context, primary *sql.DB) (map[int]slaveHost, e
 }
 
 // secondReplica returns the pair's second replica, creating it if needed.
-func secondReplica(t *testing.T, ctx context.Context, p *testenv.Pair) *testenv.ReplicaHandle {
+func secondReplica(t *testing.T, ctx context.Context, p *testenv.Pair) *testenv.Node {
 	t.Helper()
 	t0 := time.Now()
 	h, err := p.SecondReplica(ctx)
@@ -514,15 +515,15 @@ func TestSecondReplica(t *testing.T) {
 	p := testenv.Require(t)
 	ctx := testContext(t)
 	h := secondReplica(t, ctx, p)
-	first := p.FirstReplica()
+	first := p.Replica()
 
 	assert.Equal(t, "replica2", h.Name())
 	assert.Equal(t, 3, h.ServerID())
-	assert.Equal(t, p.Replica.ServerID, first.ServerID())
-	assert.Equal(t, p.Replica.Port, first.Port())
-	assert.Equal(t, p.ReplicaDSN(), first.DSN())
-	assert.NotEqual(t, p.Replica.Port, h.Port())
-	assert.NotEqual(t, p.Primary.Port, h.Port())
+	assert.Equal(t, p.Replica().ServerID(), first.ServerID())
+	assert.Equal(t, p.Replica().Port(), first.Port())
+	assert.Equal(t, p.Replica().DSN(), first.DSN())
+	assert.NotEqual(t, p.Replica().Port(), h.Port())
+	assert.NotEqual(t, p.Primary().Port(), h.Port())
 	assert.Equal(t, h.DSN(), p.SecondReplicaDSN())
 
 	var readOnly, serverID, reportPort int
@@ -542,24 +543,24 @@ func TestSecondReplica(t *testing.T) {
 	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
 	assert.Equal(t, "Slave_Pos", st["Using_Gtid"], "GTID replication")
 	assert.Equal(t, "127.0.0.1", st["Master_Host"])
-	assert.Equal(t, strconv.Itoa(p.Primary.Port), st["Master_Port"])
+	assert.Equal(t, strconv.Itoa(p.Primary().Port()), st["Master_Port"])
 
 	// The primary lists both replicas at their addresses.
 	hosts := slaveHosts(t, ctx, p)
 	require.Len(t, hosts, 2, "%v", hosts)
-	for _, r := range []*testenv.ReplicaHandle{first, h} {
+	for _, r := range []*testenv.Node{first, h} {
 		got := hosts[r.ServerID()]
-		assert.Equal(t, slaveHost{ServerID: r.ServerID(), Host: "127.0.0.1", Port: r.Port(), MasterID: p.Primary.ServerID}, got)
+		assert.Equal(t, slaveHost{ServerID: r.ServerID(), Host: "127.0.0.1", Port: r.Port(), MasterID: p.Primary().ServerID()}, got)
 	}
 
 	// Writes reach the second replica.
-	stop, err := p.StartWriter(ctx, 20*time.Millisecond)
+	stop, err := p.Primary().StartWriter(ctx, 20*time.Millisecond)
 	require.NoError(t, err)
 	defer stop()
-	require.NoError(t, h.WaitCaughtUp(ctx))
+	require.NoError(t, h.Replication().WaitCaughtUp(ctx))
 	var ts string
 	require.NoError(t, openDB(t, h.AdminDSN()).QueryRowContext(ctx,
-		"SELECT ts FROM "+testenv.HeartbeatTable+" WHERE server_id = ?", p.Primary.ServerID).Scan(&ts))
+		"SELECT ts FROM "+testenv.HeartbeatTable+" WHERE server_id = ?", p.Primary().ServerID()).Scan(&ts))
 	assert.NotEmpty(t, ts)
 
 	// A second call reuses the running replica, and the state file records it.
@@ -570,8 +571,8 @@ func TestSecondReplica(t *testing.T) {
 	assert.Less(t, time.Since(t0), 5*time.Second)
 	loaded, err := testenv.Load(p.Dir)
 	require.NoError(t, err)
-	require.NotNil(t, loaded.Replica2)
-	assert.Equal(t, pid, loaded.Replica2.PID)
+	require.NotNil(t, loaded.Instances["replica2"])
+	assert.Equal(t, pid, loaded.Instances["replica2"].PID)
 	require.NoError(t, loaded.Healthy(ctx))
 }
 
@@ -580,43 +581,43 @@ func TestSecondReplicaHandles(t *testing.T) {
 	ctx := testContext(t)
 	h := secondReplica(t, ctx, p)
 	monitor := openDB(t, h.DSN())
-	status := func(r *testenv.ReplicaHandle) map[string]string {
+	status := func(r *testenv.Node) map[string]string {
 		t.Helper()
-		st, err := r.Status(ctx)
+		st, err := r.Replication().Status(ctx)
 		require.NoError(t, err)
 		require.NotNil(t, st)
 		return st
 	}
 
 	// Delay acts on the second replica only.
-	require.Error(t, h.SetDelay(ctx, -time.Second))
-	require.NoError(t, h.SetDelay(ctx, 2*time.Second))
+	require.Error(t, h.Replication().SetDelay(ctx, -time.Second))
+	require.NoError(t, h.Replication().SetDelay(ctx, 2*time.Second))
 	assert.Equal(t, "2", status(h)["SQL_Delay"])
-	assert.Equal(t, "0", status(p.FirstReplica())["SQL_Delay"], "the first replica is untouched")
-	require.NoError(t, h.SetDelay(ctx, 0))
+	assert.Equal(t, "0", status(p.Replica())["SQL_Delay"], "the first replica is untouched")
+	require.NoError(t, h.Replication().SetDelay(ctx, 0))
 	assert.Equal(t, "0", status(h)["SQL_Delay"])
 
-	require.NoError(t, h.StopSQLThread(ctx))
+	require.NoError(t, h.Replication().StopSQLThread(ctx))
 	assert.Equal(t, "No", status(h)["Slave_SQL_Running"])
-	assert.Equal(t, "Yes", status(p.FirstReplica())["Slave_SQL_Running"])
-	require.NoError(t, h.StartSQLThread(ctx))
+	assert.Equal(t, "Yes", status(p.Replica())["Slave_SQL_Running"])
+	require.NoError(t, h.Replication().StartSQLThread(ctx))
 	assert.Equal(t, "Yes", status(h)["Slave_SQL_Running"])
 
 	// The primary unlists a replica whose IO thread stopped when it next
 	// sends it something: with writes, at once; without, not for a while.
-	stop, err := p.StartWriter(ctx, 20*time.Millisecond)
+	stop, err := p.Primary().StartWriter(ctx, 20*time.Millisecond)
 	require.NoError(t, err)
-	primary := openDB(t, p.PrimaryDSN())
+	primary := openDB(t, p.Primary().AdminDSN())
 	listed := func() bool {
 		hosts, err := querySlaveHosts(ctx, primary)
 		_, ok := hosts[h.ServerID()]
 		return err == nil && ok
 	}
-	require.NoError(t, h.StopIOThread(ctx))
+	require.NoError(t, h.Replication().StopIOThread(ctx))
 	assert.Equal(t, "No", status(h)["Slave_IO_Running"])
 	require.Eventually(t, func() bool { return !listed() }, 5*time.Second, 10*time.Millisecond,
 		"a replica without an IO thread is not listed")
-	require.NoError(t, h.StartIOThread(ctx))
+	require.NoError(t, h.Replication().StartIOThread(ctx))
 	assert.True(t, listed(), "listed again once its IO thread runs")
 	stop()
 
@@ -634,14 +635,14 @@ func TestSecondReplicaHandles(t *testing.T) {
 	var myErr *mysql.MySQLError
 	require.ErrorAs(t, err, &myErr)
 	assert.EqualValues(t, 1227, myErr.Number)
-	_, err = slaveStatus(ctx, openDB(t, p.ReplicaDSN()))
+	_, err = slaveStatus(ctx, openDB(t, p.Replica().DSN()))
 	require.NoError(t, err, "the first replica keeps its grant")
 	require.NoError(t, h.RestoreMonitorGrant(ctx))
 
 	oldPID := h.Server().PID
 	require.NoError(t, h.Kill())
 	require.Error(t, h.Kill(), "nothing left to kill")
-	require.NoError(t, p.FirstReplica().WaitCaughtUp(ctx), "the first replica is unaffected")
+	require.NoError(t, p.Replication().WaitCaughtUp(ctx), "the first replica is unaffected")
 	require.NoError(t, h.Restart(ctx))
 	assert.NotEqual(t, oldPID, h.Server().PID)
 	st, err := slaveStatus(ctx, monitor)
@@ -649,8 +650,8 @@ func TestSecondReplicaHandles(t *testing.T) {
 	assert.Equal(t, "Yes", st["Slave_SQL_Running"])
 
 	// Reset repairs every fault on the second replica too.
-	require.NoError(t, h.SetDelay(ctx, 3*time.Second))
-	require.NoError(t, h.StopIOThread(ctx))
+	require.NoError(t, h.Replication().SetDelay(ctx, 3*time.Second))
+	require.NoError(t, h.Replication().StopIOThread(ctx))
 	require.NoError(t, h.RevokeMonitorGrant(ctx))
 	require.NoError(t, h.Freeze())
 	require.NoError(t, p.Reset(ctx))
@@ -671,23 +672,21 @@ func TestLoadAndDownLeaveForeignProcessesAlone(t *testing.T) {
 
 	// A state file whose PIDs now belong to another process (here: this
 	// test) must neither load nor get that process signalled.
-	fake := &testenv.Pair{
-		Dir:     dir,
-		Primary: testenv.Server{Name: "primary", PID: os.Getpid(), DefaultsFile: filepath.Join(dir, "primary", "my.cnf")},
-		Replica: testenv.Server{Name: "replica", PID: os.Getpid(), DefaultsFile: filepath.Join(dir, "replica", "my.cnf")},
-	}
+	fake := &testenv.Pair{Dir: dir, Instances: map[string]*testenv.Server{
+		"primary": {Name: "primary", PID: os.Getpid(), DefaultsFile: filepath.Join(dir, "primary", "my.cnf")},
+		"replica": {Name: "replica", PID: os.Getpid(), DefaultsFile: filepath.Join(dir, "replica", "my.cnf")},
+	}}
 	b, err := json.Marshal(fake)
 	require.NoError(t, err)
-	assert.NotContains(t, string(b), "replica2", "a pair without a second replica writes the old format")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "state.json"), b, 0o600))
 	_, err = testenv.Load(dir)
-	require.ErrorContains(t, err, "not running", "the old format loads (and is then refused for its dead primary)")
+	require.ErrorContains(t, err, "not running", "the state loads (and is then refused for its dead primary)")
 	require.NoError(t, testenv.Down(dir))
-	require.Error(t, fake.KillReplica(), "a foreign PID is never killed")
-	require.Error(t, fake.FreezeReplica(), "nor stopped")
+	require.Error(t, fake.Replica().Kill(), "a foreign PID is never killed")
+	require.Error(t, fake.Replica().Freeze(), "nor stopped")
 
 	// The same for a recorded second replica.
-	fake.Replica2 = &testenv.Server{Name: "replica2", PID: os.Getpid(), DefaultsFile: filepath.Join(dir, "replica2", "my.cnf")}
+	fake.Instances["replica2"] = &testenv.Server{Name: "replica2", PID: os.Getpid(), DefaultsFile: filepath.Join(dir, "replica2", "my.cnf")}
 	b, err = json.Marshal(fake)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "state.json"), b, 0o600))

@@ -125,15 +125,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "running but unhealthy: %v (%s)\n", err, p.Dir)
 			return 1
 		}
-		second := ""
-		if p.Replica2 != nil {
-			second = fmt.Sprintf(", replica2 pid %d on %s", p.Replica2.PID, p.Replica2.Addr())
+		var servers []string
+		for _, s := range p.Servers() {
+			servers = append(servers, fmt.Sprintf("%s pid %d on %s", s.Name, s.PID, s.Addr()))
 		}
-		if p.Source2 != nil {
-			second += fmt.Sprintf(", source2 pid %d on %s", p.Source2.PID, p.Source2.Addr())
-		}
-		fmt.Fprintf(stdout, "running: primary pid %d on %s, replica pid %d on %s%s, replication healthy (%s)\n",
-			p.Primary.PID, p.Primary.Addr(), p.Replica.PID, p.Replica.Addr(), second, p.Dir)
+		fmt.Fprintf(stdout, "running: %s, replication healthy (%s)\n", strings.Join(servers, ", "), p.Dir)
 	case "env":
 		p, err := testenv.Load(*dir)
 		if err != nil {
@@ -146,8 +142,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func printEnv(w io.Writer, p *testenv.Pair) {
 	fmt.Fprintf(w, "%s=%s\n", testenv.EnvDir, shellQuote(p.Dir))
-	fmt.Fprintf(w, "PRIMARY_DSN=%s\n", shellQuote(p.PrimaryDSN()))
-	fmt.Fprintf(w, "REPLICA_DSN=%s\n", shellQuote(p.ReplicaDSN()))
+	fmt.Fprintf(w, "PRIMARY_DSN=%s\n", shellQuote(p.Primary().AdminDSN()))
+	fmt.Fprintf(w, "REPLICA_DSN=%s\n", shellQuote(p.Replica().DSN()))
 	if dsn := p.SecondReplicaDSN(); dsn != "" {
 		fmt.Fprintf(w, "REPLICA2_DSN=%s\n", shellQuote(dsn))
 	}
