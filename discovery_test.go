@@ -3,7 +3,6 @@ package throttler
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,20 +18,20 @@ import (
 )
 
 // discoFleet fakes everything around a Discovery: the primary's replica
-// list, the replicas' *sql.DBs (real DBs on a connector that never
-// connects, so closing them is observable and goleak sees their
+// list, the replicas' *sql.DBs (real DBs on the fake driver, which the
+// Discovery never queries: closing them is counted, and goleak sees their
 // goroutines) and each replica's lag, by DSN ("fake://host:port").
 type discoFleet struct {
-	mu       sync.Mutex
-	hosts    []ReplicaHost
-	listErr  error
-	openErr  map[string]error
-	measure  map[string]Measurement
-	measErr  map[string]error
-	dsnOf    map[*sql.DB]string
-	opens    map[string]int
-	closedDB atomic.Int64
-	clock    time.Time
+	mu      sync.Mutex
+	hosts   []ReplicaHost
+	listErr error
+	openErr map[string]error
+	measure map[string]Measurement
+	measErr map[string]error
+	dsnOf   map[*sql.DB]string
+	opens   map[string]int
+	server  *fakedb // every replica's *sql.DB is on it
+	clock   time.Time
 }
 
 func newFleet(hosts ...ReplicaHost) *discoFleet {
@@ -43,6 +42,7 @@ func newFleet(hosts ...ReplicaHost) *discoFleet {
 		measErr: map[string]error{},
 		dsnOf:   map[*sql.DB]string{},
 		opens:   map[string]int{},
+		server:  newFakeServer(),
 		clock:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
 }
@@ -74,7 +74,7 @@ func (f *discoFleet) open(dsn string) (*sql.DB, error) {
 	if err := f.openErr[dsn]; err != nil {
 		return nil, err
 	}
-	db := sql.OpenDB(&fakeConnector{closed: &f.closedDB})
+	db := f.server.open()
 	f.dsnOf[db] = dsn
 	return db, nil
 }
@@ -112,18 +112,6 @@ func (f *discoFleet) Measure(_ context.Context, db *sql.DB) (Measurement, error)
 	dsn := f.dsnOf[db]
 	return f.measure[dsn], f.measErr[dsn]
 }
-
-type fakeConnector struct{ closed *atomic.Int64 }
-
-func (c *fakeConnector) Connect(context.Context) (driver.Conn, error) {
-	return nil, errors.New("fake connector: no connections")
-}
-func (c *fakeConnector) Driver() driver.Driver { return fakeDriver{} }
-func (c *fakeConnector) Close() error          { c.closed.Add(1); return nil }
-
-type fakeDriver struct{}
-
-func (fakeDriver) Open(string) (driver.Conn, error) { return nil, errors.New("fake driver") }
 
 var (
 	hostA = ReplicaHost{ServerID: 2, Host: "10.0.0.1", Port: 3306}
@@ -281,7 +269,7 @@ func TestDiscoveryWatchesEveryReplica(t *testing.T) {
 	assert.False(t, d.IsThrottled())
 
 	require.NoError(t, d.Close())
-	assert.EqualValues(t, 2, f.closedDB.Load(), "the Discovery closes the DBs it opened")
+	assert.EqualValues(t, 2, f.server.closes.Load(), "the Discovery closes the DBs it opened")
 	assert.Nil(t, d.Replicas())
 }
 
@@ -395,7 +383,7 @@ func TestDiscoveryMembershipChanges(t *testing.T) {
 	f.advance(time.Minute)
 	require.NoError(t, d.UpdateLag(context.Background()))
 	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
-	assert.EqualValues(t, 1, f.closedDB.Load(), "its DB is closed")
+	assert.EqualValues(t, 1, f.server.closes.Load(), "its DB is closed")
 
 	// A throttling replica vanishes (as a crashed one does): kept, and the
 	// reason says it is no longer listed.
@@ -432,7 +420,7 @@ func TestDiscoveryMembershipChanges(t *testing.T) {
 	require.NoError(t, d.UpdateLag(context.Background()))
 	assert.Equal(t, []string{"10.0.0.1:3307"}, d.Replicas())
 	assert.False(t, d.IsThrottled(), d.ThrottleReason())
-	assert.EqualValues(t, 3, f.closedDB.Load())
+	assert.EqualValues(t, 3, f.server.closes.Load())
 
 	// Every change is logged once.
 	out := logs.String()
