@@ -309,20 +309,6 @@ func TestLoadHotPathDoesNotAllocate(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = l.Value() }))
 }
 
-func TestLoadContract(t *testing.T) {
-	dbContract(t, func(t *testing.T, maxWait time.Duration) (Throttler, func(bool)) {
-		l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithMaxWait(maxWait))
-		return l, func(on bool) {
-			v := "1"
-			if on {
-				v = "10"
-			}
-			f.setStatus(loadRunning(v))
-			_ = l.UpdateLag(context.Background())
-		}
-	})
-}
-
 // TestLoadMonitorPolls: the monitor, not only UpdateLag, follows the server.
 func TestLoadMonitorPolls(t *testing.T) {
 	l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithInterval(minPeriod))
@@ -332,88 +318,4 @@ func TestLoadMonitorPolls(t *testing.T) {
 	f.setStatus(loadRunning("2"))
 	require.Eventually(t, func() bool { return !l.IsThrottled() }, 5*time.Second, time.Millisecond)
 	assert.EqualValues(t, 1, f.maxSeen.Load(), "one reading in flight at a time")
-}
-
-// dbContract runs the throttler contract on a polling throttler. mk returns
-// an unopened throttler with WithMaxWait(maxWait), and a lever that makes
-// its next reading throttled or clear and publishes it.
-func dbContract(t *testing.T, mk func(t *testing.T, maxWait time.Duration) (Throttler, func(bool))) {
-	t.Run("clear BlockWait returns at once", func(t *testing.T) {
-		th, _ := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		requireReturns(t, waiters(context.Background(), th, 10), 5*time.Second, "clear")
-	})
-	t.Run("throttled waiters block, clear wakes them all", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		require.True(t, th.IsThrottled())
-		done := waiters(context.Background(), th, 50)
-		requireBlocked(t, done, "throttled")
-		throttle(false)
-		requireReturns(t, done, 5*time.Second, "cleared")
-	})
-	t.Run("Close releases waiters and IsThrottled", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		done := waiters(context.Background(), th, 50)
-		requireBlocked(t, done, "throttled")
-		require.NoError(t, th.Close())
-		requireReturns(t, done, 5*time.Second, "Close")
-		assert.False(t, th.IsThrottled())
-		throttle(true) // a late reading after Close changes nothing
-		assert.False(t, th.IsThrottled())
-		require.NoError(t, th.Close(), "Close is idempotent")
-	})
-	t.Run("end of Open's context releases", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		require.NoError(t, th.Open(ctx))
-		throttle(true)
-		done := waiters(context.Background(), th, 50)
-		requireBlocked(t, done, "throttled")
-		cancel()
-		requireReturns(t, done, 5*time.Second, "Open's context cancelled")
-		assert.False(t, th.IsThrottled())
-		assert.ErrorIs(t, th.UpdateLag(context.Background()), ErrClosed)
-	})
-	t.Run("caller context ends the wait", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := waiters(ctx, th, 10)
-		requireBlocked(t, done, "throttled")
-		cancel()
-		requireReturns(t, done, 5*time.Second, "caller cancel")
-		assert.True(t, th.IsThrottled())
-	})
-	t.Run("WithMaxWait caps the wait", func(t *testing.T) {
-		th, throttle := mk(t, 10*time.Millisecond)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		requireReturns(t, waiters(context.Background(), th, 10), 5*time.Second, "max wait")
-		w := th.(Waiter)
-		err := w.Wait(context.Background())
-		assert.ErrorIs(t, err, ErrMaxWait)
-		assert.ErrorContains(t, err, th.(Reasoner).ThrottleReason())
-	})
-	t.Run("lifecycle errors", func(t *testing.T) {
-		th, _ := mk(t, 0)
-		assert.False(t, th.IsThrottled(), "false before Open")
-		assert.ErrorIs(t, th.UpdateLag(context.Background()), ErrNotOpen)
-		require.NoError(t, th.Open(context.Background()))
-		assert.ErrorIs(t, th.Open(context.Background()), ErrAlreadyOpen)
-		require.NoError(t, th.Close())
-		require.NoError(t, th.Close())
-		assert.ErrorIs(t, th.Open(context.Background()), ErrClosed)
-		assert.ErrorIs(t, th.UpdateLag(context.Background()), ErrClosed)
-		assert.ErrorIs(t, th.(Waiter).Wait(context.Background()), ErrClosed)
-
-		never, _ := mk(t, 0)
-		require.NoError(t, never.Close(), "Close before Open")
-		assert.ErrorIs(t, never.Open(context.Background()), ErrClosed)
-	})
 }

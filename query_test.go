@@ -268,17 +268,3 @@ func TestQueryHotPathDoesNotAllocate(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { q.BlockWait(ctx) }))
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = q.Value() }))
 }
-
-func TestQueryContract(t *testing.T) {
-	dbContract(t, func(t *testing.T, maxWait time.Duration) (Throttler, func(bool)) {
-		q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), WithMaxWait(maxWait))
-		return q, func(on bool) {
-			v := int64(0)
-			if on {
-				v = 1
-			}
-			f.setValue(v)
-			_ = q.UpdateLag(context.Background())
-		}
-	})
-}
