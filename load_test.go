@@ -195,30 +195,33 @@ func TestLoadOpenFailsOnAnUnusableVariable(t *testing.T) {
 // stale window, then throttles with the error; a reading that comes back
 // unusable throttles at once.
 func TestLoadFailsClosed(t *testing.T) {
-	l, f := newFakeLoad(t, LoadConfig{Threshold: 25, Critical: 50}, loadRunning("60"))
-	require.NoError(t, l.Open(context.Background()))
-	require.True(t, l.IsCritical())
-	f.setStatus(loadRunning("1"))
-	require.NoError(t, l.UpdateLag(context.Background()))
-	require.False(t, l.IsThrottled())
+	synctest.Test(t, func(t *testing.T) {
+		l, f := newFakeLoad(t, LoadConfig{Threshold: 25, Critical: 50}, loadRunning("60"))
+		require.NoError(t, l.Open(context.Background()))
+		require.True(t, l.IsCritical())
+		f.setStatus(loadRunning("1"))
+		require.NoError(t, l.UpdateLag(context.Background()))
+		require.False(t, l.IsThrottled())
 
-	f.setResult(fakedbResult{err: errBoom})
-	assert.ErrorIs(t, l.UpdateLag(context.Background()), errBoom)
-	assert.False(t, l.IsThrottled(), "one failed reading inside the stale window keeps the last verdict")
-	l.poll.ExpireForTest()
-	assert.True(t, l.IsThrottled())
-	assert.Contains(t, l.ThrottleReason(), "no status reading for")
-	assert.Contains(t, l.ThrottleReason(), "boom")
-	assert.False(t, l.IsCritical(), "a failed reading never raises the critical level")
+		f.setResult(fakedbResult{err: errBoom})
+		assert.ErrorIs(t, l.UpdateLag(context.Background()), errBoom)
+		assert.False(t, l.IsThrottled(), "one failed reading inside the stale window keeps the last verdict")
+		time.Sleep(time.Hour) // the stale window ends
+		synctest.Wait()
+		assert.True(t, l.IsThrottled())
+		assert.Contains(t, l.ThrottleReason(), "no status reading for")
+		assert.Contains(t, l.ThrottleReason(), "boom")
+		assert.False(t, l.IsCritical(), "a failed reading never raises the critical level")
 
-	f.setStatus(loadRunning("1"))
-	require.NoError(t, l.UpdateLag(context.Background()))
-	assert.False(t, l.IsThrottled())
+		f.setStatus(loadRunning("1"))
+		require.NoError(t, l.UpdateLag(context.Background()))
+		assert.False(t, l.IsThrottled())
 
-	f.setStatus(map[string]string{"Threads_running": "many"})
-	assert.ErrorContains(t, l.UpdateLag(context.Background()), "not an integer")
-	assert.True(t, l.IsThrottled(), "an answer that cannot be read is a reading of 'unknown': throttle now")
-	assert.Contains(t, l.ThrottleReason(), `load unknown: status variable Threads_running = "many"`)
+		f.setStatus(map[string]string{"Threads_running": "many"})
+		assert.ErrorContains(t, l.UpdateLag(context.Background()), "not an integer")
+		assert.True(t, l.IsThrottled(), "an answer that cannot be read is a reading of 'unknown': throttle now")
+		assert.Contains(t, l.ThrottleReason(), `load unknown: status variable Threads_running = "many"`)
+	})
 }
 
 func TestLoadCritical(t *testing.T) {
@@ -311,11 +314,17 @@ func TestLoadHotPathDoesNotAllocate(t *testing.T) {
 
 // TestLoadMonitorPolls: the monitor, not only UpdateLag, follows the server.
 func TestLoadMonitorPolls(t *testing.T) {
-	l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithInterval(minPeriod))
-	require.NoError(t, l.Open(context.Background()))
-	f.setStatus(loadRunning("11"))
-	require.Eventually(t, l.IsThrottled, 5*time.Second, time.Millisecond)
-	f.setStatus(loadRunning("2"))
-	require.Eventually(t, func() bool { return !l.IsThrottled() }, 5*time.Second, time.Millisecond)
-	assert.EqualValues(t, 1, f.maxSeen.Load(), "one reading in flight at a time")
+	synctest.Test(t, func(t *testing.T) {
+		l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithInterval(minPeriod))
+		require.NoError(t, l.Open(context.Background()))
+		f.setStatus(loadRunning("11"))
+		time.Sleep(minPeriod) // the next reading
+		synctest.Wait()
+		require.True(t, l.IsThrottled())
+		f.setStatus(loadRunning("2"))
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, l.IsThrottled())
+		assert.EqualValues(t, 1, f.maxSeen.Load(), "one reading in flight at a time")
+	})
 }
