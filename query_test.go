@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql/driver"
 	"math"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -233,18 +232,7 @@ func TestQueryHangIsKilled(t *testing.T) {
 			WithInterval(minPeriod), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
 		require.NoError(t, q.Open(context.Background()))
 		f.setHang(true)
-		var wg sync.WaitGroup
-		for range 5 { // callers pile in alongside the monitor
-			wg.Go(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-				defer cancel()
-				_ = q.UpdateLag(ctx)
-			})
-		}
-		time.Sleep(20 * time.Millisecond)
-		synctest.Wait()
-		require.True(t, q.IsThrottled(), "stale 20ms after the last success")
-		wg.Wait()
+		pileInWhileHung(t, q)
 		assert.Contains(t, q.ThrottleReason(), "no throttle query result")
 		assert.Contains(t, q.ThrottleReason(), "context deadline exceeded")
 		assert.GreaterOrEqual(t, len(f.killed()), 2)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -244,18 +243,7 @@ func TestHungReplicaOnePollInFlight(t *testing.T) {
 		require.NoError(t, r.Open(context.Background()))
 		defer r.Close()
 		src.setHang(true)
-		var wg sync.WaitGroup
-		for range 5 { // callers pile in alongside the monitor
-			wg.Go(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-				defer cancel()
-				_ = r.UpdateLag(ctx)
-			})
-		}
-		time.Sleep(20 * time.Millisecond)
-		synctest.Wait()
-		require.True(t, r.IsThrottled(), "stale 20ms after the last success")
-		wg.Wait()
+		pileInWhileHung(t, r)
 		assert.Contains(t, r.ThrottleReason(), "no lag measurement")
 		assert.EqualValues(t, 1, src.maxSeen.Load(), "never more than one measurement in flight")
 		before := src.calls.Load()
