@@ -3,7 +3,6 @@ package throttler
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,20 +18,20 @@ import (
 )
 
 // discoFleet fakes everything around a Discovery: the primary's replica
-// list, the replicas' *sql.DBs (real DBs on a connector that never
-// connects, so closing them is observable and goleak sees their
+// list, the replicas' *sql.DBs (real DBs on the fake driver, which the
+// Discovery never queries: closing them is counted, and goleak sees their
 // goroutines) and each replica's lag, by DSN ("fake://host:port").
 type discoFleet struct {
-	mu       sync.Mutex
-	hosts    []ReplicaHost
-	listErr  error
-	openErr  map[string]error
-	measure  map[string]Measurement
-	measErr  map[string]error
-	dsnOf    map[*sql.DB]string
-	opens    map[string]int
-	closedDB atomic.Int64
-	clock    time.Time
+	mu      sync.Mutex
+	hosts   []ReplicaHost
+	listErr error
+	openErr map[string]error
+	measure map[string]Measurement
+	measErr map[string]error
+	dsnOf   map[*sql.DB]string
+	opens   map[string]int
+	server  *fakedb // every replica's *sql.DB is on it
+	clock   time.Time
 }
 
 func newFleet(hosts ...ReplicaHost) *discoFleet {
@@ -43,6 +42,7 @@ func newFleet(hosts ...ReplicaHost) *discoFleet {
 		measErr: map[string]error{},
 		dsnOf:   map[*sql.DB]string{},
 		opens:   map[string]int{},
+		server:  newFakeServer(),
 		clock:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
 }
@@ -74,7 +74,7 @@ func (f *discoFleet) open(dsn string) (*sql.DB, error) {
 	if err := f.openErr[dsn]; err != nil {
 		return nil, err
 	}
-	db := sql.OpenDB(&fakeConnector{closed: &f.closedDB})
+	db := f.server.open()
 	f.dsnOf[db] = dsn
 	return db, nil
 }
@@ -112,18 +112,6 @@ func (f *discoFleet) Measure(_ context.Context, db *sql.DB) (Measurement, error)
 	dsn := f.dsnOf[db]
 	return f.measure[dsn], f.measErr[dsn]
 }
-
-type fakeConnector struct{ closed *atomic.Int64 }
-
-func (c *fakeConnector) Connect(context.Context) (driver.Conn, error) {
-	return nil, errors.New("fake connector: no connections")
-}
-func (c *fakeConnector) Driver() driver.Driver { return fakeDriver{} }
-func (c *fakeConnector) Close() error          { c.closed.Add(1); return nil }
-
-type fakeDriver struct{}
-
-func (fakeDriver) Open(string) (driver.Conn, error) { return nil, errors.New("fake driver") }
 
 var (
 	hostA = ReplicaHost{ServerID: 2, Host: "10.0.0.1", Port: 3306}
@@ -281,7 +269,7 @@ func TestDiscoveryWatchesEveryReplica(t *testing.T) {
 	assert.False(t, d.IsThrottled())
 
 	require.NoError(t, d.Close())
-	assert.EqualValues(t, 2, f.closedDB.Load(), "the Discovery closes the DBs it opened")
+	assert.EqualValues(t, 2, f.server.closes.Load(), "the Discovery closes the DBs it opened")
 	assert.Nil(t, d.Replicas())
 }
 
@@ -395,7 +383,7 @@ func TestDiscoveryMembershipChanges(t *testing.T) {
 	f.advance(time.Minute)
 	require.NoError(t, d.UpdateLag(context.Background()))
 	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
-	assert.EqualValues(t, 1, f.closedDB.Load(), "its DB is closed")
+	assert.EqualValues(t, 1, f.server.closes.Load(), "its DB is closed")
 
 	// A throttling replica vanishes (as a crashed one does): kept, and the
 	// reason says it is no longer listed.
@@ -432,7 +420,7 @@ func TestDiscoveryMembershipChanges(t *testing.T) {
 	require.NoError(t, d.UpdateLag(context.Background()))
 	assert.Equal(t, []string{"10.0.0.1:3307"}, d.Replicas())
 	assert.False(t, d.IsThrottled(), d.ThrottleReason())
-	assert.EqualValues(t, 3, f.closedDB.Load())
+	assert.EqualValues(t, 3, f.server.closes.Load())
 
 	// Every change is logged once.
 	out := logs.String()
@@ -507,125 +495,6 @@ func TestDiscoveryListFailures(t *testing.T) {
 	f.setListErr(nil)
 	require.NoError(t, d.UpdateLag(context.Background()))
 	assert.False(t, d.IsThrottled(), d.ThrottleReason())
-}
-
-func TestDiscoveryContract(t *testing.T) {
-	type subject struct {
-		d        *Discovery
-		throttle func(bool)
-	}
-	// Two ways to throttle: a watched member's lag, and a failed member.
-	kinds := map[string]func(t *testing.T, maxWait time.Duration) subject{
-		"lagging member": func(t *testing.T, maxWait time.Duration) subject {
-			f := newFleet(hostA, hostB)
-			d := newDisco(t, f, nil, nil, WithMaxWait(maxWait))
-			return subject{d, func(on bool) {
-				lag := time.Duration(0)
-				if on {
-					lag = time.Minute
-				}
-				f.set(hostB, lagOf(lag), nil)
-				_ = d.UpdateLag(context.Background())
-			}}
-		},
-		"failed member": func(t *testing.T, maxWait time.Duration) subject {
-			f := newFleet(hostA, hostB)
-			d := newDisco(t, f, nil, nil, WithMaxWait(maxWait))
-			return subject{d, func(on bool) {
-				// On: a new replica that cannot be opened; off: the retry
-				// in UpdateLag opens it.
-				var err error
-				if on {
-					err = errBoom
-				}
-				f.setOpenErr(hostC, err)
-				f.setHosts(hostA, hostB, hostC)
-				_ = d.UpdateLag(context.Background())
-			}}
-		},
-	}
-	for name, mk := range kinds {
-		t.Run(name, func(t *testing.T) {
-			t.Run("clear: BlockWait returns at once", func(t *testing.T) {
-				s := mk(t, 0)
-				require.NoError(t, s.d.Open(context.Background()))
-				defer s.d.Close()
-				requireReturns(t, waiters(context.Background(), s.d, 10), time.Second, "clear")
-				assert.NoError(t, s.d.Wait(context.Background()))
-			})
-			t.Run("throttled blocks; clear wakes every waiter", func(t *testing.T) {
-				s := mk(t, 0)
-				require.NoError(t, s.d.Open(context.Background()))
-				defer s.d.Close()
-				s.throttle(true)
-				require.True(t, s.d.IsThrottled())
-				done := waiters(context.Background(), s.d, 100)
-				requireBlocked(t, done, "throttled")
-				s.throttle(false)
-				requireReturns(t, done, 2*time.Second, "cleared")
-				assert.False(t, s.d.IsThrottled(), s.d.ThrottleReason())
-			})
-			t.Run("Close releases waiters and IsThrottled", func(t *testing.T) {
-				s := mk(t, 0)
-				require.NoError(t, s.d.Open(context.Background()))
-				s.throttle(true)
-				done := waiters(context.Background(), s.d, 100)
-				requireBlocked(t, done, "throttled")
-				require.NoError(t, s.d.Close())
-				requireReturns(t, done, time.Second, "Close")
-				assert.False(t, s.d.IsThrottled())
-				assert.Equal(t, "", s.d.ThrottleReason())
-				assert.ErrorIs(t, s.d.Wait(context.Background()), ErrClosed)
-				s.throttle(true) // a late update after Close changes nothing
-				assert.False(t, s.d.IsThrottled())
-				require.NoError(t, s.d.Close(), "idempotent")
-				assert.ErrorIs(t, s.d.UpdateLag(context.Background()), ErrClosed)
-				assert.ErrorIs(t, s.d.Open(context.Background()), ErrClosed, "Open after Close")
-			})
-			t.Run("Open's context ending releases", func(t *testing.T) {
-				s := mk(t, 0)
-				ctx, cancel := context.WithCancel(context.Background())
-				require.NoError(t, s.d.Open(ctx))
-				s.throttle(true)
-				done := waiters(context.Background(), s.d, 100)
-				requireBlocked(t, done, "throttled")
-				cancel()
-				requireReturns(t, done, time.Second, "Open's context cancelled")
-				assert.False(t, s.d.IsThrottled())
-				assert.ErrorIs(t, s.d.UpdateLag(context.Background()), ErrClosed)
-				require.NoError(t, s.d.Close())
-			})
-			t.Run("caller context ends the wait", func(t *testing.T) {
-				s := mk(t, 0)
-				require.NoError(t, s.d.Open(context.Background()))
-				defer s.d.Close()
-				s.throttle(true)
-				ctx, cancel := context.WithCancel(context.Background())
-				done := waiters(ctx, s.d, 10)
-				requireBlocked(t, done, "throttled")
-				cancel()
-				requireReturns(t, done, time.Second, "caller cancel")
-				assert.True(t, s.d.IsThrottled())
-				assert.ErrorIs(t, s.d.Wait(ctx), context.Canceled)
-			})
-			t.Run("WithMaxWait caps the wait", func(t *testing.T) {
-				s := mk(t, 10*time.Millisecond)
-				require.NoError(t, s.d.Open(context.Background()))
-				defer s.d.Close()
-				s.throttle(true)
-				requireReturns(t, waiters(context.Background(), s.d, 10), 2*time.Second, "max wait")
-				err := s.d.Wait(context.Background())
-				assert.ErrorIs(t, err, ErrMaxWait)
-				assert.Contains(t, err.Error(), "server_id")
-			})
-			t.Run("second Open", func(t *testing.T) {
-				s := mk(t, 0)
-				require.NoError(t, s.d.Open(context.Background()))
-				defer s.d.Close()
-				assert.ErrorIs(t, s.d.Open(context.Background()), ErrAlreadyOpen)
-			})
-		})
-	}
 }
 
 // A waiter on one member also wakes for a membership change: a newly

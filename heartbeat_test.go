@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -18,117 +17,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// hbsql is an in-memory database/sql driver for the Heartbeat writer and
-// DetectFlavor tests: every statement goes to answer, which returns the
-// columns and rows of a query (nil for an Exec), or an error. It starts no
-// goroutine of its own; the *sql.DB is closed at cleanup.
-type hbsql struct {
-	mu      sync.Mutex
-	answer  func(ctx context.Context, query string) (hbsqlResult, error)
-	queries []string
-	hangs   atomic.Int64 // statements that waited for their context
-}
-
-type hbsqlResult struct {
-	cols []string
-	rows [][]driver.Value
-}
-
-func newHBSQL(t testing.TB, answer func(ctx context.Context, query string) (hbsqlResult, error)) (*sql.DB, *hbsql) {
-	t.Helper()
-	f := &hbsql{answer: answer}
-	db := sql.OpenDB(hbsqlConnector{f})
-	t.Cleanup(func() { _ = db.Close() })
-	return db, f
-}
-
-func (f *hbsql) run(ctx context.Context, q string) (hbsqlResult, error) {
-	f.mu.Lock()
-	f.queries = append(f.queries, q)
-	answer := f.answer
-	f.mu.Unlock()
-	return answer(ctx, q)
-}
-
-func (f *hbsql) log() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.queries...)
-}
-
-func (f *hbsql) count(prefix string) int {
-	n := 0
-	for _, q := range f.log() {
-		if strings.HasPrefix(q, prefix) {
-			n++
-		}
-	}
-	return n
-}
-
-// hang is an answer that waits for the statement's context, like a write on
-// a hung primary.
-func (f *hbsql) hang(ctx context.Context) (hbsqlResult, error) {
-	f.hangs.Add(1)
-	<-ctx.Done()
-	return hbsqlResult{}, ctx.Err()
-}
-
-type hbsqlConnector struct{ f *hbsql }
-
-func (c hbsqlConnector) Connect(context.Context) (driver.Conn, error) { return hbsqlConn(c), nil }
-func (c hbsqlConnector) Driver() driver.Driver                        { return hbsqlDriver{} }
-
-type hbsqlDriver struct{}
-
-func (hbsqlDriver) Open(string) (driver.Conn, error) {
-	return nil, errors.New("hbsql: use the connector")
-}
-
-type hbsqlConn struct{ f *hbsql }
-
-func (c hbsqlConn) Prepare(string) (driver.Stmt, error) { return nil, errors.New("hbsql: no prepare") }
-func (c hbsqlConn) Close() error                        { return nil }
-func (c hbsqlConn) Begin() (driver.Tx, error)           { return nil, errors.New("hbsql: no transactions") }
-
-func (c hbsqlConn) ExecContext(ctx context.Context, q string, _ []driver.NamedValue) (driver.Result, error) {
-	if _, err := c.f.run(ctx, q); err != nil {
-		return nil, err
-	}
-	return driver.RowsAffected(1), nil
-}
-
-func (c hbsqlConn) QueryContext(ctx context.Context, q string, _ []driver.NamedValue) (driver.Rows, error) {
-	r, err := c.f.run(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	return &hbsqlRows{r: r}, nil
-}
-
-type hbsqlRows struct {
-	r hbsqlResult
-	i int
-}
-
-func (r *hbsqlRows) Columns() []string { return r.r.cols }
-func (r *hbsqlRows) Close() error      { return nil }
-func (r *hbsqlRows) Next(dest []driver.Value) error {
-	if r.i >= len(r.r.rows) {
-		return io.EOF
-	}
-	copy(dest, r.r.rows[r.i])
-	r.i++
-	return nil
-}
-
 // hbPrimaryAnswer plays a primary with server_id 42 on which every write
 // succeeds.
-func hbPrimaryAnswer(_ context.Context, q string) (hbsqlResult, error) {
+func hbPrimaryAnswer(q string, _ []driver.NamedValue) fakedbResult {
 	if q == "SELECT @@server_id" {
-		return hbsqlResult{cols: []string{"@@server_id"}, rows: [][]driver.Value{{int64(42)}}}, nil
+		return fakedbResult{cols: []string{"@@server_id"}, rows: [][]driver.Value{{int64(42)}}}
 	}
-	return hbsqlResult{}, nil
+	return fakedbResult{}
 }
 
 func hbMySQLErr(n uint16, msg string) error { return &mysql.MySQLError{Number: n, Message: msg} }
@@ -162,7 +57,7 @@ func (l *hbLogRecorder) count(substr string) int {
 }
 
 func TestNewHeartbeatConfig(t *testing.T) {
-	db, _ := newHBSQL(t, hbPrimaryAnswer)
+	db, _ := newFakedbAnswering(t, hbPrimaryAnswer)
 	bad := []struct {
 		name string
 		db   *sql.DB
@@ -209,7 +104,7 @@ func TestNewHeartbeatConfig(t *testing.T) {
 }
 
 func TestHeartbeatLifecycle(t *testing.T) {
-	db, f := newHBSQL(t, hbPrimaryAnswer)
+	db, f := newFakedbAnswering(t, hbPrimaryAnswer)
 	logs := &hbLogRecorder{}
 	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Table: "percona.heartbeat", Interval: 10 * time.Millisecond, Create: true}, slog.New(logs))
 	require.NoError(t, err)
@@ -249,7 +144,7 @@ func TestHeartbeatLifecycle(t *testing.T) {
 }
 
 func TestHeartbeatConfiguredServerID(t *testing.T) {
-	db, f := newHBSQL(t, hbPrimaryAnswer)
+	db, f := newFakedbAnswering(t, hbPrimaryAnswer)
 	h, err := NewHeartbeat(db, HeartbeatWriterConfig{ServerID: 7, Interval: time.Hour}, nil)
 	require.NoError(t, err)
 	require.NoError(t, h.Open(context.Background()))
@@ -322,16 +217,16 @@ func TestHeartbeatOpenErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			broken := true
 			var mu sync.Mutex
-			db, f := newHBSQL(t, func(ctx context.Context, q string) (hbsqlResult, error) {
+			db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
 				mu.Lock()
 				b := broken
 				mu.Unlock()
 				if b {
 					if err := c.fail(q); err != nil {
-						return hbsqlResult{}, err
+						return fakedbResult{err: err}
 					}
 				}
-				return hbPrimaryAnswer(ctx, q)
+				return hbPrimaryAnswer(q, nil)
 			})
 			h, err := NewHeartbeat(db, c.cfg, nil)
 			require.NoError(t, err)
@@ -361,14 +256,14 @@ func TestHeartbeatOpenErrors(t *testing.T) {
 func TestHeartbeatWriteErrorsLoggedOnChange(t *testing.T) {
 	var mu sync.Mutex
 	var writeErr error
-	db, f := newHBSQL(t, func(ctx context.Context, q string) (hbsqlResult, error) {
+	db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
 		mu.Lock()
 		err := writeErr
 		mu.Unlock()
 		if strings.HasPrefix(q, "REPLACE") && err != nil {
-			return hbsqlResult{}, err
+			return fakedbResult{err: err}
 		}
-		return hbPrimaryAnswer(ctx, q)
+		return hbPrimaryAnswer(q, nil)
 	})
 	setErr := func(err error) {
 		mu.Lock()
@@ -408,12 +303,11 @@ func TestHeartbeatWriteErrorsLoggedOnChange(t *testing.T) {
 // Close does not wait for it.
 func TestHeartbeatHungWrites(t *testing.T) {
 	var hang atomic.Bool
-	var f *hbsql
-	db, f := newHBSQL(t, func(ctx context.Context, q string) (hbsqlResult, error) {
+	db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
 		if strings.HasPrefix(q, "REPLACE") && hang.Load() {
-			return f.hang(ctx)
+			return fakedbResult{hang: true}
 		}
-		return hbPrimaryAnswer(ctx, q)
+		return hbPrimaryAnswer(q, nil)
 	})
 	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, nil)
 	require.NoError(t, err)
@@ -435,7 +329,7 @@ func TestHeartbeatHungWrites(t *testing.T) {
 }
 
 func TestHeartbeatOpenContextEnds(t *testing.T) {
-	db, f := newHBSQL(t, hbPrimaryAnswer)
+	db, f := newFakedbAnswering(t, hbPrimaryAnswer)
 	logs := &hbLogRecorder{}
 	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, slog.New(logs))
 	require.NoError(t, err)

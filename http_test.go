@@ -456,21 +456,6 @@ func TestHTTPMaxWait(t *testing.T) {
 	assert.ErrorIs(t, h.UpdateLag(context.Background()), ErrClosed)
 }
 
-func TestHTTPContract(t *testing.T) {
-	contractSuite(t, func(t *testing.T, maxWait time.Duration) subject {
-		f := newFakeFreno(t, 200)
-		h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithStaleAfter(time.Hour), WithMaxWait(maxWait))
-		return subject{t: h, throttle: func(on bool) {
-			if on {
-				f.status.Store(429)
-			} else {
-				f.status.Store(200)
-			}
-			_ = h.UpdateLag(context.Background())
-		}}
-	})
-}
-
 func TestHTTPHotPathDoesNotAllocate(t *testing.T) {
 	f := newFakeFreno(t, 200)
 	h := newTestHTTP(t, HTTPConfig{URL: f.url()})

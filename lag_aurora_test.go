@@ -44,8 +44,8 @@ func TestAuroraFixtures(t *testing.T) {
 }
 
 func TestAuroraMeasure(t *testing.T) {
-	rows := func(context.Context, string) (hbsqlResult, error) {
-		return hbsqlResult{
+	rows := func(string, []driver.NamedValue) fakedbResult {
+		return fakedbResult{
 			cols: []string{"NOW(6)", "SERVER_ID", "SESSION_ID", "REPLICA_LAG_IN_MILLISECONDS", "LAST_UPDATE_TIMESTAMP"},
 			rows: [][]driver.Value{
 				{[]byte("2026-11-23 12:00:00.500000"), []byte("prod-instance-1"), []byte("MASTER_SESSION_ID"), []byte("0"), []byte("2026-11-23 12:00:00.400000")},
@@ -54,9 +54,9 @@ func TestAuroraMeasure(t *testing.T) {
 				{time.Date(2026, 11, 23, 12, 0, 0, 500000000, time.Local), "prod-instance-3", "c0a8e7b4-1f2d-4e3a-b5c6-7d8e9f0a1b2c", 31.5, time.Date(2026, 11, 23, 12, 0, 0, 200000000, time.Local)},
 				{[]byte("2026-11-23 12:00:00.500000"), []byte("prod-instance-4"), []byte("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"), nil, nil},
 			},
-		}, nil
+		}
 	}
-	db, f := newHBSQL(t, rows)
+	db, f := newFakedbAnswering(t, rows)
 	src, err := AuroraSource(AuroraConfig{})
 	require.NoError(t, err)
 	assert.Equal(t, "aurora replica_host_status", src.String())
@@ -103,7 +103,7 @@ func TestAuroraMeasure(t *testing.T) {
 		{hbMySQLErr(1142, "SELECT command denied"), ErrAccessDenied, "may not read information_schema.replica_host_status"},
 		{context.DeadlineExceeded, context.DeadlineExceeded, "read information_schema.replica_host_status"},
 	} {
-		db, _ := newHBSQL(t, func(context.Context, string) (hbsqlResult, error) { return hbsqlResult{}, c.err })
+		db, _ := newFakedbAnswering(t, func(string, []driver.NamedValue) fakedbResult { return fakedbResult{err: c.err} })
 		_, err := src.Measure(context.Background(), db)
 		assert.ErrorIs(t, err, c.is)
 		assert.ErrorContains(t, err, c.want)
@@ -146,17 +146,17 @@ func TestAuroraFlavor(t *testing.T) {
 		{"connection lost", "8.0.36", "", errRefused, false, 2, errRefused},
 	}
 	for _, c := range cases {
-		db, f := newHBSQL(t, func(_ context.Context, q string) (hbsqlResult, error) {
+		db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
 			switch q {
 			case "SELECT @@version, @@version_comment":
-				return hbsqlResult{cols: []string{"@@version", "@@version_comment"}, rows: [][]driver.Value{{c.version, c.comment}}}, nil
+				return fakedbResult{cols: []string{"@@version", "@@version_comment"}, rows: [][]driver.Value{{c.version, c.comment}}}
 			case "SELECT @@aurora_version":
 				if err, ok := c.aurora.(error); ok {
-					return hbsqlResult{}, err
+					return fakedbResult{err: err}
 				}
-				return hbsqlResult{cols: []string{"@@aurora_version"}, rows: [][]driver.Value{{c.aurora}}}, nil
+				return fakedbResult{cols: []string{"@@aurora_version"}, rows: [][]driver.Value{{c.aurora}}}
 			}
-			return hbsqlResult{}, errors.New("unexpected query " + q)
+			return fakedbResult{err: errors.New("unexpected query " + q)}
 		})
 		fl, err := DetectFlavor(context.Background(), db)
 		if c.err != nil {

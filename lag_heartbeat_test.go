@@ -70,18 +70,18 @@ func TestHeartbeatSourceConfig(t *testing.T) {
 // Measure over the driver: the scan of each column type, and the server
 // errors that mean a missing table, grant or column.
 func TestHeartbeatMeasure(t *testing.T) {
-	at := func(now, ts driver.Value) func(context.Context, string) (hbsqlResult, error) {
-		return func(context.Context, string) (hbsqlResult, error) {
-			return hbsqlResult{cols: []string{"UTC_TIMESTAMP(6)", "MAX(ts)"}, rows: [][]driver.Value{{now, ts}}}, nil
+	at := func(now, ts driver.Value) func(string, []driver.NamedValue) fakedbResult {
+		return func(string, []driver.NamedValue) fakedbResult {
+			return fakedbResult{cols: []string{"UTC_TIMESTAMP(6)", "MAX(ts)"}, rows: [][]driver.Value{{now, ts}}}
 		}
 	}
-	fail := func(err error) func(context.Context, string) (hbsqlResult, error) {
-		return func(context.Context, string) (hbsqlResult, error) { return hbsqlResult{}, err }
+	fail := func(err error) func(string, []driver.NamedValue) fakedbResult {
+		return func(string, []driver.NamedValue) fakedbResult { return fakedbResult{err: err} }
 	}
 	now := time.Date(2026, 11, 23, 12, 0, 0, 250000000, time.UTC)
 	cases := []struct {
 		name   string
-		answer func(context.Context, string) (hbsqlResult, error)
+		answer func(string, []driver.NamedValue) fakedbResult
 		lag    time.Duration
 		is     error
 		err    string
@@ -98,7 +98,7 @@ func TestHeartbeatMeasure(t *testing.T) {
 	src, err := HeartbeatSource(HeartbeatConfig{Table: "percona.heartbeat", SourceServerID: 3})
 	require.NoError(t, err)
 	for _, c := range cases {
-		db, f := newHBSQL(t, c.answer)
+		db, f := newFakedbAnswering(t, c.answer)
 		m, err := src.Measure(context.Background(), db)
 		assert.Equal(t, []string{"SELECT UTC_TIMESTAMP(6), MAX(ts) FROM `percona`.`heartbeat` WHERE server_id = 3"}, f.log(), c.name)
 		if c.err != "" {
@@ -115,7 +115,7 @@ func TestHeartbeatMeasure(t *testing.T) {
 
 	unqualified, err := HeartbeatSource(HeartbeatConfig{})
 	require.NoError(t, err)
-	db, _ := newHBSQL(t, fail(hbMySQLErr(1046, "No database selected")))
+	db, _ := newFakedbAnswering(t, fail(hbMySQLErr(1046, "No database selected")))
 	_, err = unqualified.Measure(context.Background(), db)
 	assert.ErrorIs(t, err, ErrInvalidConfig)
 	assert.ErrorContains(t, err, `give it as "database.heartbeat"`)

@@ -195,30 +195,33 @@ func TestLoadOpenFailsOnAnUnusableVariable(t *testing.T) {
 // stale window, then throttles with the error; a reading that comes back
 // unusable throttles at once.
 func TestLoadFailsClosed(t *testing.T) {
-	l, f := newFakeLoad(t, LoadConfig{Threshold: 25, Critical: 50}, loadRunning("60"))
-	require.NoError(t, l.Open(context.Background()))
-	require.True(t, l.IsCritical())
-	f.setStatus(loadRunning("1"))
-	require.NoError(t, l.UpdateLag(context.Background()))
-	require.False(t, l.IsThrottled())
+	synctest.Test(t, func(t *testing.T) {
+		l, f := newFakeLoad(t, LoadConfig{Threshold: 25, Critical: 50}, loadRunning("60"))
+		require.NoError(t, l.Open(context.Background()))
+		require.True(t, l.IsCritical())
+		f.setStatus(loadRunning("1"))
+		require.NoError(t, l.UpdateLag(context.Background()))
+		require.False(t, l.IsThrottled())
 
-	f.setResult(fakedbResult{err: errBoom})
-	assert.ErrorIs(t, l.UpdateLag(context.Background()), errBoom)
-	assert.False(t, l.IsThrottled(), "one failed reading inside the stale window keeps the last verdict")
-	l.poll.ExpireForTest()
-	assert.True(t, l.IsThrottled())
-	assert.Contains(t, l.ThrottleReason(), "no status reading for")
-	assert.Contains(t, l.ThrottleReason(), "boom")
-	assert.False(t, l.IsCritical(), "a failed reading never raises the critical level")
+		f.setResult(fakedbResult{err: errBoom})
+		assert.ErrorIs(t, l.UpdateLag(context.Background()), errBoom)
+		assert.False(t, l.IsThrottled(), "one failed reading inside the stale window keeps the last verdict")
+		time.Sleep(time.Hour) // the stale window ends
+		synctest.Wait()
+		assert.True(t, l.IsThrottled())
+		assert.Contains(t, l.ThrottleReason(), "no status reading for")
+		assert.Contains(t, l.ThrottleReason(), "boom")
+		assert.False(t, l.IsCritical(), "a failed reading never raises the critical level")
 
-	f.setStatus(loadRunning("1"))
-	require.NoError(t, l.UpdateLag(context.Background()))
-	assert.False(t, l.IsThrottled())
+		f.setStatus(loadRunning("1"))
+		require.NoError(t, l.UpdateLag(context.Background()))
+		assert.False(t, l.IsThrottled())
 
-	f.setStatus(map[string]string{"Threads_running": "many"})
-	assert.ErrorContains(t, l.UpdateLag(context.Background()), "not an integer")
-	assert.True(t, l.IsThrottled(), "an answer that cannot be read is a reading of 'unknown': throttle now")
-	assert.Contains(t, l.ThrottleReason(), `load unknown: status variable Threads_running = "many"`)
+		f.setStatus(map[string]string{"Threads_running": "many"})
+		assert.ErrorContains(t, l.UpdateLag(context.Background()), "not an integer")
+		assert.True(t, l.IsThrottled(), "an answer that cannot be read is a reading of 'unknown': throttle now")
+		assert.Contains(t, l.ThrottleReason(), `load unknown: status variable Threads_running = "many"`)
+	})
 }
 
 func TestLoadCritical(t *testing.T) {
@@ -309,111 +312,19 @@ func TestLoadHotPathDoesNotAllocate(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = l.Value() }))
 }
 
-func TestLoadContract(t *testing.T) {
-	dbContract(t, func(t *testing.T, maxWait time.Duration) (Throttler, func(bool)) {
-		l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithMaxWait(maxWait))
-		return l, func(on bool) {
-			v := "1"
-			if on {
-				v = "10"
-			}
-			f.setStatus(loadRunning(v))
-			_ = l.UpdateLag(context.Background())
-		}
-	})
-}
-
 // TestLoadMonitorPolls: the monitor, not only UpdateLag, follows the server.
 func TestLoadMonitorPolls(t *testing.T) {
-	l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithInterval(minPeriod))
-	require.NoError(t, l.Open(context.Background()))
-	f.setStatus(loadRunning("11"))
-	require.Eventually(t, l.IsThrottled, 5*time.Second, time.Millisecond)
-	f.setStatus(loadRunning("2"))
-	require.Eventually(t, func() bool { return !l.IsThrottled() }, 5*time.Second, time.Millisecond)
-	assert.EqualValues(t, 1, f.maxSeen.Load(), "one reading in flight at a time")
-}
-
-// dbContract runs the throttler contract on a polling throttler. mk returns
-// an unopened throttler with WithMaxWait(maxWait), and a lever that makes
-// its next reading throttled or clear and publishes it.
-func dbContract(t *testing.T, mk func(t *testing.T, maxWait time.Duration) (Throttler, func(bool))) {
-	t.Run("clear BlockWait returns at once", func(t *testing.T) {
-		th, _ := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		requireReturns(t, waiters(context.Background(), th, 10), 5*time.Second, "clear")
-	})
-	t.Run("throttled waiters block, clear wakes them all", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		require.True(t, th.IsThrottled())
-		done := waiters(context.Background(), th, 50)
-		requireBlocked(t, done, "throttled")
-		throttle(false)
-		requireReturns(t, done, 5*time.Second, "cleared")
-	})
-	t.Run("Close releases waiters and IsThrottled", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		done := waiters(context.Background(), th, 50)
-		requireBlocked(t, done, "throttled")
-		require.NoError(t, th.Close())
-		requireReturns(t, done, 5*time.Second, "Close")
-		assert.False(t, th.IsThrottled())
-		throttle(true) // a late reading after Close changes nothing
-		assert.False(t, th.IsThrottled())
-		require.NoError(t, th.Close(), "Close is idempotent")
-	})
-	t.Run("end of Open's context releases", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		require.NoError(t, th.Open(ctx))
-		throttle(true)
-		done := waiters(context.Background(), th, 50)
-		requireBlocked(t, done, "throttled")
-		cancel()
-		requireReturns(t, done, 5*time.Second, "Open's context cancelled")
-		assert.False(t, th.IsThrottled())
-		assert.ErrorIs(t, th.UpdateLag(context.Background()), ErrClosed)
-	})
-	t.Run("caller context ends the wait", func(t *testing.T) {
-		th, throttle := mk(t, 0)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := waiters(ctx, th, 10)
-		requireBlocked(t, done, "throttled")
-		cancel()
-		requireReturns(t, done, 5*time.Second, "caller cancel")
-		assert.True(t, th.IsThrottled())
-	})
-	t.Run("WithMaxWait caps the wait", func(t *testing.T) {
-		th, throttle := mk(t, 10*time.Millisecond)
-		require.NoError(t, th.Open(context.Background()))
-		throttle(true)
-		requireReturns(t, waiters(context.Background(), th, 10), 5*time.Second, "max wait")
-		w := th.(Waiter)
-		err := w.Wait(context.Background())
-		assert.ErrorIs(t, err, ErrMaxWait)
-		assert.ErrorContains(t, err, th.(Reasoner).ThrottleReason())
-	})
-	t.Run("lifecycle errors", func(t *testing.T) {
-		th, _ := mk(t, 0)
-		assert.False(t, th.IsThrottled(), "false before Open")
-		assert.ErrorIs(t, th.UpdateLag(context.Background()), ErrNotOpen)
-		require.NoError(t, th.Open(context.Background()))
-		assert.ErrorIs(t, th.Open(context.Background()), ErrAlreadyOpen)
-		require.NoError(t, th.Close())
-		require.NoError(t, th.Close())
-		assert.ErrorIs(t, th.Open(context.Background()), ErrClosed)
-		assert.ErrorIs(t, th.UpdateLag(context.Background()), ErrClosed)
-		assert.ErrorIs(t, th.(Waiter).Wait(context.Background()), ErrClosed)
-
-		never, _ := mk(t, 0)
-		require.NoError(t, never.Close(), "Close before Open")
-		assert.ErrorIs(t, never.Open(context.Background()), ErrClosed)
+	synctest.Test(t, func(t *testing.T) {
+		l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), WithInterval(minPeriod))
+		require.NoError(t, l.Open(context.Background()))
+		f.setStatus(loadRunning("11"))
+		time.Sleep(minPeriod) // the next reading
+		synctest.Wait()
+		require.True(t, l.IsThrottled())
+		f.setStatus(loadRunning("2"))
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, l.IsThrottled())
+		assert.EqualValues(t, 1, f.maxSeen.Load(), "one reading in flight at a time")
 	})
 }

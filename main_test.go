@@ -8,8 +8,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -106,4 +108,24 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// pileInWhileHung runs, in a synctest bubble, five UpdateLag callers (each
+// giving up after 30ms) alongside the monitor of th, whose signal hangs and
+// whose stale window is 20ms: it returns once th has gone stale and every
+// caller has returned.
+func pileInWhileHung(t *testing.T, th Throttler) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+			defer cancel()
+			_ = th.UpdateLag(ctx)
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	synctest.Wait()
+	require.True(t, th.IsThrottled(), "stale 20ms after the last success")
+	wg.Wait()
 }

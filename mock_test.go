@@ -3,6 +3,7 @@ package throttler
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -10,37 +11,43 @@ import (
 )
 
 func TestMockZeroValue(t *testing.T) {
-	m := &Mock{}
-	assert.True(t, m.IsThrottled(), "the zero value is throttled")
-	assert.Equal(t, "mock: throttled", m.ThrottleReason())
+	synctest.Test(t, func(t *testing.T) {
+		m := &Mock{}
+		assert.True(t, m.IsThrottled(), "the zero value is throttled")
+		assert.Equal(t, "mock: throttled", m.ThrottleReason())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	m.BlockWait(ctx)
-	assert.Less(t, time.Since(start), 900*time.Millisecond, "ctx ends the wait before the default second")
-	assert.EqualValues(t, 1, m.BlockWaitCalls())
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		m.BlockWait(ctx)
+		assert.Equal(t, 20*time.Millisecond, time.Since(start), "ctx ends the wait before the default second")
+		assert.EqualValues(t, 1, m.BlockWaitCalls())
+	})
 }
 
 func TestMockDefaultBlockTimeIsOneSecond(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: waits one real second")
-	}
-	m := &Mock{}
-	start := time.Now()
-	m.BlockWait(context.Background())
-	assert.GreaterOrEqual(t, time.Since(start), time.Second)
+	synctest.Test(t, func(t *testing.T) {
+		m := &Mock{}
+		start := time.Now()
+		m.BlockWait(context.Background())
+		assert.GreaterOrEqual(t, time.Since(start), time.Second)
+		assert.Less(t, time.Since(start), time.Second+10*time.Millisecond)
+	})
 }
 
 func TestMockBlockTimeAndSwitching(t *testing.T) {
-	m := &Mock{BlockTime: 5 * time.Millisecond, Reason: "replica lag 3s >= 1s"}
-	assert.Equal(t, "replica lag 3s >= 1s", m.ThrottleReason())
-	m.BlockWait(context.Background()) // returns after BlockTime
-	m.SetThrottled(false)
-	assert.False(t, m.IsThrottled())
-	assert.Equal(t, "", m.ThrottleReason())
-	m.BlockWait(context.Background())
-	assert.EqualValues(t, 2, m.BlockWaitCalls())
+	synctest.Test(t, func(t *testing.T) {
+		m := &Mock{BlockTime: 5 * time.Millisecond, Reason: "replica lag 3s >= 1s"}
+		assert.Equal(t, "replica lag 3s >= 1s", m.ThrottleReason())
+		start := time.Now()
+		assert.ErrorIs(t, m.Wait(context.Background()), ErrMaxWait, "returns after BlockTime")
+		assert.GreaterOrEqual(t, time.Since(start), 5*time.Millisecond)
+		m.SetThrottled(false)
+		assert.False(t, m.IsThrottled())
+		assert.Equal(t, "", m.ThrottleReason())
+		m.BlockWait(context.Background())
+		assert.EqualValues(t, 2, m.BlockWaitCalls())
+	})
 }
 
 func TestMockLifecycleAndErrors(t *testing.T) {

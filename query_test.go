@@ -4,8 +4,8 @@ import (
 	"context"
 	"database/sql/driver"
 	"math"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -191,73 +191,81 @@ func TestQueryErrorFailsClosedAfterStaleWindow(t *testing.T) {
 	require.ErrorIs(t, err, errBoom, "Open reports a failing query")
 	assert.ErrorContains(t, err, "throttle query: boom")
 
-	f.setValue(int64(0))
-	require.NoError(t, q.Open(context.Background()))
-	f.setResult(fakedbResult{err: errBoom})
-	require.ErrorIs(t, q.UpdateLag(context.Background()), errBoom)
-	assert.False(t, q.IsThrottled(), "one failed run inside the stale window keeps the last verdict")
-	q.poll.ExpireForTest()
-	assert.True(t, q.IsThrottled())
-	assert.Contains(t, q.ThrottleReason(), "no throttle query result for")
-	assert.Contains(t, q.ThrottleReason(), "throttle query: boom")
+	synctest.Test(t, func(t *testing.T) {
+		q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0))
+		require.NoError(t, q.Open(context.Background()))
+		f.setResult(fakedbResult{err: errBoom})
+		require.ErrorIs(t, q.UpdateLag(context.Background()), errBoom)
+		time.Sleep(time.Hour - time.Nanosecond)
+		synctest.Wait()
+		assert.False(t, q.IsThrottled(), "failed runs inside the stale window keep the last verdict")
+		time.Sleep(time.Nanosecond) // the stale window ends
+		synctest.Wait()
+		assert.True(t, q.IsThrottled())
+		assert.Contains(t, q.ThrottleReason(), "no throttle query result for")
+		assert.Contains(t, q.ThrottleReason(), "throttle query: boom")
+	})
 }
 
 func TestQueryStaleTimerFires(t *testing.T) {
-	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), WithInterval(minPeriod), WithStaleAfter(20*time.Millisecond))
-	require.NoError(t, q.Open(context.Background()))
-	f.setResult(fakedbResult{err: errBoom})
-	require.Eventually(t, q.IsThrottled, 5*time.Second, time.Millisecond)
-	assert.Contains(t, q.ThrottleReason(), "boom")
-	f.setValue(int64(0))
-	require.Eventually(t, func() bool { return !q.IsThrottled() }, 5*time.Second, time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), WithInterval(minPeriod), WithStaleAfter(20*time.Millisecond))
+		require.NoError(t, q.Open(context.Background()))
+		f.setResult(fakedbResult{err: errBoom})
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		require.True(t, q.IsThrottled(), "stale 20ms after the last success")
+		assert.Contains(t, q.ThrottleReason(), "boom")
+		f.setValue(int64(0))
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, q.IsThrottled())
+	})
 }
 
 // TestQueryHangIsKilled: a run that outlives the query timeout fails closed
 // after the stale window, one run at a time, and each timed-out run is
 // killed on the server by its connection id.
 func TestQueryHangIsKilled(t *testing.T) {
-	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0),
-		WithInterval(minPeriod), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
-	require.NoError(t, q.Open(context.Background()))
-	f.setHang(true)
-	var wg sync.WaitGroup
-	for range 5 { // callers pile in alongside the monitor
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-			defer cancel()
-			_ = q.UpdateLag(ctx)
-		}()
-	}
-	require.Eventually(t, q.IsThrottled, 5*time.Second, time.Millisecond)
-	wg.Wait()
-	assert.Contains(t, q.ThrottleReason(), "no throttle query result")
-	assert.Contains(t, q.ThrottleReason(), "context deadline exceeded")
-	require.Eventually(t, func() bool { return len(f.killed()) >= 2 }, 5*time.Second, time.Millisecond)
-	assert.EqualValues(t, 1, f.maxSeen.Load(), "never more than one run in flight")
-	hung := f.hung()
-	for _, id := range f.killed() {
-		assert.Contains(t, hung, id, "KILL QUERY names a hung run's connection")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0),
+			WithInterval(minPeriod), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+		require.NoError(t, q.Open(context.Background()))
+		f.setHang(true)
+		pileInWhileHung(t, q)
+		assert.Contains(t, q.ThrottleReason(), "no throttle query result")
+		assert.Contains(t, q.ThrottleReason(), "context deadline exceeded")
+		assert.GreaterOrEqual(t, len(f.killed()), 2)
+		assert.EqualValues(t, 1, f.maxSeen.Load(), "never more than one run in flight")
+		hung := f.hung()
+		for _, id := range f.killed() {
+			assert.Contains(t, hung, id, "KILL QUERY names a hung run's connection")
+		}
 
-	f.setHang(false)
-	require.Eventually(t, func() bool { return !q.IsThrottled() }, 5*time.Second, time.Millisecond)
+		f.setHang(false)
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, q.IsThrottled())
+	})
 }
 
 // TestQueryCloseKillsTheRunInFlight: Close does not leave a hung run behind
 // on the server.
 func TestQueryCloseKillsTheRunInFlight(t *testing.T) {
-	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0),
-		WithInterval(minPeriod), WithQueryTimeout(time.Hour), WithStaleAfter(time.Hour))
-	require.NoError(t, q.Open(context.Background()))
-	f.setHang(true)
-	require.Eventually(t, func() bool { return f.inFlight.Load() == 1 }, 5*time.Second, time.Millisecond)
-	require.NoError(t, q.Close())
-	assert.Zero(t, f.inFlight.Load())
-	hung := f.hung()
-	require.Len(t, hung, 1, "only Close ends a run with an hour's timeout")
-	assert.Equal(t, hung, f.killed(), "the run Close cut short is killed, once")
+	synctest.Test(t, func(t *testing.T) {
+		q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0),
+			WithInterval(minPeriod), WithQueryTimeout(time.Hour), WithStaleAfter(time.Hour))
+		require.NoError(t, q.Open(context.Background()))
+		f.setHang(true)
+		time.Sleep(minPeriod) // the next run hangs
+		synctest.Wait()
+		require.EqualValues(t, 1, f.inFlight.Load())
+		require.NoError(t, q.Close())
+		assert.Zero(t, f.inFlight.Load())
+		hung := f.hung()
+		require.Len(t, hung, 1, "only Close ends a run with an hour's timeout")
+		assert.Equal(t, hung, f.killed(), "the run Close cut short is killed, once")
+	})
 }
 
 func TestQueryHotPathDoesNotAllocate(t *testing.T) {
@@ -267,18 +275,4 @@ func TestQueryHotPathDoesNotAllocate(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = q.IsThrottled() }))
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { q.BlockWait(ctx) }))
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = q.Value() }))
-}
-
-func TestQueryContract(t *testing.T) {
-	dbContract(t, func(t *testing.T, maxWait time.Duration) (Throttler, func(bool)) {
-		q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), WithMaxWait(maxWait))
-		return q, func(on bool) {
-			v := int64(0)
-			if on {
-				v = 1
-			}
-			f.setValue(v)
-			_ = q.UpdateLag(context.Background())
-		}
-	})
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -167,13 +167,19 @@ func TestVerdicts(t *testing.T) {
 }
 
 func TestMonitorFollowsTheSource(t *testing.T) {
-	r, src := newFake(t, time.Second, Measurement{})
-	require.NoError(t, r.Open(context.Background()))
-	defer r.Close()
-	src.set(lagOf(2*time.Second), nil)
-	require.Eventually(t, r.IsThrottled, 2*time.Second, time.Millisecond)
-	src.set(lagOf(0), nil)
-	require.Eventually(t, func() bool { return !r.IsThrottled() }, 2*time.Second, time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		r, src := newFake(t, time.Second, Measurement{})
+		require.NoError(t, r.Open(context.Background()))
+		defer r.Close()
+		src.set(lagOf(2*time.Second), nil)
+		time.Sleep(minPeriod) // the next poll
+		synctest.Wait()
+		require.True(t, r.IsThrottled())
+		src.set(lagOf(0), nil)
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, r.IsThrottled())
+	})
 }
 
 func TestLostSourceThrottlesAtOnce(t *testing.T) {
@@ -187,61 +193,64 @@ func TestLostSourceThrottlesAtOnce(t *testing.T) {
 }
 
 func TestFailedPollsThrottleAfterStaleWindow(t *testing.T) {
-	r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithStaleAfter(time.Hour))
-	require.NoError(t, r.Open(context.Background()))
-	defer r.Close()
-	src.set(Measurement{}, fmt.Errorf("%w: SLAVE MONITOR", ErrAccessDenied))
-	err := r.UpdateLag(context.Background())
-	require.ErrorIs(t, err, ErrAccessDenied)
-	assert.False(t, r.IsThrottled(), "one failed poll inside the stale window keeps the last verdict")
+	synctest.Test(t, func(t *testing.T) {
+		r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithStaleAfter(time.Hour))
+		require.NoError(t, r.Open(context.Background()))
+		defer r.Close()
+		src.set(Measurement{}, fmt.Errorf("%w: SLAVE MONITOR", ErrAccessDenied))
+		err := r.UpdateLag(context.Background())
+		require.ErrorIs(t, err, ErrAccessDenied)
+		time.Sleep(time.Hour - time.Nanosecond)
+		synctest.Wait()
+		assert.False(t, r.IsThrottled(), "failed polls inside the stale window keep the last verdict")
 
-	r.poll.ExpireForTest() // as the stale timer would, an hour from now
-	assert.True(t, r.IsThrottled())
-	assert.Contains(t, r.ThrottleReason(), "no lag measurement for")
-	assert.Contains(t, r.ThrottleReason(), "SLAVE MONITOR", "the reason carries the last error")
+		time.Sleep(time.Nanosecond) // the stale window ends
+		synctest.Wait()
+		assert.True(t, r.IsThrottled())
+		assert.Contains(t, r.ThrottleReason(), "no lag measurement for")
+		assert.Contains(t, r.ThrottleReason(), "SLAVE MONITOR", "the reason carries the last error")
 
-	src.set(Measurement{}, nil)
-	require.NoError(t, r.UpdateLag(context.Background()))
-	assert.False(t, r.IsThrottled(), "a success clears staleness")
+		src.set(Measurement{}, nil)
+		require.NoError(t, r.UpdateLag(context.Background()))
+		assert.False(t, r.IsThrottled(), "a success clears staleness")
+	})
 }
 
 func TestStaleTimerFires(t *testing.T) {
-	r, src := newFake(t, time.Second, Measurement{}, WithInterval(minPeriod), WithStaleAfter(20*time.Millisecond))
-	require.NoError(t, r.Open(context.Background()))
-	defer r.Close()
-	src.set(Measurement{}, errBoom)
-	require.Eventually(t, r.IsThrottled, 2*time.Second, time.Millisecond)
-	assert.Contains(t, r.ThrottleReason(), "boom")
-	src.set(Measurement{}, nil)
-	require.Eventually(t, func() bool { return !r.IsThrottled() }, 2*time.Second, time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		r, src := newFake(t, time.Second, Measurement{}, WithInterval(minPeriod), WithStaleAfter(20*time.Millisecond))
+		require.NoError(t, r.Open(context.Background()))
+		defer r.Close()
+		src.set(Measurement{}, errBoom)
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		require.True(t, r.IsThrottled(), "stale 20ms after the last success")
+		assert.Contains(t, r.ThrottleReason(), "boom")
+		src.set(Measurement{}, nil)
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, r.IsThrottled())
+	})
 }
 
 // TestHungReplicaOnePollInFlight: a source that never answers is polled one
 // query at a time, each bounded by the query timeout, and the throttler
 // fails closed once the stale window passes.
 func TestHungReplicaOnePollInFlight(t *testing.T) {
-	r, src := newFake(t, time.Second, Measurement{},
-		WithInterval(minPeriod), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
-	require.NoError(t, r.Open(context.Background()))
-	defer r.Close()
-	src.setHang(true)
-	var wg sync.WaitGroup
-	for range 5 { // callers pile in alongside the monitor
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-			defer cancel()
-			_ = r.UpdateLag(ctx)
-		}()
-	}
-	require.Eventually(t, r.IsThrottled, 2*time.Second, time.Millisecond)
-	wg.Wait()
-	assert.Contains(t, r.ThrottleReason(), "no lag measurement")
-	assert.EqualValues(t, 1, src.maxSeen.Load(), "never more than one measurement in flight")
-	before := src.calls.Load()
-	require.Eventually(t, func() bool { return src.calls.Load() > before+2 }, 2*time.Second, time.Millisecond,
-		"each hung poll times out and the next starts")
+	synctest.Test(t, func(t *testing.T) {
+		r, src := newFake(t, time.Second, Measurement{},
+			WithInterval(minPeriod), WithQueryTimeout(5*time.Millisecond), WithStaleAfter(20*time.Millisecond))
+		require.NoError(t, r.Open(context.Background()))
+		defer r.Close()
+		src.setHang(true)
+		pileInWhileHung(t, r)
+		assert.Contains(t, r.ThrottleReason(), "no lag measurement")
+		assert.EqualValues(t, 1, src.maxSeen.Load(), "never more than one measurement in flight")
+		before := src.calls.Load()
+		time.Sleep(5 * minPeriod)
+		synctest.Wait()
+		assert.Greater(t, src.calls.Load(), before+2, "each hung poll times out and the next starts")
+	})
 }
 
 func TestUpdateLagRespectsCallerContext(t *testing.T) {

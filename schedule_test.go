@@ -359,20 +359,3 @@ func TestScheduleHotPathDoesNotAllocate(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = s.IsThrottled() }))
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { s.BlockWait(ctx) }))
 }
-
-func TestScheduleContract(t *testing.T) {
-	contractSuite(t, func(t *testing.T, maxWait time.Duration) subject {
-		inside := time.Date(2026, 3, 2, 9, 30, 0, 0, time.UTC)
-		outside := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
-		clock := newScheduleClock(outside)
-		s := newTestSchedule(t, ScheduleConfig{TimeZone: "UTC", Windows: []Window{{Start: "09:15", End: "09:45"}}}, clock, WithMaxWait(maxWait))
-		return subject{t: s, throttle: func(on bool) {
-			if on {
-				clock.Set(inside)
-			} else {
-				clock.Set(outside)
-			}
-			_ = s.UpdateLag(context.Background())
-		}}
-	})
-}
