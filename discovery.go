@@ -190,7 +190,7 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 		cfg.OpenDB = func(dsn string) (*sql.DB, error) { return sql.Open("mysql", dsn) }
 	}
 	cfg.Exclude = slices.Clone(cfg.Exclude)
-	o, problems := buildOptions(opts, "") // the options apply to every replica's throttler
+	o, problems := buildOptions(opts, "a replica discovery", replicationOptions) // the options apply to every replica's throttler
 	if err := configError(append(errs, problems...)); err != nil {
 		return nil, fmt.Errorf("NewDiscovery: %w", err)
 	}

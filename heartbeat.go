@@ -116,8 +116,8 @@ func NewHeartbeat(primary *sql.DB, cfg HeartbeatWriterConfig, logger *slog.Logge
 	if interval == 0 {
 		interval = defaultHeartbeatInterval
 	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	if err := configError(errs); err != nil {
+		return nil, err
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

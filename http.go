@@ -158,7 +158,7 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 	default:
 		errs = append(errs, fmt.Errorf("HTTPConfig.Method %q is not HEAD or GET", cfg.Method))
 	}
-	o, problems := buildOptions(opts, "an HTTP throttler")
+	o, problems := buildOptions(opts, "an HTTP throttler", pollingOptions)
 	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ type HeartbeatConfig struct {
 func HeartbeatSource(cfg HeartbeatConfig) (LagSource, error) {
 	table, err := parseHeartbeatTable("HeartbeatConfig.Table", cfg.Table)
 	if err != nil {
-		return nil, err
+		return nil, configError([]error{err})
 	}
 	loc := cfg.Location
 	if loc == nil {
@@ -250,19 +250,20 @@ type heartbeatTable struct {
 const defaultHeartbeatTable = "heartbeat"
 
 // parseHeartbeatTable validates "table" or "db.table" (empty: "heartbeat").
-// field names the setting in the error.
+// field names the setting in the error, which the caller wraps (once) with
+// configError.
 func parseHeartbeatTable(field, s string) (heartbeatTable, error) {
 	if s == "" {
 		s = defaultHeartbeatTable
 	}
 	parts := strings.Split(s, ".")
 	if len(parts) > 2 {
-		return heartbeatTable{}, fmt.Errorf("%w: %s %q: want \"table\" or \"database.table\"", ErrInvalidConfig, field, s)
+		return heartbeatTable{}, fmt.Errorf("%s %q: want \"table\" or \"database.table\"", field, s)
 	}
 	quoted := make([]string, len(parts))
 	for i, p := range parts {
 		if err := checkHeartbeatIdent(p); err != nil {
-			return heartbeatTable{}, fmt.Errorf("%w: %s %q: %w", ErrInvalidConfig, field, s, err)
+			return heartbeatTable{}, fmt.Errorf("%s %q: %w", field, s, err)
 		}
 		quoted[i] = "`" + p + "`"
 	}

@@ -133,7 +133,7 @@ func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*
 	if err != nil {
 		errs = append(errs, err)
 	}
-	o, problems := buildOptions(opts, "a Load throttler")
+	o, problems := buildOptions(opts, "a Load throttler", pollingOptions)
 	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func loadLimits(cfg LoadConfig) ([]LoadLimit, error) {
 		errs = append(errs, fmt.Errorf("LoadConfig.CriticalFor %v is set but no Critical level is", cfg.CriticalFor))
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+		return nil, errors.Join(errs...) // NewLoad wraps ErrInvalidConfig once
 	}
 	return limits, nil
 }

@@ -519,7 +519,7 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 	ts := make([]Throttler, 0, len(names))
 	var errs []error
 	var pace *pacer
-	if o, _ := buildOptions(opts, ""); o.pacing {
+	if o, _ := buildOptions(opts, "a replication throttler", replicationOptions); o.pacing {
 		// One rate for the set, the slowest replica's: every replica
 		// steers the same pacer, and the Multi paces the callers.
 		pace = newPacer()

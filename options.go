@@ -14,10 +14,42 @@ import (
 // input: the message names the argument and the value.
 var ErrInvalidConfig = errors.New("invalid throttler configuration")
 
-// Option configures a throttler: the timing options apply to every polling
-// throttler (NewReplicationThrottler, NewLoad, NewQuery, NewHTTP, ...), and
-// WithLagSource to the replication throttler only.
+// Option configures a throttler. Each constructor says which options apply
+// to it, and rejects any other by name: the timing options (WithInterval,
+// WithStaleAfter, WithQueryTimeout) apply to the throttlers that poll
+// (NewReplicationThrottler, NewReplicasThrottler, NewDiscovery, NewLoad,
+// NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource and
+// WithPacing to the replication throttlers only, and WithMaxWait and
+// WithName to every throttler.
 type Option func(*options)
+
+// optionSet is a set of options, by what they set: which a caller gave, and
+// which a constructor accepts.
+type optionSet uint8
+
+const (
+	optInterval optionSet = 1 << iota
+	optStaleAfter
+	optQueryTimeout
+	optMaxWait
+	optName
+	optLagSource
+	optPacing
+
+	// Every throttler has a wait and a name; the polling ones a timing;
+	// the replication ones a lag source and pacing as well.
+	commonOptions      = optMaxWait | optName
+	pollingOptions     = commonOptions | optInterval | optStaleAfter | optQueryTimeout
+	replicationOptions = pollingOptions | optLagSource | optPacing
+)
+
+var optionNames = []struct {
+	o    optionSet
+	name string
+}{
+	{optInterval, "WithInterval"}, {optStaleAfter, "WithStaleAfter"}, {optQueryTimeout, "WithQueryTimeout"},
+	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
+}
 
 type options struct {
 	interval     time.Duration
@@ -25,11 +57,11 @@ type options struct {
 	staleAfter   time.Duration // 0: 3 × interval
 	queryTimeout time.Duration // 0: min(interval, 5s)
 	source       LagSource
-	sourceSet    bool
 	name         string
 	pacing       bool
 	pacingTarget time.Duration // 0: half the tolerance
 	sharedPacer  *pacer        // set by NewReplicasThrottler and NewDiscovery for their members
+	given        optionSet
 	errs         []error
 }
 
@@ -47,7 +79,7 @@ const (
 func WithInterval(d time.Duration) Option {
 	return func(o *options) {
 		o.addErr(checkPeriod(fmt.Sprintf("WithInterval(%v): the poll interval", d), d, ""))
-		o.interval = d
+		o.interval, o.given = d, o.given|optInterval
 	}
 }
 
@@ -57,7 +89,7 @@ func WithInterval(d time.Duration) Option {
 func WithMaxWait(d time.Duration) Option {
 	return func(o *options) {
 		o.addErr(checkSpan(fmt.Sprintf("WithMaxWait(%v): the maximum wait", d), d, "no cap"))
-		o.maxWait = d
+		o.maxWait, o.given = d, o.given|optMaxWait
 	}
 }
 
@@ -68,7 +100,7 @@ func WithMaxWait(d time.Duration) Option {
 func WithStaleAfter(d time.Duration) Option {
 	return func(o *options) {
 		o.addErr(checkSpan(fmt.Sprintf("WithStaleAfter(%v): the stale window", d), d, ""))
-		o.staleAfter = d
+		o.staleAfter, o.given = d, o.given|optStaleAfter
 	}
 }
 
@@ -79,7 +111,7 @@ func WithStaleAfter(d time.Duration) Option {
 func WithQueryTimeout(d time.Duration) Option {
 	return func(o *options) {
 		o.addErr(checkSpan(fmt.Sprintf("WithQueryTimeout(%v): the query timeout", d), d, ""))
-		o.queryTimeout = d
+		o.queryTimeout, o.given = d, o.given|optQueryTimeout
 	}
 }
 
@@ -91,8 +123,7 @@ func WithLagSource(s LagSource) Option {
 		if s == nil {
 			o.errs = append(o.errs, errors.New("WithLagSource(nil): the lag source must not be nil"))
 		}
-		o.source = s
-		o.sourceSet = true
+		o.source, o.given = s, o.given|optLagSource
 	}
 }
 
@@ -109,7 +140,7 @@ func WithLagSource(s LagSource) Option {
 func WithPacing(target time.Duration) Option {
 	return func(o *options) {
 		o.addErr(checkSpan(fmt.Sprintf("WithPacing(%v): the target lag", target), target, "half the tolerance"))
-		o.pacing, o.pacingTarget = true, target
+		o.pacing, o.pacingTarget, o.given = true, target, o.given|optPacing
 	}
 }
 
@@ -129,15 +160,15 @@ func withSharedPacer(p *pacer) Option {
 // WithName names the throttler in its log lines and in the reasons of a
 // Multi that holds it (for example the replica's host name).
 func WithName(name string) Option {
-	return func(o *options) { o.name = name }
+	return func(o *options) { o.name, o.given = name, o.given|optName }
 }
 
 // buildOptions applies opts over the defaults and returns every problem
 // found, unwrapped: the constructor adds its own and wraps them all once with
-// configError. forWhat names the throttler in messages ("an HTTP
-// throttler");
-// WithLagSource applies only to replication throttlers (forWhat == "").
-func buildOptions(opts []Option, forWhat string) (options, []error) {
+// configError. forWhat names the throttler in messages ("a Schedule
+// throttler"), and accepts says which options apply to it: any other given
+// is a problem that names it.
+func buildOptions(opts []Option, forWhat string, accepts optionSet) (options, []error) {
 	o := options{interval: defaultInterval, maxWait: defaultMaxWait}
 	for i, opt := range opts {
 		if opt == nil {
@@ -146,11 +177,10 @@ func buildOptions(opts []Option, forWhat string) (options, []error) {
 		}
 		opt(&o)
 	}
-	if o.sourceSet && forWhat != "" {
-		o.errs = append(o.errs, fmt.Errorf("WithLagSource does not apply to %s", forWhat))
-	}
-	if o.pacing && forWhat != "" {
-		o.errs = append(o.errs, fmt.Errorf("WithPacing does not apply to %s", forWhat))
+	for _, on := range optionNames {
+		if o.given&on.o != 0 && accepts&on.o == 0 {
+			o.errs = append(o.errs, fmt.Errorf("%s does not apply to %s", on.name, forWhat))
+		}
 	}
 	if len(o.errs) == 0 {
 		if o.staleAfter == 0 {

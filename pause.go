@@ -74,7 +74,11 @@ const (
 // nothing. Bad options are an error wrapping ErrInvalidConfig. Without a
 // flag file, only WithMaxWait applies.
 func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, error) {
-	o, problems := buildOptions(opts, "a Pause throttler")
+	forWhat, accepts := "a Pause throttler without a flag file", commonOptions
+	if cfg.FlagFile != "" {
+		forWhat, accepts = "a Pause throttler", pollingOptions // the file is polled
+	}
+	o, problems := buildOptions(opts, forWhat, accepts)
 	if err := configError(problems); err != nil {
 		return nil, err
 	}

@@ -96,7 +96,7 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 	if !(cfg.Threshold > 0) || math.IsInf(cfg.Threshold, 1) {
 		errs = append(errs, fmt.Errorf("QueryConfig.Threshold %v must be a positive number", cfg.Threshold))
 	}
-	o, problems := buildOptions(opts, "a Query throttler")
+	o, problems := buildOptions(opts, "a Query throttler", pollingOptions)
 	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	if lagTolerance <= 0 {
 		errs = append(errs, fmt.Errorf("lag tolerance %v must be positive", lagTolerance))
 	}
-	o, problems := buildOptions(opts, "")
+	o, problems := buildOptions(opts, "a replication throttler", replicationOptions)
 	errs = append(errs, problems...)
 	if o.pacing && lagTolerance > 0 && o.pacingTarget >= lagTolerance {
 		errs = append(errs, fmt.Errorf("WithPacing(%v): the target lag must be below the lag tolerance %v", o.pacingTarget, lagTolerance))

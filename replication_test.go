@@ -58,14 +58,14 @@ func TestNewReplicationThrottlerRejectsBadInput(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	o, problems := buildOptions(nil, "")
+	o, problems := buildOptions(nil, "a replication throttler", replicationOptions)
 	require.Empty(t, problems)
 	assert.Equal(t, time.Second, o.interval)
 	assert.Equal(t, 60*time.Second, o.maxWait)
 	assert.Equal(t, 3*time.Second, o.staleAfter)
 	assert.Equal(t, time.Second, o.queryTimeout)
 
-	o, problems = buildOptions([]Option{WithInterval(10 * time.Second)}, "")
+	o, problems = buildOptions([]Option{WithInterval(10 * time.Second)}, "a replication throttler", replicationOptions)
 	require.Empty(t, problems)
 	assert.Equal(t, 5*time.Second, o.queryTimeout, "the default query timeout is capped at 5s")
 	assert.Equal(t, 30*time.Second, o.staleAfter)
@@ -77,12 +77,12 @@ func TestDefaults(t *testing.T) {
 	// The bounds themselves are accepted, and what derives from them stays
 	// positive and in order (97 years of interval once made the stale
 	// window negative).
-	o, problems = buildOptions([]Option{WithInterval(maxPeriod)}, "")
+	o, problems = buildOptions([]Option{WithInterval(maxPeriod)}, "a replication throttler", replicationOptions)
 	require.Empty(t, problems)
 	assert.Equal(t, 3*maxPeriod, o.staleAfter)
 	assert.Equal(t, 5*time.Second, o.queryTimeout)
 	assert.Equal(t, maxPeriod/10, o.fastInterval())
-	o, problems = buildOptions([]Option{WithInterval(minPeriod), WithStaleAfter(maxSpan), WithQueryTimeout(maxSpan), WithMaxWait(maxSpan)}, "")
+	o, problems = buildOptions([]Option{WithInterval(minPeriod), WithStaleAfter(maxSpan), WithQueryTimeout(maxSpan), WithMaxWait(maxSpan)}, "a replication throttler", replicationOptions)
 	require.Empty(t, problems)
 	assert.Equal(t, minPeriod, o.fastInterval())
 	assert.Equal(t, maxSpan, o.staleAfter)

@@ -136,7 +136,7 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 		}
 		windows = append(windows, sw)
 	}
-	o, problems := buildOptions(opts, "a Schedule throttler")
+	o, problems := buildOptions(opts, "a Schedule throttler", commonOptions)
 	if err := configError(append(errs, problems...)); err != nil {
 		return nil, err
 	}
