@@ -192,7 +192,7 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	cfg.Exclude = slices.Clone(cfg.Exclude)
 	o, problems := buildOptions(opts, "a replica discovery", replicationOptions) // the options apply to every replica's throttler
 	if err := configError(append(errs, problems...)); err != nil {
-		return nil, fmt.Errorf("NewDiscovery: %w", err)
+		return nil, err
 	}
 	d := &Discovery{
 		primary:   primary,

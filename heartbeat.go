@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/throttlekit/throttler/internal/ptheartbeat"
 )
 
 // HeartbeatWriterConfig configures a Heartbeat.
@@ -87,16 +89,6 @@ const (
 	minHeartbeatTimeout      = time.Second
 	maxHeartbeatTimeout      = 5 * time.Second
 )
-
-// heartbeatCreateTable is pt-heartbeat's --create-table definition.
-const heartbeatCreateTable = `CREATE TABLE IF NOT EXISTS %s (
-  ts                    varchar(26) NOT NULL,
-  server_id             int unsigned NOT NULL PRIMARY KEY,
-  file                  varchar(255) DEFAULT NULL,
-  position              bigint unsigned DEFAULT NULL,
-  relay_master_log_file varchar(255) DEFAULT NULL,
-  exec_master_log_pos   bigint unsigned DEFAULT NULL
-)`
 
 // NewHeartbeat returns a writer for primary. It does no I/O; Open does. A nil
 // logger logs nothing. Bad input is an error wrapping ErrInvalidConfig.
@@ -187,7 +179,7 @@ func (h *Heartbeat) Open(ctx context.Context) error {
 func (h *Heartbeat) prepare(ctx context.Context) (string, error) {
 	if h.create {
 		cctx, cancel := context.WithTimeout(ctx, h.timeout)
-		err := exec(cctx, h.db, fmt.Sprintf(heartbeatCreateTable, h.table.quoted))
+		err := exec(cctx, h.db, fmt.Sprintf(ptheartbeat.CreateTable, h.table.quoted))
 		cancel()
 		if err != nil {
 			if n := mysqlErrorNumber(err); n == erTableAccessDenied || n == erDBAccessDenied {

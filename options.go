@@ -12,7 +12,7 @@ import (
 
 // ErrInvalidConfig is wrapped by every error a constructor returns for bad
 // input: the message names the argument and the value.
-var ErrInvalidConfig = errors.New("invalid throttler configuration")
+var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 
 // Option configures a throttler. Each constructor says which options apply
 // to it, and rejects any other by name: the timing options (WithInterval,
