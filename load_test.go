@@ -195,30 +195,33 @@ func TestLoadOpenFailsOnAnUnusableVariable(t *testing.T) {
 // stale window, then throttles with the error; a reading that comes back
 // unusable throttles at once.
 func TestLoadFailsClosed(t *testing.T) {
-	l, f := newFakeLoad(t, LoadConfig{Threshold: 25, Critical: 50}, loadRunning("60"))
-	require.NoError(t, l.Open(context.Background()))
-	require.True(t, l.IsCritical())
-	f.setStatus(loadRunning("1"))
-	require.NoError(t, l.UpdateLag(context.Background()))
-	require.False(t, l.IsThrottled())
+	synctest.Test(t, func(t *testing.T) { // the stale window passes on a fake clock
+		l, f := newFakeLoad(t, LoadConfig{Threshold: 25, Critical: 50}, loadRunning("60"))
+		require.NoError(t, l.Open(context.Background()))
+		require.True(t, l.IsCritical())
+		f.setStatus(loadRunning("1"))
+		require.NoError(t, l.UpdateLag(context.Background()))
+		require.False(t, l.IsThrottled())
 
-	f.setResult(fakedbResult{err: errBoom})
-	assert.ErrorIs(t, l.UpdateLag(context.Background()), errBoom)
-	assert.False(t, l.IsThrottled(), "one failed reading inside the stale window keeps the last verdict")
-	l.poll.ExpireForTest()
-	assert.True(t, l.IsThrottled())
-	assert.Contains(t, l.ThrottleReason(), "no status reading for")
-	assert.Contains(t, l.ThrottleReason(), "boom")
-	assert.False(t, l.IsCritical(), "a failed reading never raises the critical level")
+		f.setResult(fakedbResult{err: errBoom})
+		assert.ErrorIs(t, l.UpdateLag(context.Background()), errBoom)
+		assert.False(t, l.IsThrottled(), "one failed reading inside the stale window keeps the last verdict")
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		assert.True(t, l.IsThrottled())
+		assert.Contains(t, l.ThrottleReason(), "no status reading for")
+		assert.Contains(t, l.ThrottleReason(), "boom")
+		assert.False(t, l.IsCritical(), "a failed reading never raises the critical level")
 
-	f.setStatus(loadRunning("1"))
-	require.NoError(t, l.UpdateLag(context.Background()))
-	assert.False(t, l.IsThrottled())
+		f.setStatus(loadRunning("1"))
+		require.NoError(t, l.UpdateLag(context.Background()))
+		assert.False(t, l.IsThrottled())
 
-	f.setStatus(map[string]string{"Threads_running": "many"})
-	assert.ErrorContains(t, l.UpdateLag(context.Background()), "not an integer")
-	assert.True(t, l.IsThrottled(), "an answer that cannot be read is a reading of 'unknown': throttle now")
-	assert.Contains(t, l.ThrottleReason(), `load unknown: status variable Threads_running = "many"`)
+		f.setStatus(map[string]string{"Threads_running": "many"})
+		assert.ErrorContains(t, l.UpdateLag(context.Background()), "not an integer")
+		assert.True(t, l.IsThrottled(), "an answer that cannot be read is a reading of 'unknown': throttle now")
+		assert.Contains(t, l.ThrottleReason(), `load unknown: status variable Threads_running = "many"`)
+	})
 }
 
 func TestLoadCritical(t *testing.T) {

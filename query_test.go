@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -185,21 +186,24 @@ func TestQueryUnusableAnswers(t *testing.T) {
 // answer: the last value stands for the stale window, then the throttler
 // throttles with the error as its reason.
 func TestQueryErrorFailsClosedAfterStaleWindow(t *testing.T) {
-	q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0))
-	f.setResult(fakedbResult{err: errBoom})
-	err := q.Open(context.Background())
-	require.ErrorIs(t, err, errBoom, "Open reports a failing query")
-	assert.ErrorContains(t, err, "throttle query: boom")
+	synctest.Test(t, func(t *testing.T) { // the stale window passes on a fake clock
+		q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0))
+		f.setResult(fakedbResult{err: errBoom})
+		err := q.Open(context.Background())
+		require.ErrorIs(t, err, errBoom, "Open reports a failing query")
+		assert.ErrorContains(t, err, "throttle query: boom")
 
-	f.setValue(int64(0))
-	require.NoError(t, q.Open(context.Background()))
-	f.setResult(fakedbResult{err: errBoom})
-	require.ErrorIs(t, q.UpdateLag(context.Background()), errBoom)
-	assert.False(t, q.IsThrottled(), "one failed run inside the stale window keeps the last verdict")
-	q.poll.ExpireForTest()
-	assert.True(t, q.IsThrottled())
-	assert.Contains(t, q.ThrottleReason(), "no throttle query result for")
-	assert.Contains(t, q.ThrottleReason(), "throttle query: boom")
+		f.setValue(int64(0))
+		require.NoError(t, q.Open(context.Background()))
+		f.setResult(fakedbResult{err: errBoom})
+		require.ErrorIs(t, q.UpdateLag(context.Background()), errBoom)
+		assert.False(t, q.IsThrottled(), "one failed run inside the stale window keeps the last verdict")
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		assert.True(t, q.IsThrottled())
+		assert.Contains(t, q.ThrottleReason(), "no throttle query result for")
+		assert.Contains(t, q.ThrottleReason(), "throttle query: boom")
+	})
 }
 
 func TestQueryStaleTimerFires(t *testing.T) {

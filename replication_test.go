@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -187,22 +188,25 @@ func TestLostSourceThrottlesAtOnce(t *testing.T) {
 }
 
 func TestFailedPollsThrottleAfterStaleWindow(t *testing.T) {
-	r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithStaleAfter(time.Hour))
-	require.NoError(t, r.Open(context.Background()))
-	defer r.Close()
-	src.set(Measurement{}, fmt.Errorf("%w: SLAVE MONITOR", ErrAccessDenied))
-	err := r.UpdateLag(context.Background())
-	require.ErrorIs(t, err, ErrAccessDenied)
-	assert.False(t, r.IsThrottled(), "one failed poll inside the stale window keeps the last verdict")
+	synctest.Test(t, func(t *testing.T) { // the stale window passes on a fake clock
+		r, src := newFake(t, time.Second, Measurement{}, WithInterval(time.Hour), WithStaleAfter(time.Hour))
+		require.NoError(t, r.Open(context.Background()))
+		defer r.Close()
+		src.set(Measurement{}, fmt.Errorf("%w: SLAVE MONITOR", ErrAccessDenied))
+		err := r.UpdateLag(context.Background())
+		require.ErrorIs(t, err, ErrAccessDenied)
+		assert.False(t, r.IsThrottled(), "one failed poll inside the stale window keeps the last verdict")
 
-	r.poll.ExpireForTest() // as the stale timer would, an hour from now
-	assert.True(t, r.IsThrottled())
-	assert.Contains(t, r.ThrottleReason(), "no lag measurement for")
-	assert.Contains(t, r.ThrottleReason(), "SLAVE MONITOR", "the reason carries the last error")
+		time.Sleep(time.Hour + time.Second) // the stale timer fires
+		synctest.Wait()
+		assert.True(t, r.IsThrottled())
+		assert.Contains(t, r.ThrottleReason(), "no lag measurement for")
+		assert.Contains(t, r.ThrottleReason(), "SLAVE MONITOR", "the reason carries the last error")
 
-	src.set(Measurement{}, nil)
-	require.NoError(t, r.UpdateLag(context.Background()))
-	assert.False(t, r.IsThrottled(), "a success clears staleness")
+		src.set(Measurement{}, nil)
+		require.NoError(t, r.UpdateLag(context.Background()))
+		assert.False(t, r.IsThrottled(), "a success clears staleness")
+	})
 }
 
 func TestStaleTimerFires(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/throttlekit/throttler/internal/sentinel"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -58,12 +60,12 @@ func TestReleaseWakesAndIsFinal(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- g.Wait(context.Background(), 0) }()
 	assert.True(t, g.Release())
-	assert.ErrorIs(t, <-done, ErrReleased)
+	assert.ErrorIs(t, <-done, sentinel.ErrClosed)
 	assert.False(t, g.Release(), "second release")
 	assert.False(t, g.Set(true, "late poll"), "Set after Release is ignored")
 	assert.False(t, g.Throttled())
 	assert.True(t, g.Released())
-	assert.ErrorIs(t, g.Wait(context.Background(), 0), ErrReleased)
+	assert.ErrorIs(t, g.Wait(context.Background(), 0), sentinel.ErrClosed)
 }
 
 func TestReleaseOfClearGate(t *testing.T) {
@@ -81,7 +83,7 @@ func TestWaitEndsOnContextAndMax(t *testing.T) {
 	cancel()
 	assert.ErrorIs(t, <-done, context.Canceled)
 
-	assert.ErrorIs(t, g.Wait(context.Background(), time.Millisecond), ErrMaxWait)
+	assert.ErrorIs(t, g.Wait(context.Background(), time.Millisecond), sentinel.ErrMaxWait)
 	assert.True(t, g.Throttled(), "waiting changes nothing")
 }
 
@@ -128,7 +130,7 @@ func TestCapIsNeverEarlyAndShared(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), ErrMaxWait)
+			assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), sentinel.ErrMaxWait)
 			took <- time.Since(start)
 		}()
 	}
@@ -144,7 +146,7 @@ func TestCapIsNeverEarlyAndShared(t *testing.T) {
 }
 
 // TestEpochEndStopsCaps: clearing or releasing wakes capped waiters at once
-// (nil and ErrReleased), and stops their timers.
+// (nil and sentinel.ErrClosed), and stops their timers.
 func TestEpochEndStopsCaps(t *testing.T) {
 	for _, release := range []bool{false, true} {
 		var g Gate
@@ -155,7 +157,7 @@ func TestEpochEndStopsCaps(t *testing.T) {
 		require.Eventually(t, func() bool { return capsOf(&g) == 1 }, time.Second, time.Millisecond)
 		if release {
 			g.Release()
-			assert.ErrorIs(t, <-done, ErrReleased)
+			assert.ErrorIs(t, <-done, sentinel.ErrClosed)
 		} else {
 			g.Set(false, "")
 			assert.NoError(t, <-done)
@@ -167,7 +169,7 @@ func TestEpochEndStopsCaps(t *testing.T) {
 		// A waiter arriving at an epoch that has just ended is not stranded:
 		// its cap channel is already closed.
 		select {
-		case <-ep.capChan(time.Hour):
+		case <-ep.capChan(time.Now().Add(time.Hour)):
 		default:
 			t.Fatal("a cap taken after the epoch ended is open")
 		}
@@ -199,6 +201,6 @@ func TestBindReleasesAtOnce(t *testing.T) {
 	assert.False(t, g.Throttled())
 	assert.True(t, g.Released())
 	assert.Equal(t, "", g.Reason())
-	assert.ErrorIs(t, g.Wait(context.Background(), 0), ErrReleased)
+	assert.ErrorIs(t, g.Wait(context.Background(), 0), sentinel.ErrClosed)
 	assert.True(t, g.Release(), "the first Release still reports that it released")
 }
