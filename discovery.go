@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"text/template"
 	"time"
+
+	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/lifecycle"
 )
 
 // Discovery throttles while any replica of a primary lags, or cannot be
@@ -67,18 +70,11 @@ type Discovery struct {
 	pubMu   sync.Mutex // serialises swaps of cur with release; never held during I/O
 	stopped bool       // released for good; guarded by pubMu
 
-	mu      sync.Mutex // guards the lifecycle fields below
-	phase   phase
-	cancel  context.CancelFunc
-	mctx    context.Context // bounds the members' lives (Open's ctx, until Close)
-	opening chan struct{}   // closed when a running Open returns
-	done    chan struct{}   // closed when the monitor has exited
-	unwatch func() bool     // stops the AfterFunc that releases on Open's ctx end
-	// openDone is the Done channel of the monitor's context (Open's ctx,
-	// cancelled by Close too). The AfterFunc releases a moment after it
-	// closes; IsThrottled also looks here, lock-free, so that it reports
-	// false as soon as cancel returns.
-	openDone atomic.Pointer[doneChan]
+	life lifecycle.Runner
+	// released reads as released the moment the life ends (Close, or the
+	// end of Open's context), before release has swapped in releasedSet:
+	// IsThrottled looks at it, lock-free. It is never throttled.
+	released gate.Gate
 
 	opMu        sync.Mutex // serialises membership changes; held during I/O
 	members     map[replicaKey]*discoveryMember
@@ -194,6 +190,7 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	if o.name == "" {
 		d.log = d.log.With("throttler", d.name)
 	}
+	d.life = lifecycle.Runner{Gate: &d.released, Log: d.log, OnEnd: d.release}
 	d.list, d.now = d.showReplicas, time.Now
 	return d, nil
 }
@@ -233,68 +230,44 @@ var releasedSet = func() *discoverySet {
 // job's context. A failed Open may be retried; a second Open returns
 // ErrAlreadyOpen, and Open after Close ErrClosed.
 func (d *Discovery) Open(ctx context.Context) error {
-	d.mu.Lock()
-	switch d.phase {
-	case phaseOpening, phaseOpen:
-		d.mu.Unlock()
-		return fmt.Errorf("throttler: open: %w", ErrAlreadyOpen)
-	case phaseClosed:
-		d.mu.Unlock()
-		return fmt.Errorf("throttler: open: %w", ErrClosed)
+	mctx, err := d.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("throttler: open: %w", err)
 	}
-	d.phase = phaseOpening
-	mctx, cancel := context.WithCancel(ctx)
-	d.cancel, d.mctx = cancel, mctx
-	d.openDone.Store(&doneChan{mctx.Done()})
-	opening := make(chan struct{})
-	d.opening = opening
-	d.mu.Unlock()
-	defer close(opening)
-
 	d.pubMu.Lock()
 	d.stopped = false // a failed Open released; this one starts afresh
 	d.cur.Store(nil)
 	d.pubMu.Unlock()
 
-	err := d.openMembers(mctx)
+	err = d.openMembers(mctx)
 	if err == nil {
 		err = ctx.Err()
 	}
-	d.mu.Lock()
-	if d.phase == phaseClosed { // Close ran while we opened (and cancelled it)
-		err = ErrClosed
-	}
 	if err != nil {
-		if d.phase != phaseClosed {
-			d.phase = phaseNew
-		}
-		d.mu.Unlock()
-		cancel()
 		d.shutdown()
 		d.pubMu.Lock()
 		d.cur.Store(nil) // not throttled, as after any failed Open
 		d.pubMu.Unlock()
+		if d.life.Abort() != nil { // Close ran while we opened (and cancelled it)
+			err = ErrClosed
+		}
 		return fmt.Errorf("throttler: open: %w", err)
 	}
-	d.phase = phaseOpen
-	d.done = make(chan struct{})
-	// Release the moment the context ends, not when the monitor next looks.
-	d.unwatch = context.AfterFunc(mctx, d.release)
-	done := d.done
-	d.mu.Unlock()
-
-	d.opMu.Lock()
-	d.publish()
-	d.opMu.Unlock()
-	go d.monitor(mctx, done)
+	err = d.life.Start(func() {
+		d.opMu.Lock()
+		d.publish()
+		d.opMu.Unlock()
+	}, d.monitor)
+	if err != nil {
+		return fmt.Errorf("throttler: open: %w", err) // Close shuts the members down
+	}
 	d.log.Info("throttler: open", "replicas", d.Replicas(), "tolerance", d.tolerance, "every", d.cfg.Every)
 	return nil
 }
 
 // monitor asks the primary again every Every and retries failed members
 // every poll interval, until ctx ends; then it releases everything.
-func (d *Discovery) monitor(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
+func (d *Discovery) monitor(ctx context.Context) {
 	defer d.shutdown()
 	every := time.NewTicker(d.cfg.Every)
 	defer every.Stop()
@@ -303,12 +276,6 @@ func (d *Discovery) monitor(ctx context.Context, done chan<- struct{}) {
 	for {
 		select {
 		case <-ctx.Done():
-			d.mu.Lock()
-			closing := d.phase == phaseClosed
-			d.mu.Unlock()
-			if !closing {
-				d.log.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
-			}
 			return
 		case <-every.C:
 			_ = d.rediscover(ctx, ctx)
@@ -335,29 +302,9 @@ func (d *Discovery) release() {
 // exit, closes the DBs the Discovery opened, and releases every blocked
 // BlockWait. It is idempotent and always returns nil.
 func (d *Discovery) Close() error {
-	d.mu.Lock()
-	if d.phase == phaseClosed {
-		d.mu.Unlock()
-		return nil
+	if d.life.Close() {
+		d.shutdown() // after a failed Open, or one Close overtook
 	}
-	prev := d.phase
-	d.phase = phaseClosed
-	cancel, done, unwatch, opening := d.cancel, d.done, d.unwatch, d.opening
-	d.mu.Unlock()
-
-	d.release()
-	if cancel != nil {
-		cancel()
-	}
-	switch prev {
-	case phaseOpen:
-		<-done // the monitor's exit closes the members
-		unwatch()
-	case phaseOpening:
-		<-opening // Open sees the close and cleans up
-	}
-	d.shutdown() // nothing left after the above; harmless
-	d.log.Info("throttler: closed")
 	return nil
 }
 
@@ -365,27 +312,8 @@ func (d *Discovery) Close() error {
 // one atomic load for the snapshot, then one per watched member. It is false
 // before Open, after a failed Open, after Close, and after Open's context
 // ends.
-func (d *Discovery) IsThrottled() bool { return d.cur.Load().throttled() && !d.ended() }
-
-// ended reports whether the monitor's context is done.
-func (d *Discovery) ended() bool { return d.openDone.Load().closed() }
-
-// doneChan holds a context's Done channel for an atomic.Pointer, so that a
-// hot path can see a context end without a lock.
-type doneChan struct{ c <-chan struct{} }
-
-// closed reports whether the channel is closed (false for a nil doneChan):
-// a non-blocking receive, which takes no lock and allocates nothing.
-func (p *doneChan) closed() bool {
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.c:
-		return true
-	default:
-		return false
-	}
+func (d *Discovery) IsThrottled() bool {
+	return d.cur.Load().throttled() && !d.released.Released()
 }
 
 func (s *discoverySet) throttled() bool {
@@ -433,7 +361,7 @@ func (d *Discovery) paceWait(ctx context.Context) error {
 		return nil
 	}
 	s := d.cur.Load()
-	return paceError(d.pace.wait(ctx, d.o.maxWait), s != nil && s.released || d.ended())
+	return paceError(d.pace.wait(ctx, d.o.maxWait), s != nil && s.released || d.released.Released())
 }
 
 func (d *Discovery) waitClear(ctx context.Context) error {
@@ -481,14 +409,12 @@ func (d *Discovery) waitClear(ctx context.Context) error {
 // each running their own. It returns ErrNotOpen before Open and ErrClosed
 // after the Discovery stopped: at once, also for callers that waited.
 func (d *Discovery) UpdateLag(ctx context.Context) error {
-	d.mu.Lock()
-	ph, mctx := d.phase, d.mctx
-	d.mu.Unlock()
+	mctx, err := d.life.Context()
 	switch {
-	case ph == phaseClosed || ph == phaseOpen && mctx.Err() != nil:
+	case err != nil:
+		return fmt.Errorf("throttler: update lag: %w", err)
+	case mctx.Err() != nil:
 		return fmt.Errorf("throttler: update lag: %w", ErrClosed)
-	case ph != phaseOpen:
-		return fmt.Errorf("throttler: update lag: %w", ErrNotOpen)
 	}
 	// Stop the listing and the members' measurements the moment the
 	// Discovery stops, not when the caller gives up.
