@@ -46,7 +46,7 @@ import (
 // IsThrottled and an unthrottled BlockWait read the current members from one
 // immutable snapshot (one atomic load, then one atomic load per member): no
 // lock, no allocation, no I/O. A throttled BlockWait waits on every
-// throttling member at once, and on membership changes.
+// throttling member at once, and on a failed member being watched at last.
 //
 // Most callers need only Open, BlockWait before each chunk, and Close.
 type Discovery struct {
@@ -71,10 +71,13 @@ type Discovery struct {
 	stopped bool       // released for good; guarded by pubMu
 
 	life lifecycle.Runner
-	// released reads as released the moment the life ends (Close, or the
-	// end of Open's context), before release has swapped in releasedSet:
-	// IsThrottled looks at it, lock-free. It is never throttled.
-	released gate.Gate
+	// gate is throttled while the snapshot is failed (a member cannot be
+	// watched, or the listing is stale), so that waiters wake when that
+	// ends; a watched member's own gate wakes them when it clears. It
+	// reads as released the moment the life ends (Close, or the end of
+	// Open's context), before release has swapped in releasedSet:
+	// IsThrottled looks at it, lock-free.
+	gate gate.Gate
 
 	opMu        sync.Mutex // serialises membership changes; held during I/O
 	members     map[replicaKey]*discoveryMember
@@ -190,7 +193,7 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 	if o.name == "" {
 		d.log = d.log.With("throttler", d.name)
 	}
-	d.life = lifecycle.Runner{Gate: &d.released, Log: d.log, OnEnd: d.release}
+	d.life = lifecycle.Runner{Gate: &d.gate, Log: d.log, OnEnd: d.release}
 	d.list, d.now = d.showReplicas, time.Now
 	return d, nil
 }
@@ -202,9 +205,6 @@ type discoverySet struct {
 	failed   bool           // a member cannot be watched (or the list is stale): throttled
 	entries  []discoveryEntry
 	names    []string
-	multi    *Multi          // over watched, for Wait (never opened or closed)
-	changed  context.Context // done when this snapshot is replaced
-	cancel   context.CancelFunc
 	released bool
 }
 
@@ -215,10 +215,7 @@ type discoveryEntry struct {
 }
 
 // releasedSet is what a stopped Discovery reads: nothing throttles.
-var releasedSet = func() *discoverySet {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &discoverySet{released: true, changed: ctx, cancel: cancel}
-}()
+var releasedSet = &discoverySet{released: true}
 
 // Open asks the primary for its replicas and returns that error (a primary
 // that cannot be asked, a missing grant: ErrAccessDenied names it). It then
@@ -293,9 +290,7 @@ func (d *Discovery) release() {
 	d.pubMu.Lock()
 	defer d.pubMu.Unlock()
 	d.stopped = true
-	if old := d.cur.Swap(releasedSet); old != nil && old != releasedSet {
-		old.cancel()
-	}
+	d.cur.Store(releasedSet) // the Runner released the gate, which woke the waiters
 }
 
 // Close stops rediscovery and every member, waits for their goroutines to
@@ -313,7 +308,7 @@ func (d *Discovery) Close() error {
 // before Open, after a failed Open, after Close, and after Open's context
 // ends.
 func (d *Discovery) IsThrottled() bool {
-	return d.cur.Load().throttled() && !d.released.Released()
+	return d.cur.Load().throttled() && !d.gate.Released()
 }
 
 func (s *discoverySet) throttled() bool {
@@ -341,9 +336,6 @@ func (d *Discovery) BlockWait(ctx context.Context) {
 	}
 }
 
-// errDiscoveryMaxWait is the cause of a Wait's cap.
-var errDiscoveryMaxWait = errors.New("discovery: maximum wait")
-
 // Wait is BlockWait that says why it returned: nil when clear (or once it
 // clears), ErrMaxWait when WithMaxWait elapsed while still throttled,
 // ErrClosed when the Discovery stopped, or ctx's error.
@@ -361,43 +353,47 @@ func (d *Discovery) paceWait(ctx context.Context) error {
 		return nil
 	}
 	s := d.cur.Load()
-	return paceError(d.pace.wait(ctx, d.o.maxWait), s != nil && s.released || d.released.Released())
+	return paceError(d.pace.wait(ctx, d.o.maxWait), s != nil && s.released || d.gate.Released())
 }
 
 func (d *Discovery) waitClear(ctx context.Context) error {
 	if s := d.cur.Load(); s == nil || !s.released && !s.throttled() {
 		return nil
 	}
-	capped := ctx
+	var deadline time.Time // one cap for the whole wait, whatever it waits on
 	if d.o.maxWait > 0 {
-		var cancel context.CancelFunc
-		capped, cancel = context.WithTimeoutCause(ctx, d.o.maxWait, errDiscoveryMaxWait)
-		defer cancel()
+		deadline = time.Now().Add(d.o.maxWait)
 	}
+	var gates []*gate.Gate
 	for {
 		s := d.cur.Load()
 		switch {
 		case s == nil:
 			return nil
-		case s.released:
+		case s.released || d.gate.Released():
 			return ErrClosed
-		case !s.throttled():
+		}
+		// Wait on every throttling member at once, and on the failed
+		// snapshot's end; members' own caps play no part.
+		gates = gates[:0]
+		if s.failed {
+			gates = append(gates, &d.gate)
+		}
+		for _, r := range s.watched {
+			if r.IsThrottled() {
+				gates = append(gates, r.poll.Gate())
+			}
+		}
+		if len(gates) == 0 {
 			return nil
+		}
+		switch err := gate.WaitAny(ctx, deadline, gates...); {
+		case errors.Is(err, ErrMaxWait):
+			return fmt.Errorf("%w: %s", ErrMaxWait, d.ThrottleReason())
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case capped.Err() != nil:
-			return fmt.Errorf("%w: %s", ErrMaxWait, d.ThrottleReason())
 		}
-		wctx, cancel := context.WithCancel(capped)
-		stop := context.AfterFunc(s.changed, cancel) // a new snapshot: look again
-		// The Multi waits on every throttling member at once; a member's
-		// own cap (ErrMaxWait) never ends ours, which started earlier.
-		_ = s.multi.Wait(wctx)
-		if s.failed {
-			<-wctx.Done() // a failed member clears only with a new snapshot
-		}
-		stop()
-		cancel()
+		// One cleared, or was released (a member dropped): look again.
 	}
 }
 

@@ -291,13 +291,11 @@ func (d *Discovery) publish() {
 		return int(a.serverID) - int(b.serverID)
 	})
 	s := &discoverySet{}
-	var ts []Throttler
 	for _, k := range keys {
 		m := d.members[k]
 		s.names = append(s.names, m.host.name())
 		if m.open {
 			s.watched = append(s.watched, m.r)
-			ts = append(ts, m.r)
 			s.entries = append(s.entries, discoveryEntry{label: m.label(), r: m.r})
 			continue
 		}
@@ -319,11 +317,14 @@ func (d *Discovery) publish() {
 	if d.stopped || old != nil && old.sameAs(s) {
 		return // nothing to publish: no waiter needs waking
 	}
-	s.multi = NewMulti(ts...)
-	s.changed, s.cancel = context.WithCancel(context.Background())
-	d.cur.Store(s)
-	if old != nil {
-		old.cancel() // wakes waiters to look at the new members
+	// A failed snapshot throttles before waiters see it, and a clear one
+	// wakes them after, so that a waiter never waits on a stale verdict.
+	if s.failed {
+		d.gate.Set(true, "a member cannot be watched")
+		d.cur.Store(s)
+	} else {
+		d.cur.Store(s)
+		d.gate.Set(false, "")
 	}
 }
 

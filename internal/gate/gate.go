@@ -11,6 +11,7 @@ package gate
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -268,4 +269,42 @@ func (g *Gate) wait(ctx context.Context, deadline time.Time) error {
 		return fmt.Errorf("%w: %s", sentinel.ErrMaxWait, cur.reason)
 	}
 	return nil
+}
+
+// WaitAny is the wait of a throttler that is throttled while any of several
+// gates is: it returns at once when one of gs is not throttled, and
+// otherwise blocks until the throttled epoch of one of them ends (nil, or
+// sentinel.ErrClosed when it ended by Release), ctx is done (ctx.Err()), or
+// deadline passes (sentinel.ErrMaxWait, bare: the caller names the reasons);
+// a zero deadline means no cap. The caller looks again after it returns:
+// another of gs may still be throttled.
+func WaitAny(ctx context.Context, deadline time.Time, gs ...*Gate) error {
+	cases := make([]reflect.SelectCase, 0, len(gs)+2)
+	for _, g := range gs {
+		s := g.cur.Load()
+		if s == nil || !s.throttled || g.ended() {
+			if g.Released() {
+				return sentinel.ErrClosed
+			}
+			return nil
+		}
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.ep.wake)})
+	}
+	if done := ctx.Done(); done != nil {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(done)})
+	}
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(t.C)})
+	}
+	switch i, _, _ := reflect.Select(cases); {
+	case i < len(gs) && gs[i].Released():
+		return sentinel.ErrClosed
+	case i < len(gs):
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return sentinel.ErrMaxWait
 }

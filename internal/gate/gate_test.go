@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -203,4 +204,36 @@ func TestBindReleasesAtOnce(t *testing.T) {
 	assert.Equal(t, "", g.Reason())
 	assert.ErrorIs(t, g.Wait(context.Background(), 0), sentinel.ErrClosed)
 	assert.True(t, g.Release(), "the first Release still reports that it released")
+}
+
+// TestWaitAny: the wait of a throttler throttled while any of several gates
+// is ends when one of them clears or is released, with ctx, or at the cap.
+func TestWaitAny(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var a, b Gate
+		assert.NoError(t, WaitAny(context.Background(), time.Time{}, &a, &b), "a clear gate: at once")
+		a.Set(true, "a")
+		b.Set(true, "b")
+		done := make(chan error, 1)
+		go func() { done <- WaitAny(context.Background(), time.Time{}, &a, &b) }()
+		synctest.Wait()
+		b.Set(false, "")
+		assert.NoError(t, <-done, "one cleared")
+
+		b.Set(true, "b")
+		go func() { done <- WaitAny(context.Background(), time.Time{}, &a, &b) }()
+		synctest.Wait()
+		a.Release()
+		assert.ErrorIs(t, <-done, sentinel.ErrClosed, "one released")
+
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { done <- WaitAny(ctx, time.Now().Add(time.Hour), &b) }()
+		synctest.Wait()
+		cancel()
+		assert.ErrorIs(t, <-done, context.Canceled)
+
+		start := time.Now()
+		assert.ErrorIs(t, WaitAny(context.Background(), start.Add(time.Minute), &b), sentinel.ErrMaxWait)
+		assert.Equal(t, time.Minute, time.Since(start), "the cap, on the fake clock")
+	})
 }

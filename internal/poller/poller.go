@@ -345,6 +345,10 @@ func (p *Poller) Close() bool {
 	return true
 }
 
+// Gate is the Poller's gate, for an owner that waits on several at once
+// (gate.WaitAny); it publishes nothing to it.
+func (p *Poller) Gate() *gate.Gate { return &p.gate }
+
 // Throttled is the hot path: one atomic load when clear.
 func (p *Poller) Throttled() bool { return p.gate.Throttled() }
 
