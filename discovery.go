@@ -60,9 +60,6 @@ type Discovery struct {
 	log       *slog.Logger // the Discovery's own lines
 	baseLog   *slog.Logger // the caller's logger, for members (nil: none)
 
-	// list asks the primary for its replicas; tests replace it, and now.
-	list  func(ctx context.Context) ([]ReplicaHost, error)
-	now   func() time.Time
 	stmts spellings // discoveryStatements
 
 	cur atomic.Pointer[discoverySet] // nil before Open: not throttled
@@ -194,7 +191,6 @@ func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Durati
 		d.log = d.log.With("throttler", d.name)
 	}
 	d.life = lifecycle.Runner{Gate: &d.gate, Log: d.log, OnEnd: d.release}
-	d.list, d.now = d.showReplicas, time.Now
 	return d, nil
 }
 
@@ -457,7 +453,7 @@ func (d *Discovery) UpdateLag(ctx context.Context) error {
 // "10.0.0.7:3306 (server_id 3): replica lag 4.1s >= 1s".
 func (d *Discovery) ThrottleReason() string {
 	s := d.cur.Load()
-	if s == nil || s.released {
+	if s == nil || s.released || d.gate.Released() {
 		return ""
 	}
 	var b strings.Builder

@@ -50,11 +50,11 @@ var errNoHost = errors.New("listed by the primary without a host: set report_hos
 func (d *Discovery) openMembers(ctx context.Context) error {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
-	hosts, err := d.list(ctx)
+	hosts, err := d.showReplicas(ctx)
 	if err != nil {
 		return fmt.Errorf("discover replicas: %w", err)
 	}
-	now := d.now()
+	now := time.Now()
 	d.lastListed, d.listErr, d.listStale = now, nil, false
 	d.reconcile(ctx, hosts, now)
 	return nil
@@ -75,12 +75,12 @@ func (d *Discovery) rediscover(lctx, mctx context.Context) error {
 	if d.listings.Load() != seen {
 		return d.listErr
 	}
-	hosts, err := d.list(lctx)
+	hosts, err := d.showReplicas(lctx)
 	if lctx.Err() != nil || mctx.Err() != nil {
 		return err // stopping, or the caller gave up: not the primary's fault
 	}
 	d.listings.Add(1)
-	now := d.now()
+	now := time.Now()
 	if err != nil {
 		if d.listErr == nil {
 			d.log.Warn("throttler: cannot ask the primary for its replicas; keeping the last membership", "error", err)
@@ -308,7 +308,7 @@ func (d *Discovery) publish() {
 		s.failed = true
 		s.entries = append(s.entries, discoveryEntry{label: d.name, failure: fmt.Sprintf(
 			"the primary could not be asked for its replicas for %v, so replicas may be unwatched: %v",
-			d.now().Sub(d.lastListed).Round(time.Second), d.listErr)})
+			time.Since(d.lastListed).Round(time.Second), d.listErr)})
 	}
 
 	d.pubMu.Lock()
