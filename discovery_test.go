@@ -391,7 +391,7 @@ func TestDiscoveryMembershipChanges(t *testing.T) {
 		require.NoError(t, d.UpdateLag(context.Background()))
 		assert.Contains(t, d.Replicas(), "10.0.0.2:3306")
 		assert.False(t, d.IsThrottled())
-		time.Sleep(time.Minute)
+		time.Sleep(time.Minute + time.Second) // past the instant the members poll
 		require.NoError(t, d.UpdateLag(context.Background()))
 		assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
 		assert.EqualValues(t, 1, f.closedDB.Load(), "its DB is closed")
@@ -402,7 +402,7 @@ func TestDiscoveryMembershipChanges(t *testing.T) {
 		f.setHosts(hostA)
 		require.NoError(t, d.UpdateLag(context.Background()))
 		assert.Equal(t, "10.0.0.3:3306 (server_id 4, no longer listed by the primary): replica lag 1h0m0s >= 1s", d.ThrottleReason())
-		time.Sleep(time.Hour)
+		time.Sleep(time.Hour + time.Second)
 		require.NoError(t, d.UpdateLag(context.Background()))
 		assert.True(t, d.IsThrottled(), "never dropped while it throttles")
 		assert.Contains(t, d.Replicas(), "10.0.0.3:3306")
@@ -417,7 +417,7 @@ func TestDiscoveryMembershipChanges(t *testing.T) {
 		// Unlisted again, then seen healthy later: dropped.
 		f.setHosts(hostA)
 		require.NoError(t, d.UpdateLag(context.Background()))
-		time.Sleep(time.Minute)
+		time.Sleep(time.Minute + time.Second) // past the instant the members poll
 		require.NoError(t, d.UpdateLag(context.Background()))
 		assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
 
@@ -502,10 +502,10 @@ func TestDiscoveryListFailures(t *testing.T) {
 		err = d.UpdateLag(context.Background())
 		require.ErrorIs(t, err, errBoom)
 		assert.False(t, d.IsThrottled(), "the last membership stands for a while")
-		time.Sleep(3 * time.Hour) // three periods of Every
+		time.Sleep(3*time.Hour + time.Second) // three periods of Every, past the instant the monitor lists
 		update(t, d)
 		assert.True(t, d.IsThrottled())
-		assert.Equal(t, "replica discovery: the primary could not be asked for its replicas for 3h0m0s, so replicas may be unwatched: SHOW REPLICAS: boom", d.ThrottleReason())
+		assert.Equal(t, "replica discovery: the primary could not be asked for its replicas for 3h0m1s, so replicas may be unwatched: SHOW REPLICAS: boom", d.ThrottleReason())
 
 		f.setListErr(nil)
 		require.NoError(t, d.UpdateLag(context.Background()))
