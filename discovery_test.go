@@ -3,6 +3,7 @@ package throttler
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -18,8 +20,8 @@ import (
 )
 
 // discoFleet fakes everything around a Discovery: the primary's replica
-// list, the replicas' *sql.DBs (real DBs on the fake driver, which the
-// Discovery never queries: closing them is counted, and goleak sees their
+// list, the replicas' *sql.DBs (real DBs on a connector that never
+// connects, so closing them is observable and goleak sees their
 // goroutines) and each replica's lag, by DSN ("fake://host:port").
 type discoFleet struct {
 	mu      sync.Mutex
@@ -30,8 +32,8 @@ type discoFleet struct {
 	measErr map[string]error
 	dsnOf   map[*sql.DB]string
 	opens   map[string]int
-	server  *fakedb // every replica's *sql.DB is on it
-	clock   time.Time
+	server  *fakedb // every replica's *sql.DB is on it; counts their closes
+	primary *fakedb // answers SHOW REPLICAS from hosts; set by newDisco
 }
 
 func newFleet(hosts ...ReplicaHost) *discoFleet {
@@ -43,16 +45,23 @@ func newFleet(hosts ...ReplicaHost) *discoFleet {
 		dsnOf:   map[*sql.DB]string{},
 		opens:   map[string]int{},
 		server:  newFakeServer(),
-		clock:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
 }
 
 func fakeDSN(h ReplicaHost) string { return fmt.Sprintf("fake://%s:%d", h.Host, h.Port) }
 
-func (f *discoFleet) list(context.Context) ([]ReplicaHost, error) {
+// listing is the primary's answer to SHOW REPLICAS, as MariaDB gives it.
+func (f *discoFleet) listing(string, []driver.NamedValue) fakedbResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]ReplicaHost(nil), f.hosts...), f.listErr
+	if f.listErr != nil {
+		return fakedbResult{err: f.listErr}
+	}
+	r := fakedbResult{cols: []string{"Server_id", "Host", "Port", "Master_id"}}
+	for _, h := range f.hosts {
+		r.rows = append(r.rows, []driver.Value{int64(h.ServerID), h.Host, int64(h.Port), int64(1)})
+	}
+	return r
 }
 
 func (f *discoFleet) setHosts(hosts ...ReplicaHost) {
@@ -91,18 +100,6 @@ func (f *discoFleet) setOpenErr(h ReplicaHost, err error) {
 	f.mu.Unlock()
 }
 
-func (f *discoFleet) advance(d time.Duration) {
-	f.mu.Lock()
-	f.clock = f.clock.Add(d)
-	f.mu.Unlock()
-}
-
-func (f *discoFleet) now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.clock
-}
-
 // The fleet is the members' LagSource too.
 func (f *discoFleet) String() string { return "fake" }
 
@@ -128,9 +125,11 @@ func newDisco(t testing.TB, f *discoFleet, logger *slog.Logger, mod func(*Discov
 		mod(&cfg)
 	}
 	all := append([]Option{WithInterval(time.Hour), WithStaleAfter(time.Hour), WithLagSource(f)}, opts...)
-	d, err := NewDiscovery(fakeDB, cfg, time.Second, logger, all...)
+	primary, p := newFakedb(t)
+	p.set(f.listing)
+	f.primary = p
+	d, err := NewDiscovery(primary, cfg, time.Second, logger, all...)
 	require.NoError(t, err)
-	d.list, d.now = f.list, f.now
 	return d
 }
 
@@ -361,94 +360,98 @@ func TestDiscoveryExclude(t *testing.T) {
 }
 
 func TestDiscoveryMembershipChanges(t *testing.T) {
-	var logs syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	f := newFleet(hostA, hostB)
-	d := newDisco(t, f, logger, nil, WithStaleAfter(time.Minute), WithInterval(time.Minute))
-	require.NoError(t, d.Open(context.Background()))
-	defer d.Close()
-	require.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306"}, d.Replicas())
+	synctest.Test(t, func(t *testing.T) { // time passes on a fake clock
+		var logs syncBuffer
+		logger := slog.New(slog.NewTextHandler(&logs, nil))
+		f := newFleet(hostA, hostB)
+		d := newDisco(t, f, logger, nil, WithStaleAfter(time.Minute), WithInterval(time.Minute))
+		require.NoError(t, d.Open(context.Background()))
+		defer d.Close()
+		require.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306"}, d.Replicas())
 
-	// A new replica is added.
-	f.setHosts(hostA, hostB, hostC)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3306"}, d.Replicas())
+		// A new replica is added.
+		f.setHosts(hostA, hostB, hostC)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3306"}, d.Replicas())
 
-	// A healthy replica vanishes: kept until seen healthy a stale window
-	// after it vanished (a crashed one would have gone stale by then).
-	f.setHosts(hostA, hostC)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.Contains(t, d.Replicas(), "10.0.0.2:3306")
-	assert.False(t, d.IsThrottled())
-	f.advance(time.Minute)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
-	assert.EqualValues(t, 1, f.server.closes.Load(), "its DB is closed")
+		// A healthy replica vanishes: kept until seen healthy a stale window
+		// after it vanished (a crashed one would have gone stale by then).
+		f.setHosts(hostA, hostC)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.Contains(t, d.Replicas(), "10.0.0.2:3306")
+		assert.False(t, d.IsThrottled())
+		time.Sleep(time.Minute + time.Second) // past the instant the members poll
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
+		assert.EqualValues(t, 1, f.server.closes.Load(), "its DB is closed")
 
-	// A throttling replica vanishes (as a crashed one does): kept, and the
-	// reason says it is no longer listed.
-	f.set(hostC, lagOf(time.Hour), nil)
-	f.setHosts(hostA)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.Equal(t, "10.0.0.3:3306 (server_id 4, no longer listed by the primary): replica lag 1h0m0s >= 1s", d.ThrottleReason())
-	f.advance(time.Hour)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.True(t, d.IsThrottled(), "never dropped while it throttles")
-	assert.Contains(t, d.Replicas(), "10.0.0.3:3306")
+		// A throttling replica vanishes (as a crashed one does): kept, and the
+		// reason says it is no longer listed.
+		f.set(hostC, lagOf(time.Hour), nil)
+		f.setHosts(hostA)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.Equal(t, "10.0.0.3:3306 (server_id 4, no longer listed by the primary): replica lag 1h0m0s >= 1s", d.ThrottleReason())
+		time.Sleep(time.Hour + time.Second)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.True(t, d.IsThrottled(), "never dropped while it throttles")
+		assert.Contains(t, d.Replicas(), "10.0.0.3:3306")
 
-	// It comes back: listed again, and clear once its lag is.
-	f.setHosts(hostA, hostC)
-	f.set(hostC, lagOf(0), nil)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.False(t, d.IsThrottled(), d.ThrottleReason())
-	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
+		// It comes back: listed again, and clear once its lag is.
+		f.setHosts(hostA, hostC)
+		f.set(hostC, lagOf(0), nil)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.False(t, d.IsThrottled(), d.ThrottleReason())
+		assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.3:3306"}, d.Replicas())
 
-	// Unlisted again, then seen healthy later: dropped.
-	f.setHosts(hostA)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	f.advance(time.Minute)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+		// Unlisted again, then seen healthy later: dropped.
+		f.setHosts(hostA)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		time.Sleep(time.Minute + time.Second) // past the instant the members poll
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
 
-	// A replica listed at another address is another member; the old one
-	// is dropped at once, whatever its state.
-	moved := ReplicaHost{ServerID: hostA.ServerID, Host: hostA.Host, Port: 3307}
-	f.set(hostA, lagOf(time.Hour), nil)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	require.True(t, d.IsThrottled())
-	f.setHosts(moved)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.Equal(t, []string{"10.0.0.1:3307"}, d.Replicas())
-	assert.False(t, d.IsThrottled(), d.ThrottleReason())
-	assert.EqualValues(t, 3, f.server.closes.Load())
+		// A replica listed at another address is another member; the old one
+		// is dropped at once, whatever its state.
+		moved := ReplicaHost{ServerID: hostA.ServerID, Host: hostA.Host, Port: 3307}
+		f.set(hostA, lagOf(time.Hour), nil)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		require.True(t, d.IsThrottled())
+		f.setHosts(moved)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.Equal(t, []string{"10.0.0.1:3307"}, d.Replicas())
+		assert.False(t, d.IsThrottled(), d.ThrottleReason())
+		assert.EqualValues(t, 3, f.server.closes.Load())
 
-	// Every change is logged once.
-	out := logs.String()
-	for line, n := range map[string]int{
-		"replica discovered":                           4, // A, B, C, A at 3307
-		"replica gone: no longer":                      2, // B, then C
-		"no longer listed by the primary; watching it": 3, // B, C, C again
-		"replica listed again":                         1,
-		"listed at another address":                    1,
-	} {
-		assert.Equal(t, n, strings.Count(out, line), "%q in:\n%s", line, out)
-	}
+		// Every change is logged once.
+		out := logs.String()
+		for line, n := range map[string]int{
+			"replica discovered":                           4, // A, B, C, A at 3307
+			"replica gone: no longer":                      2, // B, then C
+			"no longer listed by the primary; watching it": 3, // B, C, C again
+			"replica listed again":                         1,
+			"listed at another address":                    1,
+		} {
+			assert.Equal(t, n, strings.Count(out, line), "%q in:\n%s", line, out)
+		}
+	})
 }
 
 func TestDiscoveryForgetAfter(t *testing.T) {
-	f := newFleet(hostA, hostB)
-	f.set(hostB, Measurement{}, errBoom)
-	d := openDisco(t, f, func(c *DiscoveryConfig) { c.ForgetAfter = 10 * time.Minute })
-	require.True(t, d.IsThrottled())
-	f.setHosts(hostA)
-	update(t, d)
-	f.advance(9 * time.Minute)
-	update(t, d)
-	assert.True(t, d.IsThrottled(), "still within ForgetAfter")
-	f.advance(time.Minute)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.False(t, d.IsThrottled(), d.ThrottleReason())
-	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+	synctest.Test(t, func(t *testing.T) { // time passes on a fake clock
+		f := newFleet(hostA, hostB)
+		f.set(hostB, Measurement{}, errBoom)
+		d := openDisco(t, f, func(c *DiscoveryConfig) { c.ForgetAfter = 10 * time.Minute })
+		require.True(t, d.IsThrottled())
+		f.setHosts(hostA)
+		update(t, d)
+		time.Sleep(9 * time.Minute)
+		update(t, d)
+		assert.True(t, d.IsThrottled(), "still within ForgetAfter")
+		time.Sleep(time.Minute)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.False(t, d.IsThrottled(), d.ThrottleReason())
+		assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+	})
 }
 
 func TestDiscoveryNoReplicas(t *testing.T) {
@@ -469,36 +472,36 @@ func TestDiscoveryNoReplicas(t *testing.T) {
 // The primary cannot be asked: Open fails; later, the membership stands for
 // a while, then throttles as stale.
 func TestDiscoveryListFailures(t *testing.T) {
-	f := newFleet(hostA)
-	f.setListErr(errBoom)
-	d := newDisco(t, f, nil, nil)
-	err := d.Open(context.Background())
-	require.ErrorIs(t, err, errBoom)
-	assert.Contains(t, err.Error(), "discover replicas")
-	assert.False(t, d.IsThrottled())
-	assert.ErrorIs(t, d.UpdateLag(context.Background()), ErrNotOpen)
+	synctest.Test(t, func(t *testing.T) { // time passes on a fake clock
+		f := newFleet(hostA)
+		f.setListErr(errBoom)
+		d := newDisco(t, f, nil, nil)
+		err := d.Open(context.Background())
+		require.ErrorIs(t, err, errBoom)
+		assert.Contains(t, err.Error(), "discover replicas")
+		assert.False(t, d.IsThrottled())
+		assert.ErrorIs(t, d.UpdateLag(context.Background()), ErrNotOpen)
 
-	f.setListErr(nil)
-	require.NoError(t, d.Open(context.Background()), "a failed Open may be retried")
-	defer d.Close()
-	assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
+		f.setListErr(nil)
+		require.NoError(t, d.Open(context.Background()), "a failed Open may be retried")
+		defer d.Close()
+		assert.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas())
 
-	f.setListErr(errBoom)
-	err = d.UpdateLag(context.Background())
-	require.ErrorIs(t, err, errBoom)
-	assert.False(t, d.IsThrottled(), "the last membership stands for a while")
-	f.advance(3 * time.Hour) // three periods of Every
-	update(t, d)
-	assert.True(t, d.IsThrottled())
-	assert.Equal(t, "replica discovery: the primary could not be asked for its replicas for 3h0m0s, so replicas may be unwatched: boom", d.ThrottleReason())
+		f.setListErr(errBoom)
+		err = d.UpdateLag(context.Background())
+		require.ErrorIs(t, err, errBoom)
+		assert.False(t, d.IsThrottled(), "the last membership stands for a while")
+		time.Sleep(3*time.Hour + time.Second) // three periods of Every, past the instant the monitor lists
+		update(t, d)
+		assert.True(t, d.IsThrottled())
+		assert.Equal(t, "replica discovery: the primary could not be asked for its replicas for 3h0m1s, so replicas may be unwatched: SHOW REPLICAS: boom", d.ThrottleReason())
 
-	f.setListErr(nil)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+		f.setListErr(nil)
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.False(t, d.IsThrottled(), d.ThrottleReason())
+	})
 }
 
-// A waiter on one member also wakes for a membership change: a newly
-// discovered lagging replica keeps it waiting, its recovery releases it.
 func TestDiscoveryWaitFollowsMembership(t *testing.T) {
 	f := newFleet(hostA)
 	d := openDisco(t, f, nil, WithMaxWait(0))
@@ -530,20 +533,18 @@ func TestDiscoveryWaitFollowsMembership(t *testing.T) {
 // Close while Open is still asking: Open fails with ErrClosed and nothing
 // is left behind.
 func TestDiscoveryCloseDuringOpen(t *testing.T) {
-	f := newFleet(hostA)
-	d := newDisco(t, f, nil, nil)
-	entered := make(chan struct{})
-	d.list = func(ctx context.Context) ([]ReplicaHost, error) {
-		close(entered)
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- d.Open(context.Background()) }()
-	<-entered
-	require.NoError(t, d.Close())
-	assert.ErrorIs(t, <-errc, ErrClosed)
-	assert.False(t, d.IsThrottled())
+	synctest.Test(t, func(t *testing.T) {
+		f := newFleet(hostA)
+		d := newDisco(t, f, nil, nil)
+		f.primary.setHang(true) // the listing waits for its context
+		errc := make(chan error, 1)
+		go func() { errc <- d.Open(context.Background()) }()
+		synctest.Wait()
+		require.Len(t, f.primary.hung(), 1, "Open is asking")
+		require.NoError(t, d.Close())
+		assert.ErrorIs(t, <-errc, ErrClosed)
+		assert.False(t, d.IsThrottled())
+	})
 }
 
 func TestDiscoveryHotPathDoesNotAllocate(t *testing.T) {
@@ -588,49 +589,41 @@ func TestDiscoveryNotThrottledAsSoonAsCancelReturns(t *testing.T) {
 // Callers of UpdateLag queued behind a listing in flight return ErrClosed
 // once the Discovery closes; none asks the primary after Close.
 func TestDiscoveryUpdateLagAfterCloseListsNoMore(t *testing.T) {
+	// Real time: the callers queue on a mutex, which synctest does not
+	// count as blocked.
 	f := newFleet(hostA)
 	d := newDisco(t, f, nil, nil)
+	var answered atomic.Int64
+	f.primary.set(func(q string, args []driver.NamedValue) fakedbResult {
+		answered.Add(1)
+		return f.listing(q, args)
+	})
 	require.NoError(t, d.Open(context.Background()))
-	var lists atomic.Int64
-	entered, release := make(chan struct{}), make(chan struct{})
-	d.list = func(ctx context.Context) ([]ReplicaHost, error) {
-		if lists.Add(1) == 1 {
-			close(entered)
-		}
-		select { // a primary that answers only when the test says
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-release:
-			return f.list(ctx)
-		}
-	}
+	f.primary.setHang(true) // a primary that does not answer
 	const callers = 8
 	errs, started := make(chan error, callers), make(chan struct{}, callers)
-	call := func() {
-		started <- struct{}{}
-		errs <- d.UpdateLag(context.Background())
-	}
-	go call()
-	<-entered
-	for range callers - 1 {
-		go call()
+	for range callers {
+		go func() {
+			started <- struct{}{}
+			errs <- d.UpdateLag(context.Background())
+		}()
 	}
 	for range callers {
 		<-started
 	}
+	require.Eventually(t, func() bool { return len(f.primary.hung()) == 1 }, 10*time.Second, time.Millisecond, "one listing in flight")
 	closed := make(chan error, 1)
 	go func() { closed <- d.Close() }()
 	select {
 	case err := <-closed:
 		require.NoError(t, err)
 	case <-time.After(10 * time.Second): // a guard, not a wait: Close returns at once
-		close(release)
-		require.NoError(t, <-closed)
 		t.Fatal("Close waited for a listing that its callers should have given up")
 	}
-	close(release) // a listing that outlived Close would now answer
+	f.primary.setHang(false) // a listing that outlived Close would now answer
 	for range callers {
 		assert.ErrorIs(t, <-errs, ErrClosed)
 	}
-	assert.Equal(t, int64(1), lists.Load(), "no listing after Close")
+	assert.Equal(t, int64(1), answered.Load(), "Open's listing only")
+	assert.Len(t, f.primary.hung(), 1, "no listing after Close")
 }

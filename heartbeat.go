@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/throttlekit/throttler/internal/lifecycle"
 	"github.com/throttlekit/throttler/internal/ptheartbeat"
 )
 
@@ -65,24 +66,12 @@ type Heartbeat struct {
 	create   bool
 	log      *slog.Logger
 
-	mu     sync.Mutex // guards the lifecycle fields below
-	phase  heartbeatPhase
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the writer goroutine has exited
+	life lifecycle.Runner
 
 	beats   atomic.Int64
 	errMu   sync.Mutex // guards lastErr
 	lastErr error
 }
-
-type heartbeatPhase int
-
-const (
-	heartbeatNew heartbeatPhase = iota
-	heartbeatOpening
-	heartbeatOpen
-	heartbeatClosed
-)
 
 const (
 	defaultHeartbeatInterval = time.Second
@@ -123,6 +112,10 @@ func NewHeartbeat(primary *sql.DB, cfg HeartbeatWriterConfig, logger *slog.Logge
 		log:      logger.With("heartbeat", table.name),
 	}
 	h.serverID.Store(cfg.ServerID)
+	h.life = lifecycle.Runner{
+		Log: h.log, Subject: "heartbeat", Released: "replicas reading this row will see their lag grow",
+		ClosedArgs: func() []any { return []any{"beats", h.beats.Load()} }, OnlyOpenedLogsClose: true,
+	}
 	return h, nil
 }
 
@@ -133,44 +126,32 @@ func NewHeartbeat(primary *sql.DB, cfg HeartbeatWriterConfig, logger *slog.Logge
 // be retried; a second Open returns ErrAlreadyOpen, and Open after Close
 // ErrClosed.
 func (h *Heartbeat) Open(ctx context.Context) error {
-	h.mu.Lock()
-	switch h.phase {
-	case heartbeatOpening, heartbeatOpen:
-		h.mu.Unlock()
-		return fmt.Errorf("heartbeat: open: %w", ErrAlreadyOpen)
-	case heartbeatClosed:
-		h.mu.Unlock()
-		return fmt.Errorf("heartbeat: open: %w", ErrClosed)
+	life, err := h.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("heartbeat: open: %w", err)
 	}
-	h.phase = heartbeatOpening
-	h.mu.Unlock()
-
-	stmt, err := h.prepare(ctx)
+	stmt, err := h.prepare(life)
 	if err == nil {
-		err = h.write(ctx, stmt)
+		err = h.write(life, stmt)
 	}
 	if err == nil {
 		err = ctx.Err()
 	}
-
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.phase == heartbeatClosed { // Close ran while we wrote
-		return fmt.Errorf("heartbeat: open: %w", ErrClosed)
-	}
 	if err != nil {
-		h.phase = heartbeatNew
+		if h.life.Abort() != nil { // Close ran while we wrote
+			return fmt.Errorf("heartbeat: open: %w", ErrClosed)
+		}
 		h.setLastError(err)
 		return fmt.Errorf("heartbeat: open: %w", err)
 	}
-	h.phase = heartbeatOpen
-	h.beats.Add(1)
-	h.setLastError(nil)
-	h.log.Info("heartbeat: open", "server_id", h.serverID.Load(), "interval", h.interval)
-	wctx, cancel := context.WithCancel(ctx)
-	h.cancel = cancel
-	h.done = make(chan struct{})
-	go h.run(wctx, stmt, h.done)
+	err = h.life.Start(func() {
+		h.beats.Add(1)
+		h.setLastError(nil)
+		h.log.Info("heartbeat: open", "server_id", h.serverID.Load(), "interval", h.interval)
+	}, func(ctx context.Context) { h.run(ctx, stmt) })
+	if err != nil {
+		return fmt.Errorf("heartbeat: open: %w", err)
+	}
 	return nil
 }
 
@@ -226,19 +207,16 @@ func (h *Heartbeat) write(ctx context.Context, stmt string) error {
 }
 
 // run beats every interval until ctx ends.
-func (h *Heartbeat) run(ctx context.Context, stmt string, done chan<- struct{}) {
-	defer close(done)
+func (h *Heartbeat) run(ctx context.Context, stmt string) {
 	t := time.NewTicker(h.interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			h.stopped(ctx)
 			return
 		case <-t.C:
 			err := h.write(ctx, stmt)
 			if ctx.Err() != nil { // an aborted write is the end, not a failure
-				h.stopped(ctx)
 				return
 			}
 			h.record(err)
@@ -267,36 +245,11 @@ func (h *Heartbeat) setLastError(err error) (prev error) {
 	return prev
 }
 
-// stopped logs why the writer stopped, unless Close stopped it (Close logs).
-func (h *Heartbeat) stopped(ctx context.Context) {
-	h.mu.Lock()
-	closing := h.phase == heartbeatClosed
-	h.mu.Unlock()
-	if !closing {
-		h.log.Info("heartbeat: stopped: Open's context ended; replicas reading this row will see their lag grow", "cause", context.Cause(ctx))
-	}
-}
-
 // Close stops the writer and waits for its goroutine to exit. It is
 // idempotent and always returns nil. The row keeps its last ts, so replicas
 // reading it see their lag grow from then on.
 func (h *Heartbeat) Close() error {
-	h.mu.Lock()
-	if h.phase == heartbeatClosed {
-		h.mu.Unlock()
-		return nil
-	}
-	wasOpen := h.phase == heartbeatOpen
-	h.phase = heartbeatClosed
-	cancel, done := h.cancel, h.done
-	h.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
-	if wasOpen {
-		h.log.Info("heartbeat: closed", "beats", h.beats.Load())
-	}
+	h.life.Close()
 	return nil
 }
 

@@ -186,7 +186,7 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 // a second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
 func (h *HTTP) Open(ctx context.Context) error {
 	if err := h.poll.Open(ctx); err != nil {
-		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+		return fmt.Errorf("throttler: open: %w", err)
 	}
 	h.log.Info("throttler: open", "method", h.method, "throttled", h.IsThrottled())
 	return nil

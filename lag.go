@@ -3,13 +3,10 @@ package throttler
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // LagSource measures replication lag on one server. Implementations are
@@ -167,25 +164,3 @@ func DefaultLagSource(f Flavor) LagSource {
 	}
 	return ReplicaStatusSource()
 }
-
-// mysqlErrorNumber returns the server error number wrapped in err, or 0.
-func mysqlErrorNumber(err error) uint16 {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		return me.Number
-	}
-	return 0
-}
-
-// Server error numbers the sources branch on.
-const (
-	erParseError           = 1064 // ER_PARSE_ERROR
-	erSpecificAccessDenied = 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR
-	erTableAccessDenied    = 1142 // ER_TABLEACCESS_DENIED_ERROR
-	erColumnAccessDenied   = 1143 // ER_COLUMNACCESS_DENIED_ERROR
-	erDBAccessDenied       = 1044 // ER_DBACCESS_DENIED_ERROR
-	erNoSuchTable          = 1146 // ER_NO_SUCH_TABLE
-	erBadField             = 1054 // ER_BAD_FIELD_ERROR
-	erNoDB                 = 1046 // ER_NO_DB_ERROR: an unqualified table and no default database
-	erUnknownTable         = 1109 // ER_UNKNOWN_TABLE: e.g. an information_schema table the server lacks
-)

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -59,13 +58,11 @@ import (
 //
 // It needs REPLICATION CLIENT on MySQL, and SLAVE MONITOR (or SUPER) on
 // MariaDB 10.5 and later, where REPLICATION CLIENT is not enough.
-func ReplicaStatusSource() LagSource { return &replicaStatusSource{} }
-
-type replicaStatusSource struct {
-	// stmt is the index into replicaStatusStatements of the first statement
-	// the server parsed; found once, then reused.
-	stmt atomic.Int32
+func ReplicaStatusSource() LagSource {
+	return &replicaStatusSource{stmts: spellings{stmts: replicaStatusStatements}}
 }
+
+type replicaStatusSource struct{ stmts spellings }
 
 // replicaStatusStatements are tried in order until one parses: MariaDB's
 // multi-source form first (MySQL rejects it as a syntax error), then MySQL
@@ -83,18 +80,11 @@ func (s *replicaStatusSource) Measure(ctx context.Context, db *sql.DB) (Measurem
 }
 
 func (s *replicaStatusSource) measure(ctx context.Context, db querier) (Measurement, error) {
-	for i := int(s.stmt.Load()); i < len(replicaStatusStatements); i++ {
-		rows, err := queryRowMaps(ctx, db, replicaStatusStatements[i])
-		if mysqlErrorNumber(err) == erParseError && i+1 < len(replicaStatusStatements) {
-			s.stmt.CompareAndSwap(int32(i), int32(i+1))
-			continue
-		}
-		if err != nil {
-			return Measurement{}, replicaStatusError(replicaStatusStatements[i], err)
-		}
-		return replicaStatusLag(rows)
+	stmt, rows, err := s.stmts.queryRows(ctx, db)
+	if err != nil {
+		return Measurement{}, replicaStatusError(stmt, err)
 	}
-	panic("unreachable: the last statement's parse error is returned above")
+	return replicaStatusLag(rows)
 }
 
 func replicaStatusError(stmt string, err error) error {
@@ -103,25 +93,6 @@ func replicaStatusError(stmt string, err error) error {
 		return fmt.Errorf("%s: %w: grant SLAVE MONITOR (MariaDB 10.5+) or REPLICATION CLIENT (MySQL) to the monitoring user: %w", stmt, ErrAccessDenied, err)
 	}
 	return fmt.Errorf("%s: %w", stmt, err)
-}
-
-// statusRow is one row of SHOW REPLICA STATUS, by column name. A NULL column
-// is present with Valid false; a column the server did not send is absent.
-type statusRow map[string]sql.NullString
-
-// first returns the first of the named columns the row has.
-func (r statusRow) first(names ...string) (sql.NullString, bool) {
-	for _, n := range names {
-		if v, ok := r[n]; ok {
-			return v, true
-		}
-	}
-	return sql.NullString{}, false
-}
-
-func (r statusRow) text(names ...string) string {
-	v, _ := r.first(names...)
-	return v.String
 }
 
 // replicaStatusLag turns SHOW REPLICA STATUS rows (one per channel) into a
@@ -431,35 +402,4 @@ func threadState(thread string, state sql.NullString, errno, msg string) string 
 		out += fmt.Sprintf(": error %s: %s", errno, msg)
 	}
 	return out
-}
-
-// queryRowMaps runs a statement whose columns are not known in advance and
-// returns each row by column name.
-func queryRowMaps(ctx context.Context, db querier, stmt string) ([]statusRow, error) {
-	rows, err := db.QueryContext(ctx, stmt)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var out []statusRow
-	vals := make([]sql.NullString, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		r := make(statusRow, len(cols))
-		for i, c := range cols {
-			r[c] = vals[i]
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
 }

@@ -256,12 +256,12 @@ func loadStatement(limits []LoadLimit) string {
 // and Open after Close ErrClosed.
 func (l *Load) Open(ctx context.Context) error {
 	if err := l.poll.Open(ctx); err != nil {
-		if !errors.Is(err, poller.ErrAlreadyOpen) {
+		if !errors.Is(err, ErrAlreadyOpen) {
 			// A reading may have raised the critical level before the
 			// context ended: a throttler that is not open reports nothing.
 			l.setCritical("", true)
 		}
-		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+		return fmt.Errorf("throttler: open: %w", err)
 	}
 	l.log.Info("throttler: open", "load", l.describe(), "value", l.Value())
 	return nil

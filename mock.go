@@ -115,7 +115,7 @@ func (m *Mock) Wait(ctx context.Context) error {
 	if d <= 0 {
 		d = time.Second
 	}
-	return waitError(m.gate.Wait(ctx, d), m)
+	return m.gate.Wait(ctx, d)
 }
 
 // UpdateLag returns the error set with SetError.

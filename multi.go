@@ -10,8 +10,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/lifecycle"
 )
 
 // Multi combines throttlers: it is throttled while any of them is. Use it to
@@ -40,24 +42,23 @@ type Multi struct {
 	// no child anything but Close.
 	invalid error
 
-	mu    sync.Mutex // guards phase and kids
-	phase phase
-	kids  []multiKid
+	// life is the Multi's lifecycle: its gate, never throttled, reads as
+	// released once the Multi is (Close, or the end of the context of the
+	// Open that succeeded), and its end cancels kidsCtx.
+	life     lifecycle.Runner
+	released gate.Gate
+
+	mu   sync.Mutex // guards kids
+	kids []multiKid
 	// opens counts the child Opens in flight, which may outlive the Open
 	// that started them; Close waits for them.
 	opens sync.WaitGroup
 
-	// life is the context the children are opened with. It ends when
-	// Close is called, or when the context of the Open that succeeded
-	// ends (unwatch stops that link); it also ends throttled waits even on
-	// a child that does not release on Close.
-	life       context.Context
-	lifeCancel context.CancelFunc
-	unwatch    func() bool
-	// openDone holds the Done channel of the Open that succeeded, read
-	// lock-free so that IsThrottled reports false as soon as that context
-	// is cancelled, before life's AfterFunc has run.
-	openDone atomic.Pointer[doneChan]
+	// kidsCtx is the context the children are opened with. It ends when
+	// the Multi's life does, or on Close before any Open succeeded; it also
+	// ends throttled waits even on a child that does not release on Close.
+	kidsCtx    context.Context
+	kidsCancel context.CancelFunc
 
 	// pace, from NewReplicasThrottler with WithPacing, paces callers once
 	// no child is throttled; the children steer it. pacedKids are the
@@ -89,15 +90,6 @@ type pacedThrottler interface {
 	paceWait(ctx context.Context) error
 }
 
-type phase int
-
-const (
-	phaseNew phase = iota
-	phaseOpening
-	phaseOpen
-	phaseClosed
-)
-
 // NewMulti returns a throttler that is throttled while any of ts is. It
 // takes ownership of ts: open and close them through the Multi. A nil
 // throttler among ts, including a nil pointer of a throttler type such as
@@ -106,7 +98,8 @@ const (
 // others.
 func NewMulti(ts ...Throttler) *Multi {
 	m := &Multi{children: ts, names: make([]string, len(ts)), kids: make([]multiKid, len(ts))}
-	m.life, m.lifeCancel = context.WithCancel(context.Background())
+	m.kidsCtx, m.kidsCancel = context.WithCancel(context.Background())
+	m.life.Gate, m.life.OnEnd = &m.released, m.kidsCancel
 	seen := make(map[string]int, len(ts))
 	for i, t := range ts {
 		if isNil(t) {
@@ -185,16 +178,11 @@ func (m *Multi) Open(ctx context.Context) error {
 	if err := m.check(); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	switch m.phase {
-	case phaseOpening, phaseOpen:
-		m.mu.Unlock()
-		return ErrAlreadyOpen
-	case phaseClosed:
-		m.mu.Unlock()
-		return ErrClosed
+	life, err := m.life.Begin(ctx)
+	if err != nil {
+		return err
 	}
-	m.phase = phaseOpening
+	m.mu.Lock()
 	waits := make([]*multiOpening, len(m.children))
 	for i := range m.children {
 		if !m.kids[i].open {
@@ -216,45 +204,41 @@ func (m *Multi) Open(ctx context.Context) error {
 			if o.err != nil {
 				errs[i] = &multiChildError{m.names[i], o.err}
 			}
-		case <-ctx.Done():
+		case <-life.Done(): // ctx, or Close
 			select {
 			case <-o.done:
 				if o.err != nil {
 					errs[i] = &multiChildError{m.names[i], o.err}
 				}
 			default:
-				errs[i] = fmt.Errorf("%s: still opening: %w", m.names[i], context.Cause(ctx))
+				errs[i] = fmt.Errorf("%s: still opening: %w", m.names[i], context.Cause(life))
 			}
 		}
 	}
-	err := errors.Join(errs...)
+	err = errors.Join(errs...)
 	if err == nil {
 		err = ctx.Err() // the children stay open for a retry
 	}
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.phase == phaseClosed { // Close ran while we opened
-		return fmt.Errorf("throttler: open: %w", ErrClosed)
-	}
 	if err != nil {
-		m.phase = phaseNew
+		if m.life.Abort() != nil {
+			err = ErrClosed // Close ran while we opened
+		}
 		return fmt.Errorf("throttler: open: %w", err)
 	}
-	m.phase = phaseOpen
-	m.openDone.Store(&doneChan{ctx.Done()})
-	m.unwatch = context.AfterFunc(ctx, m.lifeCancel)
+	if err := m.life.Start(nil, nil); err != nil {
+		return fmt.Errorf("throttler: open: %w", err)
+	}
 	return nil
 }
 
-// startOpen opens child i in the background with the Multi's life. Caller
-// holds m.mu, in a phase other than closed, so that Close waits for it.
+// startOpen opens child i in the background with kidsCtx. Caller holds
+// m.mu, during an Open, which Close waits for before it waits for opens.
 func (m *Multi) startOpen(i int) *multiOpening {
 	o := &multiOpening{done: make(chan struct{})}
 	m.opens.Add(1)
 	go func() {
 		defer m.opens.Done()
-		err := m.children[i].Open(m.life)
+		err := m.children[i].Open(m.kidsCtx)
 		m.mu.Lock()
 		m.kids[i].opening = nil
 		m.kids[i].open = err == nil
@@ -285,18 +269,10 @@ func (m *Multi) each(f func(i int, t Throttler)) {
 // Close ends every child Open in flight, closes every child and joins their
 // errors. It is idempotent.
 func (m *Multi) Close() error {
-	m.mu.Lock()
-	if m.phase == phaseClosed {
-		m.mu.Unlock()
+	if !m.life.Close() {
 		return nil
 	}
-	m.phase = phaseClosed
-	m.lifeCancel()
-	unwatch := m.unwatch
-	m.mu.Unlock()
-	if unwatch != nil {
-		unwatch()
-	}
+	m.kidsCancel() // also when no Open succeeded
 	m.opens.Wait()
 	errs := make([]error, len(m.children))
 	m.each(func(i int, t Throttler) {
@@ -313,9 +289,7 @@ func (m *Multi) Close() error {
 // ended reports whether the Multi is released for good: Close was called or
 // the context of the Open that succeeded is done. It takes no lock and
 // allocates nothing.
-func (m *Multi) ended() bool {
-	return (&doneChan{m.life.Done()}).closed() || m.openDone.Load().closed()
-}
+func (m *Multi) ended() bool { return m.released.Released() }
 
 // IsThrottled reports whether any child is throttled. It asks each child's
 // IsThrottled, so it does no I/O and no allocation when they do none. It is
@@ -400,7 +374,7 @@ func (m *Multi) waitClear(ctx context.Context) error {
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		// AfterFunc starts no goroutine unless Close is called.
-		unwatch := context.AfterFunc(m.life, cancel)
+		unwatch := context.AfterFunc(m.kidsCtx, cancel)
 		var wg sync.WaitGroup
 		for _, i := range throttled {
 			wg.Add(1)

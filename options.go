@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/throttlekit/throttler/internal/gate"
 	"github.com/throttlekit/throttler/internal/poller"
 )
 
@@ -235,30 +234,4 @@ func (o options) pollerConfig(logger *slog.Logger, what string) poller.Config {
 		Logger:       logger,
 		What:         what,
 	}
-}
-
-// lifecycleError maps the poller's lifecycle errors to the package's
-// sentinels; other errors pass through.
-func lifecycleError(err error) error {
-	switch {
-	case errors.Is(err, poller.ErrAlreadyOpen):
-		return ErrAlreadyOpen
-	case errors.Is(err, poller.ErrClosed):
-		return ErrClosed
-	case errors.Is(err, poller.ErrNotOpen):
-		return ErrNotOpen
-	}
-	return err
-}
-
-// waitError maps the gate's errors to the package's sentinels, adding the
-// reason to ErrMaxWait.
-func waitError(err error, r Reasoner) error {
-	switch {
-	case errors.Is(err, gate.ErrReleased):
-		return ErrClosed
-	case errors.Is(err, gate.ErrMaxWait):
-		return fmt.Errorf("%w: %s", ErrMaxWait, r.ThrottleReason())
-	}
-	return err
 }

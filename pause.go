@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/throttlekit/throttler/internal/gate"
+	"github.com/throttlekit/throttler/internal/lifecycle"
 	"github.com/throttlekit/throttler/internal/poller"
 )
 
@@ -44,13 +45,11 @@ type Pause struct {
 
 	manual gate.Gate      // the manual pause, published by Pause, Resume and Open
 	poll   *poller.Poller // the flag file; nil when there is none
+	life   lifecycle.Runner
 
-	mu        sync.Mutex // guards the fields below
-	phase     pausePhase
-	paused    bool
-	reason    string
-	unwatch   func() bool   // stops the context.AfterFunc that releases on Open's ctx end
-	unwatched chan struct{} // closed when that AfterFunc's function has run
+	mu     sync.Mutex // guards the fields below
+	paused bool
+	reason string
 }
 
 // PauseConfig configures a Pause.
@@ -60,15 +59,6 @@ type PauseConfig struct {
 	// every WithInterval.
 	FlagFile string
 }
-
-type pausePhase int
-
-const (
-	pauseNew pausePhase = iota
-	pauseOpening
-	pauseOpen
-	pauseClosed
-)
 
 // NewPause returns a Pause. It does no I/O; Open does. A nil logger logs
 // nothing. Bad options are an error wrapping ErrInvalidConfig. Without a
@@ -87,8 +77,10 @@ func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, err
 	if p.flagFile != "" {
 		pc := o.pollerConfig(logger.With("signal", "flag file", "path", p.flagFile), "flag file check")
 		pc.MaxWait = 0 // Wait caps the combined wait itself
+		pc.Owned = true
 		p.poll = poller.New(pc, p.probe)
 	}
+	p.life.Gate, p.life.Log = &p.manual, logger
 	return p, nil
 }
 
@@ -113,11 +105,11 @@ func (p *Pause) probe(context.Context) (poller.Verdict, error) {
 func (p *Pause) Pause(reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.phase == pauseClosed || p.paused && p.reason == reason {
+	if p.life.Closing() || p.paused && p.reason == reason {
 		return
 	}
 	p.paused, p.reason = true, reason
-	if p.phase == pauseOpen {
+	if p.life.CheckOpen() == nil {
 		p.manual.Set(true, p.manualReason())
 	}
 	p.log.Warn("throttler: paused manually", "reason", p.manualReason())
@@ -128,11 +120,11 @@ func (p *Pause) Pause(reason string) {
 func (p *Pause) Resume() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.phase == pauseClosed || !p.paused {
+	if p.life.Closing() || !p.paused {
 		return
 	}
 	p.paused, p.reason = false, ""
-	if p.phase == pauseOpen {
+	if p.life.CheckOpen() == nil {
 		p.manual.Set(false, "")
 	}
 	p.log.Info("throttler: resumed manually")
@@ -162,70 +154,39 @@ func (p *Pause) manualReason() string {
 // the throttler is released when ctx ends. A failed Open may be retried; a
 // second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
 func (p *Pause) Open(ctx context.Context) error {
-	p.mu.Lock()
-	switch p.phase {
-	case pauseOpening, pauseOpen:
-		p.mu.Unlock()
-		return fmt.Errorf("throttler: open: %w", ErrAlreadyOpen)
-	case pauseClosed:
-		p.mu.Unlock()
-		return fmt.Errorf("throttler: open: %w", ErrClosed)
+	life, err := p.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("throttler: open: %w", err)
 	}
-	p.phase = pauseOpening
-	p.mu.Unlock()
-
-	var err error
 	if p.poll != nil {
-		err = lifecycleError(p.poll.Open(ctx))
+		err = p.poll.Open(life)
 	} else {
 		err = ctx.Err()
 	}
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch {
-	case p.phase == pauseClosed: // Close ran while we checked
-		return fmt.Errorf("throttler: open: %w", ErrClosed)
-	case err != nil:
-		p.phase = pauseNew
+	if err != nil {
+		if p.life.Abort() != nil {
+			err = ErrClosed // Close ran while we checked
+		}
 		return fmt.Errorf("throttler: open: %w", err)
 	}
-	p.phase = pauseOpen
-	p.manual.Bind(ctx.Done()) // released the moment cancel returns
+	if err := p.life.Start(nil, nil); err != nil {
+		return fmt.Errorf("throttler: open: %w", err)
+	}
+	// Published after Start, not in its before: Pause and Resume take mu,
+	// then ask the Runner, so nothing may take mu under the Runner's lock.
+	p.mu.Lock()
 	p.manual.Set(p.paused, p.manualReason())
-	done := make(chan struct{})
-	p.unwatched = done
-	// No goroutine waits for ctx: this runs only if ctx ends.
-	p.unwatch = context.AfterFunc(ctx, func() {
-		defer close(done)
-		if p.manual.Release() {
-			p.log.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
-		}
-	})
-	p.log.Info("throttler: open", "paused", p.paused, "flag_file", p.flagFile, "throttled", p.IsThrottled())
+	paused := p.paused
+	p.mu.Unlock()
+	p.log.Info("throttler: open", "paused", paused, "flag_file", p.flagFile, "throttled", p.IsThrottled())
 	return nil
 }
 
 // Close stops the flag file's monitor, waits for it to exit, and releases
 // every blocked BlockWait. It is idempotent and always returns nil.
 func (p *Pause) Close() error {
-	p.mu.Lock()
-	if p.phase == pauseClosed {
-		p.mu.Unlock()
-		return nil
-	}
-	p.phase = pauseClosed
-	unwatch, unwatched := p.unwatch, p.unwatched
-	p.mu.Unlock()
-
-	released := p.manual.Release()
-	if p.poll != nil {
+	if p.life.Close() && p.poll != nil {
 		p.poll.Close()
-	} else if released {
-		p.log.Info("throttler: closed")
-	}
-	if unwatch != nil && !unwatch() {
-		<-unwatched // the release on Open's ctx end is running: let it finish
 	}
 	return nil
 }
@@ -247,9 +208,6 @@ func (p *Pause) BlockWait(ctx context.Context) {
 	}
 }
 
-// errPauseMaxWait is the cause of the context that caps a Wait.
-var errPauseMaxWait = errors.New("pause: maximum wait elapsed")
-
 // Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
 // when WithMaxWait elapsed while still throttled, ErrClosed when the
 // throttler stopped, or ctx's error.
@@ -257,10 +215,9 @@ func (p *Pause) Wait(ctx context.Context) error {
 	if !p.IsThrottled() && !p.manual.Released() {
 		return nil
 	}
+	var deadline time.Time // one cap for the whole wait, on either signal
 	if p.maxWait > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, p.maxWait, errPauseMaxWait)
-		defer cancel()
+		deadline = time.Now().Add(p.maxWait)
 	}
 	// Wait on whichever signal throttles until both are clear at once;
 	// each wait is woken by its own signal's broadcast.
@@ -268,9 +225,9 @@ func (p *Pause) Wait(ctx context.Context) error {
 		var err error
 		switch {
 		case p.manual.Throttled():
-			err = p.manual.Wait(ctx, 0)
+			err = p.manual.WaitUntil(ctx, deadline)
 		case p.poll != nil && p.poll.Throttled():
-			err = p.poll.Wait(ctx)
+			err = p.poll.WaitUntil(ctx, deadline)
 		case p.manual.Released():
 			return ErrClosed
 		default:
@@ -279,13 +236,12 @@ func (p *Pause) Wait(ctx context.Context) error {
 		switch {
 		case err == nil:
 			continue
-		case ctx.Err() != nil && errors.Is(context.Cause(ctx), errPauseMaxWait):
-			if p.IsThrottled() {
-				return fmt.Errorf("%w: %s", ErrMaxWait, p.ThrottleReason())
-			}
+		case errors.Is(err, ErrMaxWait) && p.IsThrottled():
+			return fmt.Errorf("%w: %s", ErrMaxWait, p.ThrottleReason()) // both signals' reasons
+		case errors.Is(err, ErrMaxWait):
 			return nil
 		}
-		return waitError(err, p)
+		return err
 	}
 }
 
@@ -298,7 +254,7 @@ func (p *Pause) UpdateLag(ctx context.Context) error {
 		return nil
 	}
 	if err := p.poll.Update(ctx); err != nil {
-		return fmt.Errorf("throttler: update: %w", lifecycleError(err))
+		return fmt.Errorf("throttler: update: %w", err)
 	}
 	return nil
 }

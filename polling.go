@@ -26,7 +26,7 @@ type polling struct {
 // to callers that were waiting, whose measurement in flight is cancelled.
 func (p *polling) UpdateLag(ctx context.Context) error {
 	if err := p.poll.Update(ctx); err != nil {
-		return fmt.Errorf("throttler: %s: %w", p.updating, lifecycleError(err))
+		return fmt.Errorf("throttler: %s: %w", p.updating, err)
 	}
 	return nil
 }
@@ -48,7 +48,7 @@ func (p *polling) BlockWait(ctx context.Context) {
 // Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
 // when WithMaxWait elapsed while still throttled, ErrClosed when the
 // throttler stopped, or ctx's error.
-func (p *polling) Wait(ctx context.Context) error { return waitError(p.poll.Wait(ctx), p) }
+func (p *polling) Wait(ctx context.Context) error { return p.poll.Wait(ctx) }
 
 // ThrottleReason is "" when not throttled; otherwise it names the signal and
 // the comparison, for example "replica lag 12.4s >= 10s", or, when no

@@ -122,7 +122,7 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 // Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
 func (q *Query) Open(ctx context.Context) error {
 	if err := q.poll.Open(ctx); err != nil {
-		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+		return fmt.Errorf("throttler: open: %w", err)
 	}
 	q.log.Info("throttler: open", "query", queryTruncate(q.query, 200), "value", q.Value(), "threshold", q.threshold)
 	return nil

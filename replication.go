@@ -119,7 +119,7 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 // ErrAlreadyOpen, and Open after Close ErrClosed.
 func (r *Replication) Open(ctx context.Context) error {
 	if err := r.poll.Open(ctx); err != nil {
-		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+		return fmt.Errorf("throttler: open: %w", err)
 	}
 	if r.ctl != nil {
 		r.mu.Lock()

@@ -144,7 +144,7 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 	for i := range windows {
 		windows[i].text = scheduleWindowText(windows[i], loc)
 	}
-	return &Schedule{
+	s := &Schedule{
 		name:     o.name,
 		loc:      loc,
 		windows:  windows,
@@ -153,7 +153,9 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 		now:      time.Now,
 		newTimer: scheduleRealTimer,
 		kick:     make(chan struct{}, 1),
-	}, nil
+	}
+	s.life.Gate, s.life.Log = &s.gate, logger
+	return s, nil
 }
 
 func scheduleRealTimer(d time.Duration) (<-chan time.Time, func() bool) {
@@ -358,14 +360,11 @@ func (s *Schedule) evaluate() time.Duration {
 	throttled, reason, next := s.StateAt(now)
 	s.gate.Set(throttled, reason)
 	if reason != s.last && !s.gate.Released() {
-		switch {
-		case reason == "":
-			s.log.Info("throttler: resumed: scheduled window ended", "next_window", next)
-		case s.last == "":
-			s.log.Warn("throttler: throttled", "reason", reason, "until", next)
-		default:
-			s.log.Warn("throttler: still throttled, for another reason", "reason", reason, "until", next)
+		when := "until" // the window's end
+		if reason == "" {
+			when = "next_window"
 		}
+		lifecycle.Changed(s.log, s.last, reason, reason, when, next)
 		s.last = reason
 	}
 	return min(next.Sub(now), scheduleMaxArm)
@@ -376,17 +375,17 @@ func (s *Schedule) evaluate() time.Duration {
 // done; a second Open returns ErrAlreadyOpen, and Open after Close
 // ErrClosed.
 func (s *Schedule) Open(ctx context.Context) error {
-	if err := s.life.Begin(); err != nil {
-		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+	if _, err := s.life.Begin(ctx); err != nil {
+		return fmt.Errorf("throttler: open: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		_ = s.life.Abort()
 		return fmt.Errorf("throttler: open: %w", err)
 	}
 	var d time.Duration
-	err := s.life.Start(ctx, &s.gate, func() { d = s.evaluate() }, func(ctx context.Context) { s.monitor(ctx, d) })
+	err := s.life.Start(func() { d = s.evaluate() }, func(ctx context.Context) { s.monitor(ctx, d) })
 	if err != nil {
-		return fmt.Errorf("throttler: open: %w", lifecycleError(err))
+		return fmt.Errorf("throttler: open: %w", err)
 	}
 	s.log.Info("throttler: open", "windows", len(s.windows), "location", s.loc.String(), "throttled", s.IsThrottled())
 	return nil
@@ -400,9 +399,6 @@ func (s *Schedule) monitor(ctx context.Context, d time.Duration) {
 		select {
 		case <-ctx.Done():
 			stop()
-			if !s.life.Closing() {
-				s.log.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
-			}
 			return
 		case <-s.kick:
 			stop()
@@ -431,10 +427,7 @@ func (s *Schedule) UpdateLag(context.Context) error {
 // Close stops the monitor, waits for it to exit, and releases every blocked
 // BlockWait. It is idempotent and always returns nil.
 func (s *Schedule) Close() error {
-	if !s.life.Close(&s.gate) {
-		return nil
-	}
-	s.log.Info("throttler: closed")
+	s.life.Close()
 	return nil
 }
 
@@ -455,7 +448,7 @@ func (s *Schedule) BlockWait(ctx context.Context) {
 // when WithMaxWait elapsed while still throttled, ErrClosed when the
 // throttler stopped, or ctx's error.
 func (s *Schedule) Wait(ctx context.Context) error {
-	return waitError(s.gate.Wait(ctx, s.maxWait), s)
+	return s.gate.Wait(ctx, s.maxWait)
 }
 
 // ThrottleReason is "" outside the windows; inside, it names the window, for

@@ -36,6 +36,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/throttlekit/throttler/internal/sentinel"
 )
 
 // Throttler is the interface every throttler implements. Its method set is
@@ -107,15 +109,15 @@ var (
 	// (for example performance_schema=OFF); the message names the setting.
 	ErrUnavailable = errors.New("lag source unavailable")
 	// ErrAlreadyOpen is returned by a second Open.
-	ErrAlreadyOpen = errors.New("throttler already open")
+	ErrAlreadyOpen = sentinel.ErrAlreadyOpen
 	// ErrClosed is returned by Open after Close, by UpdateLag after the
 	// throttler stopped, and by Wait when the throttler stopped.
-	ErrClosed = errors.New("throttler closed")
+	ErrClosed = sentinel.ErrClosed
 	// ErrNotOpen is returned by UpdateLag before Open.
-	ErrNotOpen = errors.New("throttler not open")
+	ErrNotOpen = sentinel.ErrNotOpen
 	// ErrMaxWait is returned by Wait when the per-call cap elapsed while the
 	// throttler was still throttled.
-	ErrMaxWait = errors.New("throttled past the maximum wait")
+	ErrMaxWait = sentinel.ErrMaxWait
 )
 
 var (

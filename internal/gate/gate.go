@@ -10,18 +10,13 @@ package gate
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// Errors returned by Wait.
-var (
-	// ErrReleased means the gate was released while the caller waited.
-	ErrReleased = errors.New("gate released")
-	// ErrMaxWait means the per-call cap elapsed while still throttled.
-	ErrMaxWait = errors.New("maximum wait elapsed")
+	"github.com/throttlekit/throttler/internal/sentinel"
 )
 
 // state is immutable once published: readers use it without a lock.
@@ -179,11 +174,11 @@ func (ep *epoch) end() {
 	}
 }
 
-// capChan returns a channel closed no earlier than max from now, or when the
+// capChan returns a channel closed no earlier than deadline, or when the
 // epoch ends if that is sooner, shared with the epoch's waiters whose caps
 // end in the same granule.
-func (ep *epoch) capChan(max time.Duration) <-chan struct{} {
-	end := time.Now().Add(max).UnixNano()
+func (ep *epoch) capChan(deadline time.Time) <-chan struct{} {
+	end := deadline.UnixNano()
 	key := (end + int64(capGranule) - 1) / int64(capGranule)
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
@@ -210,8 +205,9 @@ func (ep *epoch) capChan(max time.Duration) <-chan struct{} {
 }
 
 // Wait returns nil at once when the gate is clear. Otherwise it blocks until
-// the throttled epoch ends (nil, or ErrReleased when it ended by Release),
-// ctx is done (ctx.Err()), or max elapses (ErrMaxWait); max <= 0 means no cap.
+// the throttled epoch ends (nil, or sentinel.ErrClosed when it ended by
+// Release), ctx is done (ctx.Err()), or max elapses (sentinel.ErrMaxWait,
+// with the reason); max <= 0 means no cap.
 //
 // The clear path is small enough to inline: one atomic load and two loads of
 // immutable fields. Any number of goroutines may wait at once.
@@ -219,25 +215,42 @@ func (g *Gate) Wait(ctx context.Context, max time.Duration) error {
 	if s := g.cur.Load(); s == nil || !s.throttled && !s.released {
 		return nil
 	}
-	return g.wait(ctx, max)
+	return g.waitMax(ctx, max)
 }
 
-func (g *Gate) wait(ctx context.Context, max time.Duration) error {
+func (g *Gate) waitMax(ctx context.Context, max time.Duration) error {
+	var deadline time.Time
+	if max > 0 {
+		deadline = time.Now().Add(max)
+	}
+	return g.wait(ctx, deadline)
+}
+
+// WaitUntil is Wait with the cap given as a deadline (zero: no cap), for a
+// caller that waits on several gates in turn under one cap.
+func (g *Gate) WaitUntil(ctx context.Context, deadline time.Time) error {
+	if s := g.cur.Load(); s == nil || !s.throttled && !s.released {
+		return nil
+	}
+	return g.wait(ctx, deadline)
+}
+
+func (g *Gate) wait(ctx context.Context, deadline time.Time) error {
 	s := g.cur.Load()
 	if g.ended() {
-		return ErrReleased
+		return sentinel.ErrClosed
 	}
 	if !s.throttled {
 		if s.released {
-			return ErrReleased
+			return sentinel.ErrClosed
 		}
 		return nil // cleared since Wait looked
 	}
 	// One channel ends the wait from the gate's side: the epoch's wake, or
 	// the cap's, which also closes when the epoch ends.
 	var c <-chan struct{} = s.ep.wake
-	if max > 0 {
-		c = s.ep.capChan(max)
+	if !deadline.IsZero() {
+		c = s.ep.capChan(deadline)
 	}
 	if done := ctx.Done(); done == nil {
 		<-c // nothing else can end the wait: the cheapest wake-up there is
@@ -250,9 +263,48 @@ func (g *Gate) wait(ctx context.Context, max time.Duration) error {
 	}
 	switch cur := g.cur.Load(); {
 	case g.Released():
-		return ErrReleased
+		return sentinel.ErrClosed
 	case cur.throttled && cur.ep == s.ep:
-		return ErrMaxWait // the cap, not the end of the epoch
+		// The cap, not the end of the epoch.
+		return fmt.Errorf("%w: %s", sentinel.ErrMaxWait, cur.reason)
 	}
 	return nil
+}
+
+// WaitAny is the wait of a throttler that is throttled while any of several
+// gates is: it returns at once when one of gs is not throttled, and
+// otherwise blocks until the throttled epoch of one of them ends (nil, or
+// sentinel.ErrClosed when it ended by Release), ctx is done (ctx.Err()), or
+// deadline passes (sentinel.ErrMaxWait, bare: the caller names the reasons);
+// a zero deadline means no cap. The caller looks again after it returns:
+// another of gs may still be throttled.
+func WaitAny(ctx context.Context, deadline time.Time, gs ...*Gate) error {
+	cases := make([]reflect.SelectCase, 0, len(gs)+2)
+	for _, g := range gs {
+		s := g.cur.Load()
+		if s == nil || !s.throttled || g.ended() {
+			if g.Released() {
+				return sentinel.ErrClosed
+			}
+			return nil
+		}
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.ep.wake)})
+	}
+	if done := ctx.Done(); done != nil {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(done)})
+	}
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(t.C)})
+	}
+	switch i, _, _ := reflect.Select(cases); {
+	case i < len(gs) && gs[i].Released():
+		return sentinel.ErrClosed
+	case i < len(gs):
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return sentinel.ErrMaxWait
 }

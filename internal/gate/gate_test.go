@@ -4,11 +4,14 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/throttlekit/throttler/internal/sentinel"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -58,12 +61,12 @@ func TestReleaseWakesAndIsFinal(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- g.Wait(context.Background(), 0) }()
 	assert.True(t, g.Release())
-	assert.ErrorIs(t, <-done, ErrReleased)
+	assert.ErrorIs(t, <-done, sentinel.ErrClosed)
 	assert.False(t, g.Release(), "second release")
 	assert.False(t, g.Set(true, "late poll"), "Set after Release is ignored")
 	assert.False(t, g.Throttled())
 	assert.True(t, g.Released())
-	assert.ErrorIs(t, g.Wait(context.Background(), 0), ErrReleased)
+	assert.ErrorIs(t, g.Wait(context.Background(), 0), sentinel.ErrClosed)
 }
 
 func TestReleaseOfClearGate(t *testing.T) {
@@ -81,7 +84,7 @@ func TestWaitEndsOnContextAndMax(t *testing.T) {
 	cancel()
 	assert.ErrorIs(t, <-done, context.Canceled)
 
-	assert.ErrorIs(t, g.Wait(context.Background(), time.Millisecond), ErrMaxWait)
+	assert.ErrorIs(t, g.Wait(context.Background(), time.Millisecond), sentinel.ErrMaxWait)
 	assert.True(t, g.Throttled(), "waiting changes nothing")
 }
 
@@ -128,7 +131,7 @@ func TestCapIsNeverEarlyAndShared(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), ErrMaxWait)
+			assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), sentinel.ErrMaxWait)
 			took <- time.Since(start)
 		}()
 	}
@@ -144,7 +147,7 @@ func TestCapIsNeverEarlyAndShared(t *testing.T) {
 }
 
 // TestEpochEndStopsCaps: clearing or releasing wakes capped waiters at once
-// (nil and ErrReleased), and stops their timers.
+// (nil and sentinel.ErrClosed), and stops their timers.
 func TestEpochEndStopsCaps(t *testing.T) {
 	for _, release := range []bool{false, true} {
 		var g Gate
@@ -155,7 +158,7 @@ func TestEpochEndStopsCaps(t *testing.T) {
 		require.Eventually(t, func() bool { return capsOf(&g) == 1 }, time.Second, time.Millisecond)
 		if release {
 			g.Release()
-			assert.ErrorIs(t, <-done, ErrReleased)
+			assert.ErrorIs(t, <-done, sentinel.ErrClosed)
 		} else {
 			g.Set(false, "")
 			assert.NoError(t, <-done)
@@ -167,7 +170,7 @@ func TestEpochEndStopsCaps(t *testing.T) {
 		// A waiter arriving at an epoch that has just ended is not stranded:
 		// its cap channel is already closed.
 		select {
-		case <-ep.capChan(time.Hour):
+		case <-ep.capChan(time.Now().Add(time.Hour)):
 		default:
 			t.Fatal("a cap taken after the epoch ended is open")
 		}
@@ -199,6 +202,38 @@ func TestBindReleasesAtOnce(t *testing.T) {
 	assert.False(t, g.Throttled())
 	assert.True(t, g.Released())
 	assert.Equal(t, "", g.Reason())
-	assert.ErrorIs(t, g.Wait(context.Background(), 0), ErrReleased)
+	assert.ErrorIs(t, g.Wait(context.Background(), 0), sentinel.ErrClosed)
 	assert.True(t, g.Release(), "the first Release still reports that it released")
+}
+
+// TestWaitAny: the wait of a throttler throttled while any of several gates
+// is ends when one of them clears or is released, with ctx, or at the cap.
+func TestWaitAny(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var a, b Gate
+		assert.NoError(t, WaitAny(context.Background(), time.Time{}, &a, &b), "a clear gate: at once")
+		a.Set(true, "a")
+		b.Set(true, "b")
+		done := make(chan error, 1)
+		go func() { done <- WaitAny(context.Background(), time.Time{}, &a, &b) }()
+		synctest.Wait()
+		b.Set(false, "")
+		assert.NoError(t, <-done, "one cleared")
+
+		b.Set(true, "b")
+		go func() { done <- WaitAny(context.Background(), time.Time{}, &a, &b) }()
+		synctest.Wait()
+		a.Release()
+		assert.ErrorIs(t, <-done, sentinel.ErrClosed, "one released")
+
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { done <- WaitAny(ctx, time.Now().Add(time.Hour), &b) }()
+		synctest.Wait()
+		cancel()
+		assert.ErrorIs(t, <-done, context.Canceled)
+
+		start := time.Now()
+		assert.ErrorIs(t, WaitAny(context.Background(), start.Add(time.Minute), &b), sentinel.ErrMaxWait)
+		assert.Equal(t, time.Minute, time.Since(start), "the cap, on the fake clock")
+	})
 }

@@ -19,13 +19,7 @@ import (
 
 	"github.com/throttlekit/throttler/internal/gate"
 	"github.com/throttlekit/throttler/internal/lifecycle"
-)
-
-// Errors the Poller returns; the root package maps them to its sentinels.
-var (
-	ErrAlreadyOpen = lifecycle.ErrAlreadyOpen
-	ErrClosed      = lifecycle.ErrClosed
-	ErrNotOpen     = lifecycle.ErrNotOpen
+	"github.com/throttlekit/throttler/internal/sentinel"
 )
 
 // Verdict is what one successful probe calls for.
@@ -66,6 +60,9 @@ type Config struct {
 	QueryTimeout time.Duration
 	MaxWait      time.Duration
 	Logger       *slog.Logger // never nil
+	// Owned: the Poller serves a throttler whose own lifecycle writes the
+	// stopped and closed lines.
+	Owned bool
 	// What a probe reads, for the stale reason: "no <What> for 3s"; empty
 	// means "measurement".
 	What string
@@ -113,27 +110,33 @@ type flight struct {
 
 // New returns an unopened Poller.
 func New(cfg Config, probe Probe) *Poller {
-	return &Poller{cfg: cfg, probe: probe, hurry: make(chan struct{}, 1)}
+	p := &Poller{cfg: cfg, probe: probe, hurry: make(chan struct{}, 1)}
+	p.life.Gate = &p.gate
+	if !cfg.Owned {
+		p.life.Log = cfg.Logger
+	}
+	return p
 }
 
 // Open probes once and returns that error; on success it publishes the
 // verdict and starts the monitor, which runs until Close or until ctx is
 // done. A failed Open may be retried.
 func (p *Poller) Open(ctx context.Context) error {
-	if err := p.life.Begin(); err != nil {
+	life, err := p.life.Begin(ctx)
+	if err != nil {
 		return err
 	}
-	v, err := p.run(ctx, false)
+	v, err := p.run(life, false)
 	if err == nil {
 		err = ctx.Err()
 	}
 	if err != nil {
 		if p.life.Abort() != nil {
-			return ErrClosed // Close ran while we probed
+			return sentinel.ErrClosed // Close ran while we probed
 		}
 		return err
 	}
-	return p.life.Start(ctx, &p.gate, func() {
+	return p.life.Start(func() {
 		p.stateMu.Lock()
 		p.stale = time.AfterFunc(p.cfg.StaleAfter, p.checkStale)
 		p.stateMu.Unlock()
@@ -158,7 +161,7 @@ func (p *Poller) run(ctx context.Context, publish bool) (Verdict, error) {
 			// Stopped: checked here, not only through ctx, whose end
 			// after a stop comes a goroutine switch later (AfterFunc).
 			p.flightMu.Unlock()
-			return Verdict{}, ErrClosed
+			return Verdict{}, sentinel.ErrClosed
 		}
 		if f == nil {
 			f = &flight{done: make(chan struct{})}
@@ -213,14 +216,12 @@ func (p *Poller) monitor(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			p.stopped(ctx)
 			return
 		case <-p.hurry:
 			t.Reset(p.next(true))
 		case <-t.C:
 			_, err := p.run(ctx, true)
 			if ctx.Err() != nil {
-				p.stopped(ctx)
 				return
 			}
 			select {
@@ -240,13 +241,6 @@ func (p *Poller) next(fast bool) time.Duration {
 	return p.cfg.Interval
 }
 
-// stopped logs why the monitor stopped, unless Close stopped it (Close logs).
-func (p *Poller) stopped(ctx context.Context) {
-	if !p.life.Closing() {
-		p.cfg.Logger.Info("throttler: stopped: Open's context ended; the throttler is released", "cause", context.Cause(ctx))
-	}
-}
-
 // Update probes once, synchronously, and publishes the result before it
 // returns. While a probe is in flight (the monitor's, or another Update's)
 // it starts none: it waits for that probe and returns its outcome, so N
@@ -259,14 +253,14 @@ func (p *Poller) Update(ctx context.Context) error {
 		return err
 	}
 	if p.gate.Released() {
-		return ErrClosed // Open's context ended
+		return sentinel.ErrClosed // Open's context ended
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(mctx, cancel)()
 	_, err = p.run(ctx, true)
 	if err != nil && mctx.Err() != nil {
-		return ErrClosed // whatever the probe said, the Poller stopped
+		return sentinel.ErrClosed // whatever the probe said, the Poller stopped
 	}
 	return err
 }
@@ -323,15 +317,6 @@ func (p *Poller) checkStale() {
 	p.stale.Reset(p.cfg.Interval)
 }
 
-// ExpireForTest ages the last success past the stale window and runs the
-// stale check, as the timer would: tests need no sleep.
-func (p *Poller) ExpireForTest() {
-	p.stateMu.Lock()
-	p.lastOK = time.Now().Add(-2 * p.cfg.StaleAfter)
-	p.stateMu.Unlock()
-	p.checkStale()
-}
-
 // publish sets the gate and logs a change of kind. Caller holds stateMu.
 func (p *Poller) publish(v Verdict) {
 	kind := ""
@@ -342,25 +327,14 @@ func (p *Poller) publish(v Verdict) {
 		}
 	}
 	p.gate.Set(v.Throttled, v.Reason)
-	if kind == p.kind {
-		return
-	}
-	prev := p.kind
+	lifecycle.Changed(p.cfg.Logger, p.kind, kind, v.Reason)
 	p.kind = kind
-	switch {
-	case kind == "":
-		p.cfg.Logger.Info("throttler: resumed")
-	case prev == "":
-		p.cfg.Logger.Warn("throttler: throttled", "reason", v.Reason)
-	default:
-		p.cfg.Logger.Warn("throttler: still throttled, for another reason", "reason", v.Reason)
-	}
 }
 
 // Close stops the monitor, waits for it to exit, and releases every waiter.
 // It is idempotent and reports whether this call closed the Poller.
 func (p *Poller) Close() bool {
-	if !p.life.Close(&p.gate) {
+	if !p.life.Close() {
 		return false
 	}
 	p.stateMu.Lock()
@@ -368,9 +342,12 @@ func (p *Poller) Close() bool {
 		p.stale.Stop()
 	}
 	p.stateMu.Unlock()
-	p.cfg.Logger.Info("throttler: closed")
 	return true
 }
+
+// Gate is the Poller's gate, for an owner that waits on several at once
+// (gate.WaitAny); it publishes nothing to it.
+func (p *Poller) Gate() *gate.Gate { return &p.gate }
 
 // Throttled is the hot path: one atomic load when clear.
 func (p *Poller) Throttled() bool { return p.gate.Throttled() }
@@ -384,3 +361,8 @@ func (p *Poller) Reason() string { return p.gate.Reason() }
 
 // Wait blocks while throttled, up to MaxWait; see gate.Gate.Wait.
 func (p *Poller) Wait(ctx context.Context) error { return p.gate.Wait(ctx, p.cfg.MaxWait) }
+
+// WaitUntil blocks while throttled, up to deadline; see gate.Gate.WaitUntil.
+func (p *Poller) WaitUntil(ctx context.Context, deadline time.Time) error {
+	return p.gate.WaitUntil(ctx, deadline)
+}

@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/throttlekit/throttler/internal/sentinel"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -48,14 +50,14 @@ func TestOpenFailsWithTheProbeError(t *testing.T) {
 	p := newPoller(s, time.Hour)
 	assert.ErrorIs(t, p.Open(context.Background()), errRead)
 	assert.False(t, p.Throttled())
-	assert.ErrorIs(t, p.Update(context.Background()), ErrNotOpen)
+	assert.ErrorIs(t, p.Update(context.Background()), sentinel.ErrNotOpen)
 	s.set(Verdict{}, nil)
 	require.NoError(t, p.Open(context.Background()), "retry after a failed Open")
-	assert.ErrorIs(t, p.Open(context.Background()), ErrAlreadyOpen)
+	assert.ErrorIs(t, p.Open(context.Background()), sentinel.ErrAlreadyOpen)
 	assert.True(t, p.Close())
 	assert.False(t, p.Close())
-	assert.ErrorIs(t, p.Open(context.Background()), ErrClosed)
-	assert.ErrorIs(t, p.Update(context.Background()), ErrClosed)
+	assert.ErrorIs(t, p.Open(context.Background()), sentinel.ErrClosed)
+	assert.ErrorIs(t, p.Update(context.Background()), sentinel.ErrClosed)
 }
 
 func TestObservationErrorThrottlesAtOnce(t *testing.T) {
@@ -76,17 +78,20 @@ func TestObservationErrorThrottlesAtOnce(t *testing.T) {
 }
 
 func TestStaleReasonNamesWhatAndLastError(t *testing.T) {
-	s := &script{}
-	s.set(Verdict{}, nil)
-	p := newPoller(s, time.Hour)
-	require.NoError(t, p.Open(context.Background()))
-	defer p.Close()
-	s.set(Verdict{}, errRead)
-	_ = p.Update(context.Background())
-	p.ExpireForTest()
-	assert.True(t, p.Throttled())
-	assert.Contains(t, p.Reason(), "no reading for")
-	assert.Contains(t, p.Reason(), "read failed")
+	synctest.Test(t, func(t *testing.T) {
+		s := &script{}
+		s.set(Verdict{}, nil)
+		p := newPoller(s, time.Hour)
+		require.NoError(t, p.Open(context.Background()))
+		defer p.Close()
+		s.set(Verdict{}, errRead)
+		_ = p.Update(context.Background())
+		time.Sleep(3*time.Hour + time.Second) // past the stale window
+		synctest.Wait()
+		assert.True(t, p.Throttled())
+		assert.Contains(t, p.Reason(), "no reading for")
+		assert.Contains(t, p.Reason(), "read failed")
+	})
 }
 
 func TestMonitorPollsAndStops(t *testing.T) {
@@ -183,7 +188,7 @@ func updates(p *Poller, ctx context.Context, n int) <-chan error {
 	return errs
 }
 
-// Callers queued behind a probe in flight return ErrClosed the moment the
+// Callers queued behind a probe in flight return sentinel.ErrClosed the moment the
 // Poller stops (Close or the end of Open's context), and none of them
 // probes after the stop.
 func TestUpdateAfterStopReturnsAtOnce(t *testing.T) {
@@ -205,13 +210,13 @@ func TestUpdateAfterStopReturnsAtOnce(t *testing.T) {
 					cancel()
 				}
 				for range 8 {
-					assert.ErrorIs(t, <-errs, ErrClosed)
+					assert.ErrorIs(t, <-errs, sentinel.ErrClosed)
 				}
 				// The fake clock moves only if a caller waited on a timer
 				// (a probe's timeout).
 				assert.Zero(t, time.Since(stopped), "every caller returned at once")
 				assert.Equal(t, int64(2), h.n.Load(), "no probe after the stop")
-				assert.ErrorIs(t, p.Update(context.Background()), ErrClosed)
+				assert.ErrorIs(t, p.Update(context.Background()), sentinel.ErrClosed)
 			})
 		})
 	}
