@@ -51,10 +51,6 @@ type contractRow struct {
 	// so a clear is seen a boundary later, not the instant the lever
 	// returns (Schedule).
 	clockDriven string
-
-	// knownBug names a clause the row breaks today, which no doc sentence
-	// allows: the restructured core is to fix it, and then the field goes.
-	knownBug string
 }
 
 // contractSubject is a throttler under test and its levers.
@@ -137,7 +133,7 @@ func contractRows() []contractRow {
 				fl.addBroken(on)
 				_ = d.UpdateLag(context.Background())
 			}, failOpen: fl.failListing, openErr: errBoom}
-		}, knownBug: "Discovery.ThrottleReason still names a member that cannot be opened between the end of Open's context and the release it triggers: it checks released, not Open's context as IsThrottled does"},
+		}},
 		{name: "Load", build: func(t *testing.T, maxWait time.Duration) contractSubject {
 			l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), contractOpts(maxWait)...)
 			return contractSubject{th: l, throttle: func(on bool) {
@@ -480,9 +476,7 @@ func TestContract(t *testing.T) {
 			require.False(t, returned(done))
 			cancel()
 			assert.False(t, s.th.IsThrottled(), "before any goroutine runs")
-			if row.knownBug == "" {
-				assert.Empty(t, reasonOf(s.th))
-			}
+			assert.Empty(t, reasonOf(s.th), "before any goroutine runs")
 			assert.True(t, returned(done))
 			assert.Empty(t, reasonOf(s.th), "after Wait")
 			s.throttle(true)
