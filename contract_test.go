@@ -280,7 +280,7 @@ func newContractFleet(t *testing.T) *contractFleet {
 func (fl *contractFleet) discovery(t *testing.T, maxWait time.Duration) *Discovery {
 	primary := fl.primary.open()
 	t.Cleanup(func() { _ = primary.Close() })
-	d, err := NewDiscovery(primary, DiscoveryConfig{DSNTemplate: "fake://{{.Host}}:{{.Port}}", Every: time.Hour, OpenDB: fl.open}, time.Second, nil,
+	d, err := NewDiscovery(primary, time.Second, DiscoveryConfig{DSNTemplate: "fake://{{.Host}}:{{.Port}}", Every: time.Hour, OpenDB: fl.open}, nil,
 		append(contractOpts(maxWait), WithLagSource(fl.src))...)
 	require.NoError(t, err)
 	closeAtEnd(t, d)

@@ -138,7 +138,7 @@ const discoveryStaleListings = 3
 // (with the default OpenDB) renders a DSN the driver rejects, an Every or
 // ForgetAfter out of range, or a bad option. The errors name the field but never echo the
 // template, which usually holds a password.
-func NewDiscovery(primary *sql.DB, cfg DiscoveryConfig, lagTolerance time.Duration, logger *slog.Logger, opts ...Option) (*Discovery, error) {
+func NewDiscovery(primary *sql.DB, lagTolerance time.Duration, cfg DiscoveryConfig, logger *slog.Logger, opts ...Option) (*Discovery, error) {
 	var errs []error
 	if primary == nil {
 		errs = append(errs, errors.New("primary *sql.DB is nil"))

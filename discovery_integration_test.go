@@ -61,7 +61,7 @@ func openDiscovery(t *testing.T, p *testenv.Pair, cfg throttler.DiscoveryConfig,
 		throttler.WithQueryTimeout(itQueryTimeout),
 	}, opts...)
 	logger := slog.New(slog.NewTextHandler(testLogWriter{t}, nil))
-	d, err := throttler.NewDiscovery(openDB(t, p.Primary().AdminDSN()), cfg, tolerance, logger, all...)
+	d, err := throttler.NewDiscovery(openDB(t, p.Primary().AdminDSN()), tolerance, cfg, logger, all...)
 	require.NoError(t, err)
 	require.NoError(t, d.Open(context.Background()))
 	t.Cleanup(func() { _ = d.Close() })
@@ -98,7 +98,7 @@ func TestIntegrationDiscoveryFindsBothReplicas(t *testing.T) {
 // names the grant.
 func TestIntegrationDiscoveryNeedsTheGrant(t *testing.T) {
 	p := testenv.Require(t)
-	d, err := throttler.NewDiscovery(openDB(t, p.Primary().DSN()), throttler.DiscoveryConfig{DSNTemplate: monitorTemplate(p)}, time.Second, nil)
+	d, err := throttler.NewDiscovery(openDB(t, p.Primary().DSN()), time.Second, throttler.DiscoveryConfig{DSNTemplate: monitorTemplate(p)}, nil)
 	require.NoError(t, err)
 	err = d.Open(ctxTimeout(t, 10*time.Second))
 	require.ErrorIs(t, err, throttler.ErrAccessDenied)

@@ -128,7 +128,7 @@ func newDisco(t testing.TB, f *discoFleet, logger *slog.Logger, mod func(*Discov
 	primary, p := newFakedb(t)
 	p.set(f.listing)
 	f.primary = p
-	d, err := NewDiscovery(primary, cfg, time.Second, logger, all...)
+	d, err := NewDiscovery(primary, time.Second, cfg, logger, all...)
 	require.NoError(t, err)
 	return d
 }
@@ -175,7 +175,7 @@ func TestNewDiscoveryValidates(t *testing.T) {
 		"bad option and cf": {primary: fakeDB, cfg: DiscoveryConfig{}, tolerance: time.Second, opts: []Option{nil}, want: "option 0 is nil"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			d, err := NewDiscovery(tc.primary, tc.cfg, tc.tolerance, nil, tc.opts...)
+			d, err := NewDiscovery(tc.primary, tc.tolerance, tc.cfg, nil, tc.opts...)
 			require.Error(t, err)
 			assert.Nil(t, d)
 			assert.ErrorIs(t, err, ErrInvalidConfig)
@@ -187,11 +187,11 @@ func TestNewDiscoveryValidates(t *testing.T) {
 
 	// Valid: defaults filled in; a custom OpenDB skips the driver's check;
 	// {{.Addr}} brackets IPv6.
-	d, err := NewDiscovery(fakeDB, ok, time.Second, nil)
+	d, err := NewDiscovery(fakeDB, time.Second, ok, nil)
 	require.NoError(t, err)
 	assert.Equal(t, defaultDiscoveryEvery, d.cfg.Every)
 	assert.Equal(t, "replica discovery", d.String())
-	d, err = NewDiscovery(fakeDB, DiscoveryConfig{DSNTemplate: "x://{{.Addr}}/{{.ServerID}}", OpenDB: open, Every: time.Minute}, time.Second, nil, WithName("fleet"))
+	d, err = NewDiscovery(fakeDB, time.Second, DiscoveryConfig{DSNTemplate: "x://{{.Addr}}/{{.ServerID}}", OpenDB: open, Every: time.Minute}, nil, WithName("fleet"))
 	require.NoError(t, err)
 	assert.Equal(t, "fleet", d.String())
 	dsn, err := renderDSN(d.tmpl, ReplicaHost{ServerID: 7, Host: "::1", Port: 3306})

@@ -39,7 +39,7 @@ func TestAccessDeniedSessionIsNotReused(t *testing.T) {
 			return func(ctx context.Context) error { _, err := q.read(ctx); return err }
 		}},
 		{"discovery listing", func(t *testing.T, db *sql.DB) func(context.Context) error {
-			d, err := NewDiscovery(db, DiscoveryConfig{DSNTemplate: "fake://{{.Host}}:{{.Port}}", OpenDB: func(string) (*sql.DB, error) { return nil, errUnused }}, time.Second, nil)
+			d, err := NewDiscovery(db, time.Second, DiscoveryConfig{DSNTemplate: "fake://{{.Host}}:{{.Port}}", OpenDB: func(string) (*sql.DB, error) { return nil, errUnused }}, nil)
 			require.NoError(t, err)
 			return func(ctx context.Context) error { _, err := d.showReplicas(ctx); return err }
 		}},
