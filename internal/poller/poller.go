@@ -70,9 +70,9 @@ type Config struct {
 
 // Poller runs a Probe on a schedule and publishes its verdicts.
 type Poller struct {
+	gate  gate.Gate // first: the hot path reads it at the struct's address
 	cfg   Config
 	probe Probe
-	gate  gate.Gate
 
 	// flightMu guards flight, the probe in flight (nil when none). At most
 	// one probe runs at a time, so a hung server costs one connection and one
