@@ -342,7 +342,9 @@ func (m *Multi) paceWait(ctx context.Context) error {
 		return ErrClosed
 	}
 	if m.pace != nil {
-		if err := paceError(m.pace.wait(ctx, m.maxWait()), m.ended()); err != nil {
+		// The replicas leave the set's pacer only when they stop, and they
+		// stop only with the Multi.
+		if err := paceError(m.pace.wait(ctx, m.maxWait()), true); err != nil {
 			return err
 		}
 	}

@@ -249,7 +249,9 @@ func (r *Replication) paceWait(ctx context.Context) error {
 	if !r.paces {
 		return nil
 	}
-	return paceError(r.pace.wait(ctx, r.maxWait), r.poll.Released())
+	// Its own pacer stops only when this replica stops steering it: on
+	// Close, or when Open's context ends, a moment before the gate says so.
+	return paceError(r.pace.wait(ctx, r.maxWait), true)
 }
 
 // Wait is BlockWait that says why it returned: nil when clear (and paced),
@@ -263,11 +265,11 @@ func (r *Replication) Wait(ctx context.Context) error {
 }
 
 // paceError maps a paced wait's error: pacing that stopped because the
-// throttler stopped is ErrClosed.
-func paceError(err error, released bool) error {
+// throttler stopped (closed says whether that is why) is ErrClosed.
+func paceError(err error, closed bool) error {
 	switch {
 	case errors.Is(err, errPaceStopped):
-		if released {
+		if closed {
 			return ErrClosed
 		}
 		return nil
