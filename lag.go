@@ -12,6 +12,12 @@ import (
 // LagSource measures replication lag on one server. Implementations are
 // stateless or safe for concurrent use; the throttler calls Measure from at
 // most one goroutine at a time, with a context bounded by WithQueryTimeout.
+//
+// An implementation of your own should not leave a session that was denied
+// access in db's pool: MySQL and MariaDB fix a session's privileges when it
+// logs in, so a pooled session stays denied after the grant is given back.
+// The package's sources run each measurement on one *sql.Conn and discard
+// it after "access denied" (conn.Raw returning driver.ErrBadConn).
 type LagSource interface {
 	// Measure reads the server once. A replica whose replication is not
 	// running is a successful measurement with NotFlowing set; a server with
