@@ -164,7 +164,11 @@ func NewDiscovery(primary *sql.DB, lagTolerance time.Duration, cfg DiscoveryConf
 	}
 	cfg.Exclude = slices.Clone(cfg.Exclude)
 	o, problems := buildOptions(opts, "a replica discovery", replicationOptions) // the options apply to every replica's throttler
-	if err := configError(append(errs, problems...)); err != nil {
+	errs = append(errs, problems...)
+	if _, err := o.paceTarget(lagTolerance); o.pacing && err != nil {
+		errs = append(errs, err) // the members would fail at Open with it
+	}
+	if err := configError(errs); err != nil {
 		return nil, err
 	}
 	d := &Discovery{

@@ -65,8 +65,9 @@ type Multi struct {
 	// children that pace their own callers (a Replication or Discovery
 	// with WithPacing, a Multi holding one): a call waits for its turn with
 	// each of them too.
-	pace      *pacer
-	pacedKids []pacedThrottler
+	pace        *pacer
+	paceMaxWait time.Duration // the replicas' WithMaxWait, for pace
+	pacedKids   []pacedThrottler
 }
 
 // multiKid is one child's Open state.
@@ -344,7 +345,7 @@ func (m *Multi) paceWait(ctx context.Context) error {
 	if m.pace != nil {
 		// The replicas leave the set's pacer only when they stop, and they
 		// stop only with the Multi.
-		if err := paceError(m.pace.wait(ctx, m.maxWait()), true); err != nil {
+		if err := paceError(m.pace.wait(ctx, m.paceMaxWait), true); err != nil {
 			return err
 		}
 	}
@@ -354,15 +355,6 @@ func (m *Multi) paceWait(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// maxWait is the paced wait's cap: the children's (NewReplicasThrottler
-// gives them all the same options).
-func (m *Multi) maxWait() time.Duration {
-	if r, ok := m.children[0].(*Replication); ok {
-		return r.maxWait
-	}
-	return defaultMaxWait
 }
 
 func (m *Multi) waitClear(ctx context.Context) error {
@@ -495,7 +487,8 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 	ts := make([]Throttler, 0, len(names))
 	var errs []error
 	var pace *pacer
-	if o, _ := buildOptions(opts, "a replication throttler", replicationOptions); o.pacing {
+	o, _ := buildOptions(opts, "a replication throttler", replicationOptions) // its problems: each replica's below
+	if o.pacing {
 		// One rate for the set, the slowest replica's: every replica
 		// steers the same pacer, and the Multi paces the callers.
 		pace = newPacer()
@@ -513,6 +506,6 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 		return nil, errors.Join(errs...)
 	}
 	m := NewMulti(ts...)
-	m.pace = pace
+	m.pace, m.paceMaxWait = pace, o.maxWait
 	return m, nil
 }

@@ -143,6 +143,19 @@ func WithPacing(target time.Duration) Option {
 	}
 }
 
+// paceTarget is the lag WithPacing steers to under tolerance: the target
+// given, or half the tolerance for 0. A target at or above the tolerance is
+// a problem (the gate would stop the copier before pacing reached it).
+func (o options) paceTarget(tolerance time.Duration) (time.Duration, error) {
+	switch {
+	case o.pacingTarget == 0:
+		return tolerance / 2, nil
+	case tolerance > 0 && o.pacingTarget >= tolerance:
+		return 0, fmt.Errorf("WithPacing(%v): the target lag must be below the lag tolerance %v", o.pacingTarget, tolerance)
+	}
+	return o.pacingTarget, nil
+}
+
 // addErr records a problem, if err is one.
 func (o *options) addErr(err error) {
 	if err != nil {

@@ -286,7 +286,14 @@ func TestPacingConfig(t *testing.T) {
 		assert.ErrorIs(t, err, ErrInvalidConfig, tc.name)
 		assert.ErrorContains(t, err, tc.want, tc.name)
 	}
-	_, err := NewLoad(fakeDB, LoadConfig{Threshold: 10}, nil, WithPacing(0))
+	// A discovery checks the target where it is given, not when its
+	// members are built at Open.
+	_, err := NewDiscovery(fakeDB, 2*time.Second, DiscoveryConfig{DSNTemplate: "u:p@tcp({{.Host}}:{{.Port}})/"}, nil, WithPacing(2*time.Second))
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+	assert.ErrorContains(t, err, "WithPacing(2s): the target lag must be below the lag tolerance 2s")
+	_, err = NewReplicasThrottler(map[string]*sql.DB{"a": fakeDB}, 2*time.Second, nil, WithPacing(3*time.Second))
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewLoad(fakeDB, LoadConfig{Threshold: 10}, nil, WithPacing(0))
 	assert.ErrorIs(t, err, ErrInvalidConfig)
 	assert.ErrorContains(t, err, "WithPacing does not apply to")
 }

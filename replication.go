@@ -45,7 +45,6 @@ type Replication struct {
 	db        *sql.DB
 	name      string
 	tolerance time.Duration
-	interval  time.Duration
 	maxWait   time.Duration
 	log       *slog.Logger
 	polling
@@ -59,11 +58,10 @@ type Replication struct {
 	// Pacing, with WithPacing: ctl steers pace from this replica's
 	// measurements; paces is set when this throttler's own callers are
 	// paced (not when it is one replica of a set that its owner paces).
-	pace    *pacer
-	ctl     *paceController
-	paces   bool
-	unpace  func() bool // stops the AfterFunc that stops steering when Open's context ends
-	steered bool
+	pace   *pacer
+	ctl    *paceController
+	paces  bool
+	unpace func() bool // while steering: stops the AfterFunc that stops it when Open's context ends
 }
 
 // measured is a measurement and when it was taken.
@@ -86,20 +84,17 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	}
 	o, problems := buildOptions(opts, "a replication throttler", replicationOptions)
 	errs = append(errs, problems...)
-	if o.pacing && lagTolerance > 0 && o.pacingTarget >= lagTolerance {
-		errs = append(errs, fmt.Errorf("WithPacing(%v): the target lag must be below the lag tolerance %v", o.pacingTarget, lagTolerance))
+	target, err := o.paceTarget(lagTolerance)
+	if o.pacing && err != nil {
+		errs = append(errs, err)
 	}
 	if err := configError(errs); err != nil {
 		return nil, err
 	}
 	logger = o.logger(logger)
-	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, interval: o.interval, maxWait: o.maxWait, log: logger, source: o.source}
+	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, log: logger, source: o.source}
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement"), r.probe), updating: "update lag"}
 	if o.pacing {
-		target := o.pacingTarget
-		if target == 0 {
-			target = lagTolerance / 2
-		}
 		r.ctl = newPaceController(target)
 		r.pace, r.paces = o.sharedPacer, false
 		if r.pace == nil {
@@ -125,7 +120,6 @@ func (r *Replication) Open(ctx context.Context) error {
 		r.mu.Lock()
 		if !r.poll.Released() { // else Close (or the context's end) came first
 			r.pace.add(r.ctl)
-			r.steered = true
 			r.unpace = context.AfterFunc(ctx, r.stopSteering)
 		}
 		r.mu.Unlock()
@@ -218,11 +212,11 @@ func (r *Replication) Close() error {
 func (r *Replication) stopSteering() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.steered {
+	if r.unpace == nil {
 		return
 	}
-	r.steered = false
 	r.unpace()
+	r.unpace = nil
 	r.pace.remove(r.ctl)
 }
 
