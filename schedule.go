@@ -48,10 +48,6 @@ type Schedule struct {
 	maxWait time.Duration
 	log     *slog.Logger
 
-	// Injected by tests; time.Now and a real timer otherwise.
-	now      func() time.Time
-	newTimer func(time.Duration) (<-chan time.Time, func() bool)
-
 	gate gate.Gate
 	kick chan struct{} // UpdateLag asks the monitor to re-arm; buffered 1
 
@@ -145,22 +141,15 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 		windows[i].text = scheduleWindowText(windows[i], loc)
 	}
 	s := &Schedule{
-		name:     o.name,
-		loc:      loc,
-		windows:  windows,
-		maxWait:  o.maxWait,
-		log:      logger,
-		now:      time.Now,
-		newTimer: scheduleRealTimer,
-		kick:     make(chan struct{}, 1),
+		name:    o.name,
+		loc:     loc,
+		windows: windows,
+		maxWait: o.maxWait,
+		log:     logger,
+		kick:    make(chan struct{}, 1),
 	}
 	s.life.Gate, s.life.Log = &s.gate, logger
 	return s, nil
-}
-
-func scheduleRealTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	t := time.NewTimer(d)
-	return t.C, t.Stop
 }
 
 func scheduleParseWindow(i int, w Window) (scheduleWindow, error) {
@@ -356,7 +345,7 @@ func scheduleWall(t time.Time, loc *time.Location) time.Time {
 func (s *Schedule) evaluate() time.Duration {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
-	now := s.now()
+	now := time.Now()
 	throttled, reason, next := s.StateAt(now)
 	s.gate.Set(throttled, reason)
 	if reason != s.last && !s.gate.Released() {
@@ -394,17 +383,16 @@ func (s *Schedule) Open(ctx context.Context) error {
 // monitor sleeps until the next boundary, publishes, and re-arms: one timer,
 // no polling.
 func (s *Schedule) monitor(ctx context.Context, d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
 	for {
-		c, stop := s.newTimer(d)
 		select {
 		case <-ctx.Done():
-			stop()
 			return
 		case <-s.kick:
-			stop()
-		case <-c:
+		case <-timer.C:
 		}
-		d = s.evaluate()
+		timer.Reset(s.evaluate()) // since Go 1.23, Reset discards a stale firing
 	}
 }
 
