@@ -21,18 +21,9 @@ import (
 // (Threads_running by default) is at or above a threshold, like gh-ost's
 // --max-load. It watches the server the copier writes to, not a replica.
 //
-// Open reads the variables once and starts one monitor goroutine that reads
-// them every WithInterval with SHOW GLOBAL STATUS. Each reading is published
-// to a gate that IsThrottled and BlockWait read with one atomic load; a
-// reading below every threshold wakes every blocked BlockWait at once. The
-// server reads as throttled, with a reason from ThrottleReason such as
-// "Threads_running 31 >= 25", while
-//
-//   - a variable is at or above its threshold;
-//   - the server's answer cannot be used (a value that is not an integer): a
-//     new reading of "unknown", so it throttles at once;
-//   - no reading has succeeded for WithStaleAfter (a dead, hung or
-//     unreachable server): the last good verdict stands only that long.
+// It reads the variables with SHOW GLOBAL STATUS, and throttles while one is
+// at or above its threshold, with a reason such as "Threads_running 31 >=
+// 25".
 //
 // A second, critical level (LoadConfig.Critical, gh-ost's --critical-load)
 // does not throttle any harder: waiting is not enough past it, and the caller
@@ -43,9 +34,7 @@ import (
 // instead). By default one reading is enough; LoadConfig.CriticalFor asks for
 // the level to hold, so that a burst of a fraction of a second does not.
 //
-// Close, or the end of Open's context, stops the monitor and releases the
-// throttler for good: IsThrottled and IsCritical then report false and
-// BlockWait returns at once.
+// Once released, IsCritical reports false too.
 //
 // Most callers need Open, BlockWait before each chunk, IsCritical to decide
 // whether to abort, and Close.
@@ -247,13 +236,8 @@ func loadStatement(limits []LoadLimit) string {
 	return b.String()
 }
 
-// Open reads the status variables once and returns that reading's error: a
-// variable the server does not have (errors.Is ErrUnavailable) or whose value is not a
-// number is a configuration error to see at start. It then starts the
-// monitor, which runs until Close or until ctx is done: pass the job's
-// context, not a timeout meant for the first reading (WithQueryTimeout bounds
-// that). A failed Open may be retried; a second Open returns ErrAlreadyOpen,
-// and Open after Close ErrClosed.
+// Open fails on a variable the server does not have (errors.Is
+// ErrUnavailable) or whose value is not a number.
 func (l *Load) Open(ctx context.Context) error {
 	if err := l.poll.Open(ctx); err != nil {
 		if !errors.Is(err, ErrAlreadyOpen) {
@@ -433,9 +417,6 @@ func (l *Load) setCriticalLocked(reason string, reset bool) {
 	}
 }
 
-// Close stops the monitor, waits for it to exit, and releases every blocked
-// BlockWait; IsCritical reports false from then on. It is idempotent and
-// always returns nil.
 func (l *Load) Close() error {
 	l.poll.Close()
 	return nil
