@@ -51,6 +51,9 @@ type Measurement struct {
 	// when either is unknown). A Replication throttles on it as it does on
 	// Lag, so that a backlog throttles within one measurement of forming.
 	Predicted time.Duration
+	// GroupReplication is set when the replica is a Group Replication
+	// (InnoDB Cluster) member, and nil otherwise.
+	GroupReplication *GroupReplicationStatus
 }
 
 // Backlog is what a replica has received (in its relay log) but not applied.
