@@ -129,7 +129,7 @@ func FuzzPerformanceSchemaLag(f *testing.F) {
 			HasWorker: true, WorkerState: worker, LastApplied: applied, LastAppliedAt: ts[3].t,
 			Applying: applying, ApplyingStarted: ts[4].t,
 		}
-		m, err := performanceSchemaLag([]performanceSchemaRow{row})
+		m, err := performanceSchemaLag([]performanceSchemaRow{row}, nil)
 		require.NoError(t, err, "one channel is a replica")
 		assert.GreaterOrEqual(t, m.Lag, time.Duration(0), "a lag is never negative")
 		if m.NotFlowing == "" {

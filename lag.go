@@ -51,6 +51,9 @@ type Measurement struct {
 	// when either is unknown). A Replication throttles on it as it does on
 	// Lag, so that a backlog throttles within one measurement of forming.
 	Predicted time.Duration
+	// GroupReplication is set when the replica is a Group Replication
+	// (InnoDB Cluster) member, and nil otherwise.
+	GroupReplication *GroupReplicationStatus
 }
 
 // Backlog is what a replica has received (in its relay log) but not applied.
@@ -151,7 +154,9 @@ func ParseFlavor(version, comment string) (Flavor, error) {
 
 // DefaultLagSource is the source Open chooses when WithLagSource is not given:
 // AuroraSource on Aurora MySQL, PerformanceSchemaSource on MySQL 8.0 and later
-// (including Percona Server), ReplicaStatusSource on MariaDB and older MySQL.
+// (including Percona Server, and Group Replication / InnoDB Cluster members,
+// which it recognises by their channels), ReplicaStatusSource on MariaDB and
+// older MySQL.
 //
 // Aurora readers do not replicate the binary log: they read the writer's
 // storage volume and lag only in applying its redo to their caches. SHOW

@@ -86,8 +86,28 @@ import (
 // a restart of the applier, until it applies one). performance_schema has no
 // byte positions: Bytes is -1.
 //
+// On a Group Replication (InnoDB Cluster) member, recognised by its
+// group_replication_applier and group_replication_recovery channels, it
+// also reads this member's row (MEMBER_ID = @@server_uuid) of
+// replication_group_members and replication_group_member_stats, and the
+// flow control variables, into Measurement.GroupReplication. A member that
+// is not ONLINE (RECOVERING, OFFLINE, ERROR, UNREACHABLE, or absent from
+// the table) reads as not flowing, naming its state. On an ONLINE member the
+// lag of group_replication_applier is measured as above without the
+// receiver checks: the group communication layer feeds that channel, so it
+// has no source connection and no heartbeats. The recovery channel, which
+// runs only during distributed recovery and is OFF on every ONLINE member,
+// is not measured. The applier channel's backlog is the member's applier
+// queue (COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE), not GTID arithmetic:
+// the group's transactions come from several members, each numbering its
+// own block of GTIDs. Channels of ordinary replication on the same member
+// are measured as on any replica. WithGroupApplierQueueLimit throttles on
+// the applier queue.
+//
 // It needs SELECT on performance_schema.replication_connection_status and
-// performance_schema.replication_applier_status_by_worker.
+// performance_schema.replication_applier_status_by_worker, and on a Group
+// Replication member on replication_group_members,
+// replication_group_member_stats, global_variables and global_status.
 func PerformanceSchemaSource() LagSource { return performanceSchemaSource{} }
 
 type performanceSchemaSource struct{}
@@ -211,7 +231,13 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 			return Measurement{}, fmt.Errorf("%w: performance_schema is OFF on this server; start it with performance_schema=ON or use ReplicaStatusSource", ErrUnavailable)
 		}
 	}
-	return performanceSchemaLag(recs)
+	var member *groupMember
+	if slices.ContainsFunc(recs, func(r performanceSchemaRow) bool { return isGroupChannel(r.Channel) }) {
+		if member, err = readGroupMember(ctx, db); err != nil {
+			return Measurement{}, err
+		}
+	}
+	return performanceSchemaLag(recs, member)
 }
 
 func performanceSchemaError(err error) error {
@@ -224,9 +250,10 @@ func performanceSchemaError(err error) error {
 	return err
 }
 
-// performanceSchemaLag computes a measurement from the query's rows. It does
-// no I/O, so recorded rows test every case.
-func performanceSchemaLag(rows []performanceSchemaRow) (Measurement, error) {
+// performanceSchemaLag computes a measurement from the query's rows, and on a
+// Group Replication member (member not nil) from its member row. It does no
+// I/O, so recorded rows test every case.
+func performanceSchemaLag(rows []performanceSchemaRow, member *groupMember) (Measurement, error) {
 	if len(rows) == 0 {
 		return Measurement{}, fmt.Errorf("%w: performance_schema.replication_connection_status has no channel", ErrNotReplica)
 	}
@@ -241,8 +268,17 @@ func performanceSchemaLag(rows []performanceSchemaRow) (Measurement, error) {
 	sort.Strings(names)
 	var m Measurement
 	lagChannel, lagFound := "", false
+	if member != nil {
+		m.GroupReplication = member.status()
+		if why := member.notFlowing(); why != "" {
+			m.NotFlowing, m.Channel = why, groupApplierChannel
+		}
+	}
 	for _, name := range names {
-		lag, why := channelLag(byChannel[name])
+		if member != nil && isGroupChannel(name) && !measureGroupChannel(name, member) {
+			continue
+		}
+		lag, why := channelLag(byChannel[name], member != nil && isGroupChannel(name))
 		if why != "" {
 			if m.NotFlowing == "" {
 				m.NotFlowing, m.Channel = why, name
@@ -256,8 +292,16 @@ func performanceSchemaLag(rows []performanceSchemaRow) (Measurement, error) {
 	if m.NotFlowing == "" {
 		m.Channel = lagChannel
 	}
-	m.Backlog = performanceSchemaBacklog(byChannel, names)
+	m.Backlog = performanceSchemaBacklog(byChannel, names, member)
 	return m, nil
+}
+
+// measureGroupChannel says whether a Group Replication channel is measured as
+// a channel: only the applier's, and only on an ONLINE member (the member
+// state is the verdict otherwise). The recovery channel is OFF on every
+// ONLINE member and is not a reason to throttle.
+func measureGroupChannel(name string, member *groupMember) bool {
+	return strings.EqualFold(name, groupApplierChannel) && member.notFlowing() == ""
 }
 
 // performanceSchemaBacklog sums the channels' pending transactions (see
@@ -266,10 +310,19 @@ func performanceSchemaLag(rows []performanceSchemaRow) (Measurement, error) {
 // sequence number the workers last applied for the source of the channel's
 // last queued transaction: it restarts when that source changes.
 // performance_schema has no byte positions: Bytes is -1.
-func performanceSchemaBacklog(byChannel map[string][]performanceSchemaRow, names []string) Backlog {
+func performanceSchemaBacklog(byChannel map[string][]performanceSchemaRow, names []string, member *groupMember) Backlog {
 	b := Backlog{Known: true, Bytes: -1, appliedBytes: -1}
 	for _, name := range names {
-		pending, applied, ok := channelPending(byChannel[name])
+		var pending, applied int64
+		var ok bool
+		switch {
+		case member != nil && strings.EqualFold(name, groupRecoveryChannel):
+			continue // distributed recovery's donor stream, not the group's
+		case member != nil && strings.EqualFold(name, groupApplierChannel):
+			pending, applied, ok = member.backlog()
+		default:
+			pending, applied, ok = channelPending(byChannel[name])
+		}
 		if !ok {
 			return unknownBacklog()
 		}
@@ -334,11 +387,13 @@ func channelPending(ws []performanceSchemaRow) (pending, highest int64, ok bool)
 
 // channelLag measures one channel from its rows (one per worker, or one with
 // HasWorker false). It returns a reason instead when the channel is not
-// flowing.
-func channelLag(ws []performanceSchemaRow) (time.Duration, string) {
+// flowing. A Group Replication channel (group) has no receiver connected to
+// a source: its receiver state and heartbeats are not checked (the member
+// state is).
+func channelLag(ws []performanceSchemaRow, group bool) (time.Duration, string) {
 	c := ws[0] // the connection columns repeat on every row
 	now := c.Now
-	if !strings.EqualFold(c.ReceiverState, "ON") {
+	if !group && !strings.EqualFold(c.ReceiverState, "ON") {
 		why := "receiver (IO) thread " + strings.ToUpper(c.ReceiverState)
 		if c.ReceiverErrNo != 0 {
 			why += fmt.Sprintf(": error %d: %s", c.ReceiverErrNo, c.ReceiverError)
@@ -441,7 +496,7 @@ func channelLag(ws []performanceSchemaRow) (time.Duration, string) {
 	}
 	lag := max(applier, receiving, queue)
 
-	if lag == 0 {
+	if lag == 0 && !group {
 		// Caught up. That is only believable while the receiver hears from
 		// the source: a transaction or a heartbeat within the limit.
 		heard := c.LastHeartbeat

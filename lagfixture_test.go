@@ -22,6 +22,9 @@ type lagWant struct {
 	Err        string `json:"err"`         // "not_replica", or a substring of the error
 	// Backlog, when present, is the backlog the measurement must carry.
 	Backlog *backlogWant `json:"backlog"`
+	// Group, when present, is the Group Replication status the measurement
+	// must carry (and absent, that it carries none).
+	Group *GroupReplicationStatus `json:"group"`
 }
 
 // backlogWant is a measurement's backlog, exactly; with Known false only
@@ -74,6 +77,7 @@ func (w lagWant) checkBacklog(t *testing.T, desc string, m Measurement) {
 	if w.Backlog != nil {
 		w.Backlog.check(t, desc, m.Backlog)
 	}
+	assert.Equal(t, w.Group, m.GroupReplication, desc)
 }
 
 // eachFixture runs run on every JSON file in dir, each decoded into a new T

@@ -19,7 +19,8 @@ var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 // (NewReplicationThrottler, NewReplicasThrottler, NewDiscovery, NewLoad,
 // NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource and
 // WithPacing to the replication throttlers only, and WithMaxWait and
-// WithName to every throttler.
+// WithName to every throttler; WithGroupApplierQueueLimit to the replication
+// throttlers.
 type Option func(*options)
 
 // optionSet is a set of options, by what they set: which a caller gave, and
@@ -34,12 +35,13 @@ const (
 	optName
 	optLagSource
 	optPacing
+	optGroupQueue
 
 	// Every throttler has a wait and a name; the polling ones a timing;
 	// the replication ones a lag source and pacing as well.
 	commonOptions      = optMaxWait | optName
 	pollingOptions     = commonOptions | optInterval | optStaleAfter | optQueryTimeout
-	replicationOptions = pollingOptions | optLagSource | optPacing
+	replicationOptions = pollingOptions | optLagSource | optPacing | optGroupQueue
 )
 
 var optionNames = []struct {
@@ -48,6 +50,7 @@ var optionNames = []struct {
 }{
 	{optInterval, "WithInterval"}, {optStaleAfter, "WithStaleAfter"}, {optQueryTimeout, "WithQueryTimeout"},
 	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
+	{optGroupQueue, "WithGroupApplierQueueLimit"},
 }
 
 type options struct {
@@ -60,6 +63,7 @@ type options struct {
 	pacing       bool
 	pacingTarget time.Duration // 0: half the tolerance
 	sharedPacer  *pacer        // set by NewReplicasThrottler and NewDiscovery for their members
+	groupQueue   int64         // WithGroupApplierQueueLimit; 0: none
 	given        optionSet
 	errs         []error
 }
@@ -140,6 +144,25 @@ func WithPacing(target time.Duration) Option {
 	return func(o *options) {
 		o.addErr(checkSpan(fmt.Sprintf("WithPacing(%v): the target lag", target), target, "half the tolerance"))
 		o.pacing, o.pacingTarget, o.given = true, target, o.given|optPacing
+	}
+}
+
+// WithGroupApplierQueueLimit makes a replication throttler also throttle a
+// Group Replication (InnoDB Cluster) member while its applier queue
+// (Measurement.GroupReplication.ApplierQueue: transactions certified but not
+// yet applied) holds at least transactions. 0 (the default) sets no limit:
+// the member throttles on its lag and its backlog's predicted lag, as any
+// replica does. A queue that grows shows before the lag does, and a bound
+// below the group's flow control applier threshold (25,000 by default)
+// keeps the bulk job, not the group's flow control, the one that slows
+// down. Replicas that are not Group Replication members have no such queue
+// and are not affected. A negative limit is an error.
+func WithGroupApplierQueueLimit(transactions int64) Option {
+	return func(o *options) {
+		if transactions < 0 {
+			o.errs = append(o.errs, fmt.Errorf("WithGroupApplierQueueLimit(%d): the applier queue limit must not be negative (0 sets no limit)", transactions))
+		}
+		o.groupQueue, o.given = transactions, o.given|optGroupQueue
 	}
 }
 

@@ -19,8 +19,10 @@ import (
 // The replica reads as throttled, with a reason from ThrottleReason, while
 // its lag is at or above the tolerance, while replication is not flowing (a
 // receiver or applier thread stopped or disconnected, an unknown lag, a
-// replica that lost its source), and while it cannot be measured (see the
-// package doc).
+// replica that lost its source, a Group Replication member that is not
+// ONLINE), with WithGroupApplierQueueLimit while a Group Replication member's
+// applier queue is at or above the limit, and while it cannot be measured
+// (see the package doc).
 //
 // Where the lag source sees the replica's backlog (what it has received but
 // not applied), the replica also throttles while the backlog's predicted lag
@@ -35,6 +37,7 @@ type Replication struct {
 	name      string
 	tolerance time.Duration
 	maxWait   time.Duration
+	queueMax  int64 // WithGroupApplierQueueLimit; 0: none
 	log       *slog.Logger
 	polling
 	lag   atomic.Int64 // nanoseconds; written by the probe
@@ -81,7 +84,7 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 		return nil, err
 	}
 	logger = o.logger(logger)
-	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, log: logger, source: o.source}
+	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: o.source}
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement"), r.probe), updating: "update lag"}
 	if o.pacing {
 		r.ctl = newPaceController(target)
@@ -169,6 +172,8 @@ func (r *Replication) verdict(m Measurement) poller.Verdict {
 		return poller.Verdict{Throttled: true, Kind: "not flowing", Reason: "replication not flowing" + where + ": " + m.NotFlowing}
 	case m.Lag >= r.tolerance:
 		return poller.Verdict{Throttled: true, Kind: "lag", Reason: fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), r.tolerance, where)}
+	case r.queueMax > 0 && m.GroupReplication != nil && m.GroupReplication.ApplierQueue >= r.queueMax:
+		return poller.Verdict{Throttled: true, Kind: "applier queue", Reason: fmt.Sprintf("group replication applier queue %d transactions >= %d", m.GroupReplication.ApplierQueue, r.queueMax)}
 	case predictionKnown(m) && m.Predicted >= r.tolerance:
 		return poller.Verdict{Throttled: true, Kind: "backlog", Reason: fmt.Sprintf("replica backlog: predicted lag %v >= %v (%s to apply%s)", roundLag(m.Predicted), r.tolerance, m.Backlog.size(), where)}
 	}
