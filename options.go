@@ -25,7 +25,7 @@ type Option func(*options)
 
 // optionSet is a set of options, by what they set: which a caller gave, and
 // which a constructor accepts.
-type optionSet uint8
+type optionSet uint32
 
 const (
 	optInterval optionSet = 1 << iota
