@@ -192,6 +192,19 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}, firstReadingClear: "LoadLimit.Rate: There is no rate until a second reading, so the variable does not throttle after Open's first reading"},
+		{name: "PurgeLag", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+			p, f := newFakePurge(t, 1000, purgeRow("1", true, false), contractOpts(maxWait)...)
+			return contractSubject{th: p, throttle: func(on bool) {
+				f.setResult(purgeRow(map[bool]string{false: "1", true: "1000"}[on], true, false))
+				_ = p.UpdateLag(context.Background())
+			}, failOpen: func(on bool) {
+				if on {
+					f.setResult(fakedbResult{err: errBoom})
+				} else {
+					f.setResult(purgeRow("1", true, false))
+				}
+			}, openErr: errBoom}
+		}},
 		{name: "Query", build: func(t *testing.T, maxWait time.Duration) contractSubject {
 			q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), contractOpts(maxWait)...)
 			return contractSubject{th: q, throttle: func(on bool) {
