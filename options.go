@@ -17,7 +17,7 @@ var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 // to it, and rejects any other by name: the timing options (WithInterval,
 // WithStaleAfter, WithQueryTimeout) apply to the throttlers that poll
 // (NewReplicationThrottler, NewReplicasThrottler, NewDiscovery, NewLoad,
-// NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource and
+// NewPurgeLag, NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource and
 // WithPacing to the replication throttlers only, and WithMaxWait and
 // WithName to every throttler; WithGroupApplierQueueLimit to the replication
 // throttlers.

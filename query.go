@@ -243,20 +243,10 @@ func queryNumber(raw any) (float64, error) {
 	return 0, queryAnswer("returned %v (%T), not a number", raw, raw)
 }
 
-// queryParse reads a decimal number as MySQL writes one ("3", "-0.50",
-// "1.5e3"): not hexadecimal, not "Inf" or "NaN", which strconv would take.
+// queryParse reads a decimal number, allowing spaces around it.
 func queryParse(s string) (float64, error) {
-	t := strings.TrimSpace(s)
-	ok := t != ""
-	for i := 0; i < len(t) && ok; i++ {
-		c := t[i]
-		ok = '0' <= c && c <= '9' || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'
-	}
-	if ok {
-		v, err := strconv.ParseFloat(t, 64)
-		if err == nil {
-			return v, nil
-		}
+	if v, ok := parseDecimal(strings.TrimSpace(s)); ok {
+		return v, nil
 	}
 	return 0, queryAnswer("returned %q, not a number", queryTruncate(s, 64))
 }
