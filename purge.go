@@ -23,16 +23,12 @@ import (
 // It reads the counter trx_rseg_history_len of
 // information_schema.INNODB_METRICS, which MariaDB (10.5+: column ENABLED)
 // and MySQL 8 (column STATUS) both have and enable by default; reading it
-// needs the PROCESS privilege. Open, the monitor, the gate and the stale
-// window are Load's; the server reads as throttled, with a reason such as
-// "history list length 123456 >= 100000", while
-//
-//   - the length is at or above the threshold;
-//   - the counter cannot be used (disabled with innodb_monitor_disable,
-//     absent, not a number): a disabled counter keeps its last value, so
-//     trusting it could hold a stale "all clear" for good. It throttles at
-//     once, and Open fails, with the statement that enables it;
-//   - no reading has succeeded for WithStaleAfter.
+// needs the PROCESS privilege. The server reads as throttled, with a reason
+// such as "history list length 123456 >= 100000", while the length is at or
+// above the threshold, and while the counter cannot be used (disabled with
+// innodb_monitor_disable, absent, not a number): a disabled counter keeps its
+// last value, so trusting it could hold a stale "all clear" for good. It
+// throttles at once, and Open fails, with the statement that enables it.
 //
 // Most callers need Open, BlockWait before each chunk, and Close.
 type PurgeLag struct {
@@ -76,12 +72,8 @@ func NewPurgeLag(db *sql.DB, maxHistory int64, logger *slog.Logger, opts ...Opti
 	return p, nil
 }
 
-// Open reads the history list length once and returns that reading's error:
-// a missing PROCESS privilege (errors.Is ErrAccessDenied), a server without
-// the counter (ErrUnavailable) or with the counter disabled is a
-// configuration error to see at start. It then starts the monitor, which
-// runs until Close or until ctx is done. A failed Open may be retried; a
-// second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
+// Open fails on a missing PROCESS privilege (errors.Is ErrAccessDenied), a
+// server without the counter (ErrUnavailable) or with the counter disabled.
 func (p *PurgeLag) Open(ctx context.Context) error {
 	if err := p.poll.Open(ctx); err != nil {
 		return fmt.Errorf("throttler: open: %w", err)
@@ -132,8 +124,6 @@ func (p *PurgeLag) read(ctx context.Context, q querier) (int64, error) {
 	return n, nil
 }
 
-// Close stops the monitor, waits for it to exit, and releases every blocked
-// BlockWait. It is idempotent and always returns nil.
 func (p *PurgeLag) Close() error {
 	p.poll.Close()
 	return nil
