@@ -32,8 +32,9 @@ import (
 type contractRow struct {
 	name string
 	// build returns a fresh, unopened throttler whose per-call cap is
-	// maxWait (0: none), closed at the test's end, with its levers.
-	build func(t *testing.T, maxWait time.Duration) contractSubject
+	// maxWait (0: none), with the options more (WithOnChange), closed at
+	// the test's end, with its levers.
+	build func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject
 
 	// Exemptions: each is the doc sentence that allows it, "" for none.
 
@@ -105,41 +106,42 @@ func closeAtEnd(t *testing.T, th Throttler) {
 
 func contractRows() []contractRow {
 	return []contractRow{
-		{name: "Replication", build: func(t *testing.T, maxWait time.Duration) contractSubject {
-			r, src := newFake(t, time.Second, Measurement{}, contractOpts(maxWait)...)
+		{name: "Replication", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			r, src := newFake(t, time.Second, Measurement{}, append(contractOpts(maxWait), more...)...)
 			closeAtEnd(t, r)
 			return contractSubject{th: r, throttle: lagLever(src, r), failOpen: errLever(src), openErr: errBoom}
 		}},
-		{name: "Multi", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+		{name: "Multi", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			a, srcA := newFake(t, time.Second, Measurement{}, contractOpts(maxWait)...)
 			b, srcB := newFake(t, time.Second, Measurement{}, contractOpts(maxWait)...)
 			m := NewMulti(a, b)
+			m.SetOnChange("", onChangeOf(more))
 			closeAtEnd(t, m)
 			return contractSubject{th: m, throttle: lagLever(srcA, m), failOpen: errLever(srcB), openErr: errBoom}
 		}},
-		{name: "NewReplicasThrottler", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+		{name: "NewReplicasThrottler", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			src := &fakeSource{}
 			m, err := NewReplicasThrottler(map[string]*sql.DB{"r1": fakeDB, "r2": fakeDB}, time.Second, nil,
-				append(contractOpts(maxWait), WithLagSource(src))...)
+				append(contractOpts(maxWait), append(more, WithLagSource(src))...)...)
 			require.NoError(t, err)
 			closeAtEnd(t, m)
 			return contractSubject{th: m, throttle: lagLever(src, m), failOpen: errLever(src), openErr: errBoom}
 		}},
-		{name: "Discovery/lagging member", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+		{name: "Discovery/lagging member", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			fl := newContractFleet(t)
-			d := fl.discovery(t, maxWait)
+			d := fl.discovery(t, maxWait, more...)
 			return contractSubject{th: d, throttle: lagLever(fl.src, d), failOpen: fl.failListing, openErr: errBoom}
 		}},
-		{name: "Discovery/member that cannot be opened", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+		{name: "Discovery/member that cannot be opened", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			fl := newContractFleet(t)
-			d := fl.discovery(t, maxWait)
+			d := fl.discovery(t, maxWait, more...)
 			return contractSubject{th: d, throttle: func(on bool) {
 				fl.addBroken(on)
 				_ = d.UpdateLag(context.Background())
 			}, failOpen: fl.failListing, openErr: errBoom}
 		}},
-		{name: "Load", build: func(t *testing.T, maxWait time.Duration) contractSubject {
-			l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), contractOpts(maxWait)...)
+		{name: "Load", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			l, f := newFakeLoad(t, LoadConfig{Threshold: 10}, loadRunning("1"), append(contractOpts(maxWait), more...)...)
 			return contractSubject{th: l, throttle: func(on bool) {
 				f.setStatus(loadRunning(map[bool]string{false: "1", true: "10"}[on]))
 				_ = l.UpdateLag(context.Background())
@@ -151,7 +153,7 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}},
-		{name: "Load/rate", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+		{name: "Load/rate", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			// A counter of nanoseconds paused that grows with the clock
 			// (the fake one in bubbles, the real one in noSpin) while
 			// on: 1e9/s, or stands still: 0/s. The monitor polls every
@@ -173,7 +175,7 @@ func contractRows() []contractRow {
 				defer mu.Unlock()
 				return map[string]string{"wsrep_flow_control_paused_ns": fmt.Sprint(value())}
 			}
-			opts := append(contractOpts(maxWait), WithInterval(minPeriod))
+			opts := append(contractOpts(maxWait), append(more, WithInterval(minPeriod))...)
 			l, f := newFakeLoad(t, LoadConfig{Variable: "wsrep_flow_control_paused_ns", Rate: true, Threshold: 5e8}, nil, opts...)
 			f.setStatusFunc(status)
 			return contractSubject{th: l, throttle: func(on bool) {
@@ -192,8 +194,8 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}, firstReadingClear: "LoadLimit.Rate: There is no rate until a second reading, so the variable does not throttle after Open's first reading"},
-		{name: "PurgeLag", build: func(t *testing.T, maxWait time.Duration) contractSubject {
-			p, f := newFakePurge(t, 1000, purgeRow("1", true, false), contractOpts(maxWait)...)
+		{name: "PurgeLag", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			p, f := newFakePurge(t, 1000, purgeRow("1", true, false), append(contractOpts(maxWait), more...)...)
 			return contractSubject{th: p, throttle: func(on bool) {
 				f.setResult(purgeRow(map[bool]string{false: "1", true: "1000"}[on], true, false))
 				_ = p.UpdateLag(context.Background())
@@ -205,8 +207,8 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}},
-		{name: "Query", build: func(t *testing.T, maxWait time.Duration) contractSubject {
-			q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), contractOpts(maxWait)...)
+		{name: "Query", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), append(contractOpts(maxWait), more...)...)
 			return contractSubject{th: q, throttle: func(on bool) {
 				f.setValue(map[bool]int64{false: 0, true: 1}[on])
 				_ = q.UpdateLag(context.Background())
@@ -218,7 +220,7 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}},
-		{name: "HTTP", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+		{name: "HTTP", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			var status atomic.Int32
 			var broken atomic.Bool
 			status.Store(http.StatusOK)
@@ -231,7 +233,7 @@ func contractRows() []contractRow {
 				return &http.Response{StatusCode: code, Status: fmt.Sprintf("%d %s", code, http.StatusText(code)),
 					Body: io.NopCloser(strings.NewReader("")), Header: http.Header{}, Request: r}, nil
 			})
-			h, err := NewHTTP(HTTPConfig{URL: "http://freno.invalid/check/myapp/mysql/main", Client: &http.Client{Transport: rt}}, nil, contractOpts(maxWait)...)
+			h, err := NewHTTP(HTTPConfig{URL: "http://freno.invalid/check/myapp/mysql/main", Client: &http.Client{Transport: rt}}, nil, append(contractOpts(maxWait), more...)...)
 			require.NoError(t, err)
 			closeAtEnd(t, h)
 			return contractSubject{th: h, throttle: func(on bool) {
@@ -240,14 +242,14 @@ func contractRows() []contractRow {
 			}, failOpen: broken.Store, openErr: errBoom}
 		}},
 		{name: "Schedule", clockDriven: "Schedule: a Schedule is driven by the clock (BlockWait: inside a window it blocks until the window ends)",
-			build: func(t *testing.T, maxWait time.Duration) contractSubject {
+			build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 				// synctest's clock starts at midnight UTC: ten-minute
 				// windows every twenty minutes, for a day.
 				var windows []Window
 				for m := 10; m+10 < 24*60; m += 20 {
 					windows = append(windows, Window{Start: fmt.Sprintf("%02d:%02d", m/60, m%60), End: fmt.Sprintf("%02d:%02d", (m+10)/60, (m+10)%60)})
 				}
-				s, err := NewSchedule(ScheduleConfig{TimeZone: "UTC", Windows: windows}, nil, WithMaxWait(maxWait))
+				s, err := NewSchedule(ScheduleConfig{TimeZone: "UTC", Windows: windows}, nil, append(more, WithMaxWait(maxWait))...)
 				require.NoError(t, err)
 				closeAtEnd(t, s)
 				return contractSubject{th: s, throttle: func(on bool) {
@@ -259,8 +261,8 @@ func contractRows() []contractRow {
 			},
 			updateLagNil: "Schedule.UpdateLag: There is nothing to measure: it returns nil, and does nothing unless the schedule is open.",
 		},
-		{name: "Pause/manual", build: func(t *testing.T, maxWait time.Duration) contractSubject {
-			p := newTestPause(t, PauseConfig{}, WithMaxWait(maxWait))
+		{name: "Pause/manual", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			p := newTestPause(t, PauseConfig{}, append(more, WithMaxWait(maxWait))...)
 			return contractSubject{th: p, throttle: func(on bool) {
 				if on {
 					p.Pause("contract")
@@ -269,11 +271,11 @@ func contractRows() []contractRow {
 				}
 			}}
 		}, updateLagNil: "Pause.UpdateLag: Without a flag file there is nothing to check and it returns nil."},
-		{name: "Pause/flag file", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+		{name: "Pause/flag file", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			dir := filepath.Join(t.TempDir(), "dir")
 			require.NoError(t, os.Mkdir(dir, 0o700))
 			flag := filepath.Join(dir, "flag")
-			p := newTestPause(t, PauseConfig{FlagFile: flag}, contractOpts(maxWait)...)
+			p := newTestPause(t, PauseConfig{FlagFile: flag}, append(contractOpts(maxWait), more...)...)
 			return contractSubject{th: p, throttle: func(on bool) {
 				if on {
 					_ = os.WriteFile(flag, nil, 0o600)
@@ -290,8 +292,8 @@ func contractRows() []contractRow {
 				}
 			}, openErr: syscall.ENOTDIR}
 		}},
-		{name: "Mock", build: func(t *testing.T, maxWait time.Duration) contractSubject {
-			m := &Mock{BlockTime: maxWait}
+		{name: "Mock", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			m := &Mock{BlockTime: maxWait, OnChange: onChangeOf(more)}
 			if maxWait == 0 {
 				m.BlockTime = 24 * time.Hour // the Mock always has a cap: one longer than any test
 			}
@@ -305,10 +307,20 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}, needsNoOpen: "Mock: It needs no database and no Open. (SetError makes Open and UpdateLag return err.)"},
-		{name: "Noop", build: func(*testing.T, time.Duration) contractSubject {
+		{name: "Noop", build: func(*testing.T, time.Duration, ...Option) contractSubject {
 			return contractSubject{th: Noop{}}
 		}, neverThrottles: "Noop never throttles. Every method returns at once; Open and Close may be called any number of times."},
 	}
+}
+
+// onChangeOf is WithOnChange's callback among opts, for the rows that take
+// it otherwise (Multi's SetOnChange, Mock's field).
+func onChangeOf(opts []Option) func(Change) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o.onChange
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -335,11 +347,11 @@ func newContractFleet(t *testing.T) *contractFleet {
 	return fl
 }
 
-func (fl *contractFleet) discovery(t *testing.T, maxWait time.Duration) *Discovery {
+func (fl *contractFleet) discovery(t *testing.T, maxWait time.Duration, more ...Option) *Discovery {
 	primary := fl.primary.open()
 	t.Cleanup(func() { _ = primary.Close() })
 	d, err := NewDiscovery(primary, time.Second, DiscoveryConfig{DSNTemplate: "fake://{{.Host}}:{{.Port}}", Every: time.Hour, OpenDB: fl.open}, nil,
-		append(contractOpts(maxWait), WithLagSource(fl.src))...)
+		append(contractOpts(maxWait), append(more, WithLagSource(fl.src))...)...)
 	require.NoError(t, err)
 	closeAtEnd(t, d)
 	return d
@@ -408,13 +420,6 @@ func returned(done <-chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-func reasonOf(th Throttler) string {
-	if r, ok := th.(Reasoner); ok {
-		return r.ThrottleReason()
-	}
-	return ""
 }
 
 // TestContract runs every clause against every row.
@@ -600,12 +605,111 @@ func TestContract(t *testing.T) {
 			require.NoError(t, s.th.Open(ctx))
 			assert.NoError(t, s.th.UpdateLag(ctx))
 		}},
+		{"Stats account for every state since Open, and freeze once released", func(t *testing.T, row contractRow) {
+			s := row.build(t, time.Second)
+			sr, ok := s.th.(StatsReporter)
+			require.True(t, ok, "every throttler has Stats")
+			require.NoError(t, s.th.Open(ctx))
+			st := sr.Stats()
+			assert.False(t, st.Throttled)
+			assert.Zero(t, st.Episodes)
+			assert.Zero(t, st.ThrottledTotal)
+
+			a := time.Now() // the lever may move the clock (Schedule, Load/rate)
+			s.throttle(true)
+			b := time.Now()
+			require.True(t, s.th.IsThrottled())
+			done := contractWaiters(ctx, s.th, 1)
+			time.Sleep(time.Second + 10*time.Millisecond) // past the cap
+			require.True(t, returned(done))
+			st = sr.Stats()
+			assert.True(t, st.Throttled)
+			assert.NotEmpty(t, st.Kind)
+			assert.Equal(t, reasonOf(s.th), st.Reason)
+			assert.Equal(t, int64(1), st.Episodes)
+			assert.GreaterOrEqual(t, st.ThrottledTotal, time.Since(b))
+			assert.LessOrEqual(t, st.ThrottledTotal, time.Since(a))
+			var byKind time.Duration
+			for _, d := range st.ThrottledByKind {
+				byKind += d
+			}
+			assert.Equal(t, st.ThrottledTotal, byKind, "the kinds split the total")
+			assert.Equal(t, int64(1), st.Waits)
+			assert.Equal(t, int64(1), st.MaxWaits)
+			assert.InDelta(t, time.Second, st.WaitedTotal, float64(10*time.Millisecond))
+			if s.failOpen != nil && row.needsNoOpen == "" {
+				assert.Positive(t, st.Measurements, "Open's and the levers' measurements")
+				assert.False(t, st.LastMeasurement.IsZero())
+			}
+
+			c0 := time.Now()
+			s.throttle(false)
+			c := time.Now()
+			st = sr.Stats()
+			assert.False(t, st.Throttled)
+			assert.False(t, st.Since.Before(c0) || st.Since.After(c), "the clear period began with the lever: %v", st.Since)
+			total := st.ThrottledTotal
+			time.Sleep(time.Second)
+			assert.Equal(t, total, sr.Stats().ThrottledTotal, "a clear period adds nothing")
+			s.throttle(true)
+			assert.Equal(t, int64(2), sr.Stats().Episodes)
+
+			require.NoError(t, s.th.Close())
+			frozen := sr.Stats()
+			assert.True(t, frozen.Released)
+			assert.False(t, frozen.Throttled)
+			time.Sleep(time.Minute)
+			assert.Equal(t, frozen, sr.Stats(), "frozen, not reset")
+		}},
+		{"WithOnChange reports each change once, in order, and waits for no one", func(t *testing.T, row contractRow) {
+			var mu sync.Mutex
+			var got []Change
+			hold := make(chan struct{})
+			s := row.build(t, 0, WithOnChange(func(c Change) {
+				<-hold // a callback that blocks delays nothing but the next callback
+				mu.Lock()
+				got = append(got, c)
+				mu.Unlock()
+			}))
+			require.NoError(t, s.th.Open(ctx))
+			s.throttle(true)
+			s.throttle(true) // the same state again: no change
+			require.True(t, s.th.IsThrottled(), "the blocked callback does not hold the state")
+			done := contractWaiters(ctx, s.th, 10)
+			require.False(t, returned(done))
+			s.throttle(false)
+			assert.True(t, returned(done), "nor the waiters")
+			assert.False(t, s.th.IsThrottled())
+			s.throttle(true)
+			require.NoError(t, s.th.Close(), "nor Close")
+			close(hold)
+			synctest.Wait()
+
+			mu.Lock()
+			defer mu.Unlock()
+			require.Len(t, got, 4, "throttled, clear, throttled, released: %+v", got)
+			for i, want := range []bool{true, false, true, false} {
+				assert.Equal(t, want, got[i].Throttled, "change %d", i)
+				assert.Equal(t, i == 3, got[i].Released, "change %d", i)
+				assert.Equal(t, want, got[i].Kind != "", "change %d: %q", i, got[i].Kind)
+				assert.NotEmpty(t, got[i].Throttler)
+				if i > 0 {
+					assert.Equal(t, got[i-1].Kind, got[i].PreviousKind, "change %d", i)
+					assert.Equal(t, got[i].At.Sub(got[i-1].At), got[i].Previous, "change %d", i)
+					assert.False(t, got[i].At.Before(got[i-1].At), "in order")
+				}
+			}
+			if str, ok := s.th.(fmt.Stringer); ok {
+				assert.Equal(t, str.String(), got[0].Throttler)
+			}
+		}},
 	}
 	for _, row := range contractRows() {
 		t.Run(row.name, func(t *testing.T) {
 			if row.neverThrottles != "" {
 				t.Run("never throttles", func(t *testing.T) {
 					s := row.build(t, 0)
+					assert.Equal(t, Stats{}, s.th.(StatsReporter).Stats())
 					for range 2 {
 						require.NoError(t, s.th.Open(ctx))
 						assert.False(t, s.th.IsThrottled())

@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -195,6 +196,8 @@ func NewDiscovery(primary *sql.DB, lagTolerance time.Duration, cfg DiscoveryConf
 		d.log = d.log.With("throttler", d.name)
 	}
 	d.life = lifecycle.Runner{Gate: &d.gate, Log: d.log, OnEnd: d.release}
+	// The members log their own changes; the Discovery's are notified.
+	d.gate.Observe(nil, o.notifier(d.name))
 	return d, nil
 }
 
@@ -345,10 +348,12 @@ func (d *Discovery) paceWait(ctx context.Context) error {
 	return paceError(d.pace.wait(ctx, d.o.maxWait), s != nil && s.released || d.gate.Released())
 }
 
-func (d *Discovery) waitClear(ctx context.Context) error {
+func (d *Discovery) waitClear(ctx context.Context) (err error) {
 	if s := d.cur.Load(); s == nil || !s.released && !s.throttled() {
 		return nil
 	}
+	start := time.Now()
+	defer func() { d.gate.CountWait(start, err) }()
 	var deadline time.Time // one cap for the whole wait, whatever it waits on
 	if d.o.maxWait > 0 {
 		deadline = time.Now().Add(d.o.maxWait)
@@ -446,25 +451,32 @@ func (d *Discovery) ThrottleReason() string {
 	if s == nil || s.released || d.gate.Released() {
 		return ""
 	}
+	_, reason := s.verdict()
+	return reason
+}
+
+// verdict names every throttling member of s and its reason, each member's
+// state read at once; kind is the first one's ("cannot be watched" for a
+// failed member), "" when none throttles.
+func (s *discoverySet) verdict() (kind, reason string) {
 	var b strings.Builder
 	for _, e := range s.entries {
-		reason := e.failure
+		k, why := "cannot be watched", e.failure
 		if e.r != nil {
-			if !e.r.IsThrottled() {
+			var throttled bool
+			if throttled, k, why = e.r.poll.Gate().State(); !throttled {
 				continue
 			}
-			if reason = e.r.ThrottleReason(); reason == "" {
-				continue // cleared since IsThrottled looked
-			}
 		}
+		kind = cmp.Or(kind, k)
 		if b.Len() > 0 {
 			b.WriteString("; ")
 		}
 		b.WriteString(e.label)
 		b.WriteString(": ")
-		b.WriteString(reason)
+		b.WriteString(why)
 	}
-	return b.String()
+	return kind, b.String()
 }
 
 // Lag is the largest lag last measured on a watched member; 0 when none.
@@ -491,6 +503,25 @@ func (d *Discovery) Replicas() []string {
 
 // String is the name given with WithName, or "replica discovery".
 func (d *Discovery) String() string { return d.name }
+
+// Stats is what the Discovery has done since Open (see Stats): its own
+// state and waits, and the measurements of every member it watches now.
+func (d *Discovery) Stats() Stats {
+	var ok, failed int64
+	var last time.Time
+	if s := d.cur.Load(); s != nil {
+		for _, r := range s.watched {
+			o, f, l := r.poll.Counts()
+			ok, failed = ok+o, failed+f
+			if l.After(last) {
+				last = l
+			}
+		}
+	}
+	return statsOf(d.gate.Ledger(), ok, failed, last)
+}
+
+func (d *Discovery) stateGate() *gate.Gate { return &d.gate }
 
 var (
 	_ Throttler   = (*Discovery)(nil)

@@ -250,12 +250,13 @@ func (d *Discovery) openMember(mctx context.Context, m *discoveryMember) {
 		m.db = db
 	}
 	if m.r == nil {
-		opts := append(d.opts, WithName(m.host.name()))
+		opts := append(d.opts, WithName(m.host.name()), withoutOnChange())
 		r, err := NewReplicationThrottler(m.db, d.tolerance, d.baseLog, opts...)
 		if err != nil {
 			m.err = err
 			return
 		}
+		r.poll.Gate().Watch(d.refresh)
 		m.r = r
 	}
 	if err := m.r.Open(mctx); err != nil {
@@ -320,12 +321,28 @@ func (d *Discovery) publish() {
 	// A failed snapshot throttles before waiters see it, and a clear one
 	// wakes them after, so that a waiter never waits on a stale verdict.
 	if s.failed {
-		d.gate.Set(true, "a member cannot be watched")
+		d.judge(s)
 		d.cur.Store(s)
 	} else {
 		d.cur.Store(s)
-		d.gate.Set(false, "")
+		d.judge(s)
 	}
+}
+
+// refresh publishes the Discovery's state after a member's changed.
+func (d *Discovery) refresh() {
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	if s := d.cur.Load(); s != nil && !d.stopped {
+		d.judge(s)
+	}
+}
+
+// judge publishes snapshot s's state to the gate: throttled while a member
+// cannot be watched or any watched member throttles. Caller holds pubMu.
+func (d *Discovery) judge(s *discoverySet) {
+	kind, reason := s.verdict()
+	d.gate.Set(kind != "", kind, reason)
 }
 
 // sameAs reports whether t shows the same members in the same states.

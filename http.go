@@ -167,7 +167,7 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 		h.header.Del("Host")
 	}
 	h.log = logger.With("url", h.shown)
-	h.polling = polling{poll: poller.New(o.pollerConfig(h.log, "answer"), h.probe), updating: "update"}
+	h.polling = polling{poll: poller.New(o.pollerConfig(h.log, "answer", "HTTP"), h.probe), updating: "update"}
 	return h, nil
 }
 

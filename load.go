@@ -178,7 +178,7 @@ func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*
 		rateWindow:  o.interval / 2,
 		criticalFor: cfg.CriticalFor,
 	}
-	l.polling = polling{poll: poller.New(o.pollerConfig(logger, "status reading"), l.probe), updating: "update load"}
+	l.polling = polling{poll: poller.New(o.pollerConfig(logger, "status reading", "load"), l.probe), updating: "update load"}
 	return l, nil
 }
 

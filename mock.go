@@ -25,6 +25,9 @@ type Mock struct {
 	// Reason is what ThrottleReason reports while throttled; "" means
 	// "mock: throttled".
 	Reason string
+	// OnChange, if set, is called as WithOnChange's callback is. Set it
+	// before first use.
+	OnChange func(Change)
 
 	once   sync.Once
 	gate   gate.Gate
@@ -35,7 +38,10 @@ type Mock struct {
 }
 
 func (m *Mock) init() {
-	m.once.Do(func() { m.gate.Set(true, m.reason()) })
+	m.once.Do(func() {
+		m.gate.Observe(nil, options{onChange: m.OnChange}.notifier("mock"))
+		m.gate.Set(true, "mock", m.reason())
+	})
 }
 
 func (m *Mock) reason() string {
@@ -49,7 +55,7 @@ func (m *Mock) reason() string {
 // wakes every blocked BlockWait. It has no effect after Close.
 func (m *Mock) SetThrottled(throttled bool) {
 	m.init()
-	m.gate.Set(throttled, m.reason())
+	m.gate.Set(throttled, "mock", m.reason())
 }
 
 // SetError makes Open and UpdateLag return err (nil to stop).
@@ -74,6 +80,7 @@ func (m *Mock) Open(context.Context) error {
 	if !m.opened.CompareAndSwap(false, true) {
 		return ErrAlreadyOpen
 	}
+	m.gate.Account()
 	return nil
 }
 
@@ -115,6 +122,18 @@ func (m *Mock) Wait(ctx context.Context) error {
 
 // UpdateLag returns the error set with SetError.
 func (m *Mock) UpdateLag(context.Context) error { return m.getErr() }
+
+// Stats is what the mock has done since Open (see Stats); it measures
+// nothing.
+func (m *Mock) Stats() Stats {
+	m.init()
+	return statsOf(m.gate.Ledger(), 0, 0, time.Time{})
+}
+
+func (m *Mock) stateGate() *gate.Gate {
+	m.init()
+	return &m.gate
+}
 
 // ThrottleReason is Reason (or "mock: throttled") while throttled, else "".
 func (m *Mock) ThrottleReason() string {

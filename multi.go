@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -42,11 +43,16 @@ type Multi struct {
 	// no child anything but Close.
 	invalid error
 
-	// life is the Multi's lifecycle: its gate, never throttled, reads as
-	// released once the Multi is (Close, or the end of the context of the
-	// Open that succeeded), and its end cancels kidsCtx.
-	life     lifecycle.Runner
-	released gate.Gate
+	// life is the Multi's lifecycle: its gate reads as released once the
+	// Multi is (Close, or the end of the context of the Open that
+	// succeeded), and its end cancels kidsCtx.
+	life lifecycle.Runner
+	// gate holds the combined state for Stats and OnChange, recomputed
+	// (refresh) whenever a child of this package changes; IsThrottled
+	// still asks the children, which may be of any kind.
+	gate      gate.Gate
+	refreshMu sync.Mutex
+	name      string
 
 	mu   sync.Mutex // guards kids
 	kids []multiKid
@@ -100,7 +106,7 @@ type pacedThrottler interface {
 func NewMulti(ts ...Throttler) *Multi {
 	m := &Multi{children: ts, names: make([]string, len(ts)), kids: make([]multiKid, len(ts))}
 	m.kidsCtx, m.kidsCancel = context.WithCancel(context.Background())
-	m.life.Gate, m.life.OnEnd = &m.released, m.kidsCancel
+	m.life.Gate, m.life.OnEnd = &m.gate, m.kidsCancel
 	seen := make(map[string]int, len(ts))
 	for i, t := range ts {
 		if isNil(t) {
@@ -123,8 +129,95 @@ func NewMulti(ts ...Throttler) *Multi {
 			m.names[i] = fmt.Sprintf("%s #%d", name, i+1)
 		}
 	}
+	if m.invalid == nil {
+		for _, t := range ts {
+			if o, ok := t.(observable); ok {
+				o.stateGate().Watch(m.refresh)
+			}
+		}
+	}
+	m.name = "multi"
 	return m
 }
+
+// observable is a throttler of this package: a Multi watches its gate to
+// keep its own state (Stats, OnChange) without polling.
+type observable interface{ stateGate() *gate.Gate }
+
+// SetOnChange calls f once per change of the Multi's combined state, as
+// WithOnChange does for the other throttlers (name is the Multi's name in
+// each Change; "" keeps "multi"). The Multi follows its children of this
+// package as they change; a child of another kind is looked at when a
+// change, a wait or Stats comes. Call it before Open.
+func (m *Multi) SetOnChange(name string, f func(Change)) {
+	if name != "" {
+		m.name = name
+	}
+	m.gate.Observe(nil, options{onChange: f}.notifier(m.name))
+}
+
+// refresh publishes the combined state of the children.
+func (m *Multi) refresh() {
+	m.refreshMu.Lock()
+	defer m.refreshMu.Unlock()
+	if m.ended() {
+		return
+	}
+	// Each child's state is read at once, so that a child clearing
+	// meanwhile is either throttled with its reason or clear.
+	kind := ""
+	var b strings.Builder
+	for i, t := range m.children {
+		throttled, k, reason := false, "throttled", ""
+		if o, ok := t.(observable); ok {
+			throttled, k, reason = o.stateGate().State()
+		} else if throttled = t.IsThrottled(); throttled {
+			reason = reasonOf(t)
+		}
+		if !throttled {
+			continue
+		}
+		kind = cmp.Or(kind, k)
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(m.names[i])
+		b.WriteString(": ")
+		b.WriteString(cmp.Or(reason, "throttled"))
+	}
+	m.gate.Set(kind != "", kind, b.String())
+}
+
+// reasonOf is t's ThrottleReason, or "" when it has none.
+func reasonOf(t Throttler) string {
+	if r, ok := t.(Reasoner); ok {
+		return r.ThrottleReason()
+	}
+	return ""
+}
+
+// Stats is what the Multi has done since Open (see Stats): its combined
+// state and its own waits, and the measurements of its children, summed.
+func (m *Multi) Stats() Stats {
+	if m.invalid != nil {
+		return Stats{}
+	}
+	m.refresh()
+	st := statsOf(m.gate.Ledger(), 0, 0, time.Time{})
+	for _, t := range m.children {
+		if r, ok := t.(StatsReporter); ok {
+			c := r.Stats()
+			st.Measurements += c.Measurements
+			st.Errors += c.Errors
+			if c.LastMeasurement.After(st.LastMeasurement) {
+				st.LastMeasurement = c.LastMeasurement
+			}
+		}
+	}
+	return st
+}
+
+func (m *Multi) stateGate() *gate.Gate { return &m.gate }
 
 // isNil reports whether t is nil or holds a nil pointer (or func). A typed
 // nil compares unequal to nil inside an interface, and its methods panic on
@@ -288,7 +381,7 @@ func (m *Multi) Close() error {
 // ended reports whether the Multi is released for good: Close was called or
 // the context of the Open that succeeded is done. It takes no lock and
 // allocates nothing.
-func (m *Multi) ended() bool { return m.released.Released() }
+func (m *Multi) ended() bool { return m.gate.Released() }
 
 // IsThrottled reports whether any child is throttled. It asks each child's
 // IsThrottled, so it does no I/O and no allocation when they do none; it is
@@ -350,11 +443,22 @@ func (m *Multi) paceWait(ctx context.Context) error {
 	return nil
 }
 
-func (m *Multi) waitClear(ctx context.Context) error {
+func (m *Multi) waitClear(ctx context.Context) (err error) {
+	var blocked bool
+	var start time.Time
+	defer func() {
+		if blocked {
+			m.refresh() // a child of another kind may have changed
+			m.gate.CountWait(start, err)
+		}
+	}()
 	for {
 		throttled := m.throttledChildren()
 		if len(throttled) == 0 {
 			return nil
+		}
+		if !blocked {
+			blocked, start = true, time.Now()
 		}
 		if m.ended() { // whatever a child says, the Multi is released
 			return ErrClosed
@@ -487,6 +591,9 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 		pace = newPacer()
 		opts = append(opts[:len(opts):len(opts)], withSharedPacer(pace))
 	}
+	if o.onChange != nil { // the set's changes, not each replica's
+		opts = append(opts[:len(opts):len(opts)], withoutOnChange())
+	}
 	for _, name := range names {
 		r, err := NewReplicationThrottler(replicas[name], lagTolerance, logger, append(opts[:len(opts):len(opts)], WithName(name))...)
 		if err != nil {
@@ -500,5 +607,8 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 	}
 	m := NewMulti(ts...)
 	m.pace, m.paceMaxWait = pace, o.maxWait
+	if o.onChange != nil {
+		m.SetOnChange("replicas", o.onChange)
+	}
 	return m, nil
 }

@@ -30,3 +30,6 @@ func (Noop) ThrottleReason() string { return "" }
 
 // Lag returns 0.
 func (Noop) Lag() time.Duration { return 0 }
+
+// Stats is the zero Stats: a Noop does nothing worth counting.
+func (Noop) Stats() Stats { return Stats{} }

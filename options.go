@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,10 +37,11 @@ const (
 	optLagSource
 	optPacing
 	optGroupQueue
+	optOnChange
 
 	// Every throttler has a wait and a name; the polling ones a timing;
 	// the replication ones a lag source and pacing as well.
-	commonOptions      = optMaxWait | optName
+	commonOptions      = optMaxWait | optName | optOnChange
 	pollingOptions     = commonOptions | optInterval | optStaleAfter | optQueryTimeout
 	replicationOptions = pollingOptions | optLagSource | optPacing | optGroupQueue
 )
@@ -50,7 +52,7 @@ var optionNames = []struct {
 }{
 	{optInterval, "WithInterval"}, {optStaleAfter, "WithStaleAfter"}, {optQueryTimeout, "WithQueryTimeout"},
 	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
-	{optGroupQueue, "WithGroupApplierQueueLimit"},
+	{optGroupQueue, "WithGroupApplierQueueLimit"}, {optOnChange, "WithOnChange"},
 }
 
 type options struct {
@@ -64,6 +66,7 @@ type options struct {
 	pacingTarget time.Duration // 0: half the tolerance
 	sharedPacer  *pacer        // set by NewReplicasThrottler and NewDiscovery for their members
 	groupQueue   int64         // WithGroupApplierQueueLimit; 0: none
+	onChange     func(Change)
 	given        optionSet
 	errs         []error
 }
@@ -241,6 +244,10 @@ func configError(problems []error) error {
 	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(problems...))
 }
 
+// withoutOnChange drops WithOnChange's callback: the members of a replica
+// set report nothing of their own, the set does.
+func withoutOnChange() Option { return func(o *options) { o.onChange = nil } }
+
 // logger is l (a discard logger when nil) with the throttler's name attached.
 func (o options) logger(l *slog.Logger) *slog.Logger {
 	if l == nil {
@@ -260,8 +267,11 @@ func (o options) fastInterval() time.Duration {
 	return min(o.interval, max(o.interval/10, 50*time.Millisecond))
 }
 
-func (o options) pollerConfig(logger *slog.Logger, what string) poller.Config {
+// pollerConfig is the poller's configuration; defaultName is the throttler's
+// name when WithName gave none, for its Changes.
+func (o options) pollerConfig(logger *slog.Logger, what, defaultName string) poller.Config {
 	return poller.Config{
+		Notify:       o.notifier(cmp.Or(o.name, defaultName)),
 		Interval:     o.interval,
 		FastInterval: o.fastInterval(),
 		StaleAfter:   o.staleAfter,

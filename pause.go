@@ -15,14 +15,13 @@ import (
 	"github.com/throttlekit/throttler/internal/poller"
 )
 
-// Pause throttles on an operator's word: while Pause is in effect (an
-// operator's command, a control server's endpoint, a chat-ops bot), or while
-// a flag file exists (gh-ost's --throttle-flag-file: `touch` it to pause,
-// `rm` it to resume).
+// Pause throttles on an operator's word: while Pause (or PauseFor, until it
+// expires) is in effect (an operator's command, a control server's endpoint,
+// a chat-ops bot), or while a flag file exists (gh-ost's
+// --throttle-flag-file: `touch` it to pause, `rm` it to resume).
 //
-// The two signals are kept apart and combined on read: Pause and Resume
-// publish the manual state at once, with no I/O, and Resume wakes every
-// blocked BlockWait the moment it is called unless the flag file also
+// Pause, PauseFor and Resume publish at once, with no I/O, and Resume wakes
+// every blocked BlockWait the moment it is called unless the flag file also
 // throttles. The flag file, when configured, is checked by one monitor
 // goroutine every WithInterval (os.Stat): a file that exists throttles; one
 // that does not exist does not; a file that cannot be checked (a permission
@@ -31,24 +30,29 @@ import (
 // can see is not a flag anybody removed. With no flag file there is no
 // goroutine at all.
 //
-// Pause and Resume may be called before Open (the state is remembered and
-// takes effect at Open) and have no effect once the throttler is released.
+// Pause, PauseFor and Resume may be called before Open (the state is
+// remembered and takes effect at Open) and have no effect once the throttler
+// is released.
 //
-// Callers that copy use BlockWait before each chunk; operators use Pause and
-// Resume.
+// Callers that copy use BlockWait before each chunk; operators use Pause,
+// PauseFor and Resume.
 type Pause struct {
 	name     string // WithName's, or ""
 	flagFile string
 	log      *slog.Logger
 	maxWait  time.Duration
 
-	manual gate.Gate      // the manual pause, published by Pause, Resume and Open
-	poll   *poller.Poller // the flag file; nil when there is none
-	life   lifecycle.Runner
+	// gate is the Pause's state: throttled while the manual pause or the
+	// flag file throttles, recomputed (refresh) whenever either changes.
+	gate gate.Gate
+	poll *poller.Poller // the flag file; nil when there is none; its gate is quiet
+	life lifecycle.Runner
 
 	mu     sync.Mutex // guards the fields below
 	paused bool
 	reason string
+	until  time.Time   // a PauseFor's end; zero for a Pause
+	expiry *time.Timer // resumes at until; nil when none is armed
 }
 
 // PauseConfig configures a Pause.
@@ -61,7 +65,7 @@ type PauseConfig struct {
 
 // NewPause returns a Pause. It does no I/O; Open does. A nil logger logs
 // nothing. Bad options are an error wrapping ErrInvalidConfig. Without a
-// flag file, only WithMaxWait applies.
+// flag file, only WithMaxWait, WithName and WithOnChange apply.
 func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, error) {
 	forWhat, accepts := "a Pause throttler without a flag file", commonOptions
 	if cfg.FlagFile != "" {
@@ -74,12 +78,13 @@ func NewPause(cfg PauseConfig, logger *slog.Logger, opts ...Option) (*Pause, err
 	logger = o.logger(logger) // WithName's name on every line
 	p := &Pause{name: o.name, flagFile: cfg.FlagFile, log: logger, maxWait: o.maxWait}
 	if p.flagFile != "" {
-		pc := o.pollerConfig(logger.With("signal", "flag file", "path", p.flagFile), "flag file check")
-		pc.MaxWait = 0 // Wait caps the combined wait itself
-		pc.Owned = true
+		pc := o.pollerConfig(logger.With("signal", "flag file", "path", p.flagFile), "flag file check", "")
+		pc.Owned, pc.Quiet, pc.Notify = true, true, nil
 		p.poll = poller.New(pc, p.probe)
+		p.poll.Gate().Watch(p.refresh)
 	}
-	p.life.Gate, p.life.Log = &p.manual, logger
+	p.life.Gate, p.life.Log = &p.gate, logger
+	p.gate.Observe(logger, o.notifier(p.String()))
 	return p, nil
 }
 
@@ -99,51 +104,131 @@ func (p *Pause) probe(context.Context) (poller.Verdict, error) {
 }
 
 // Pause throttles until Resume, with reason in ThrottleReason ("" is
-// allowed). Calling it again replaces the reason. Before Open it is
-// remembered; after Close it has no effect.
+// allowed). Calling it again replaces the reason and ends a PauseFor's
+// expiry. Before Open it is remembered; after Close it has no effect.
 func (p *Pause) Pause(reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.life.Closing() || p.paused && p.reason == reason {
-		return
-	}
-	p.paused, p.reason = true, reason
-	if p.life.CheckOpen() == nil {
-		p.manual.Set(true, p.manualReason())
-	}
-	p.log.Warn("throttler: paused manually", "reason", p.manualReason())
+	p.pauseLocked(reason, time.Time{})
 }
 
-// Resume ends a Pause: waiters wake at once unless the flag file throttles
-// too. Before Open it is remembered; after Close it has no effect.
+// PauseFor throttles for d, then resumes by itself (like freno's TTL'd
+// throttle-app): an operator's pause that nobody forgets to lift. Pause,
+// Resume or another PauseFor replace it. d must be positive and at most a
+// week; otherwise it returns an error wrapping ErrInvalidConfig and changes
+// nothing. Before Open the time already counts.
+func (p *Pause) PauseFor(d time.Duration, reason string) error {
+	if err := checkSpan(fmt.Sprintf("PauseFor(%v): the pause", d), d, ""); err != nil {
+		return configError([]error{err})
+	}
+	if d <= 0 {
+		return configError([]error{fmt.Errorf("PauseFor(%v): the pause must be positive", d)})
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pauseLocked(reason, time.Now().Add(d))
+	return nil
+}
+
+func (p *Pause) pauseLocked(reason string, until time.Time) {
+	if p.life.Closing() || p.paused && p.reason == reason && p.until.Equal(until) {
+		return
+	}
+	p.stopExpiry()
+	p.paused, p.reason, p.until = true, reason, until
+	if !until.IsZero() {
+		p.expiry = time.AfterFunc(time.Until(until), p.expire)
+	}
+	p.refreshLocked()
+}
+
+// expire ends a PauseFor whose time is up.
+func (p *Pause) expire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused && !p.until.IsZero() && !time.Now().Before(p.until) {
+		p.paused, p.reason, p.until, p.expiry = false, "", time.Time{}, nil
+		p.refreshLocked()
+	}
+}
+
+// stopExpiry disarms a PauseFor's timer. Caller holds mu.
+func (p *Pause) stopExpiry() {
+	if p.expiry != nil {
+		p.expiry.Stop()
+		p.expiry = nil
+	}
+}
+
+// Resume ends a Pause or PauseFor: waiters wake at once unless the flag file
+// throttles too. Before Open it is remembered; after Close it has no effect.
 func (p *Pause) Resume() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.life.Closing() || !p.paused {
 		return
 	}
-	p.paused, p.reason = false, ""
-	if p.life.CheckOpen() == nil {
-		p.manual.Set(false, "")
-	}
-	p.log.Info("throttler: resumed manually")
+	p.stopExpiry()
+	p.paused, p.reason, p.until = false, "", time.Time{}
+	p.refreshLocked()
 }
 
-// Paused reports whether Pause was called without a later Resume (calls
-// after Close do not count). It says nothing of the flag file:
-// IsThrottled does.
+// Paused reports whether Pause or PauseFor is in effect (calls after Close
+// do not count). It says nothing of the flag file: IsThrottled does.
 func (p *Pause) Paused() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.paused
 }
 
+// PausedUntil is when a PauseFor ends by itself; zero when no pause is in
+// effect or it lasts until Resume.
+func (p *Pause) PausedUntil() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.until
+}
+
 // manualReason is the reason of a manual pause. Caller holds mu.
 func (p *Pause) manualReason() string {
-	if p.reason == "" {
-		return "paused manually"
+	r := "paused manually"
+	if p.reason != "" {
+		r += ": " + p.reason
 	}
-	return "paused manually: " + p.reason
+	if !p.until.IsZero() {
+		r += " (until " + p.until.Format(time.RFC3339) + ")"
+	}
+	return r
+}
+
+// refresh publishes the combined state of the manual pause and the flag
+// file; it runs when either changes.
+func (p *Pause) refresh() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refreshLocked()
+}
+
+// refreshLocked publishes the combined state once open. Caller holds mu.
+func (p *Pause) refreshLocked() {
+	if p.life.CheckOpen() != nil {
+		return // remembered; Open publishes it
+	}
+	var reason, kind string
+	if p.paused {
+		reason, kind = p.manualReason(), "paused"
+	}
+	if p.poll != nil {
+		if f := p.poll.Reason(); f != "" {
+			if reason == "" {
+				kind = p.poll.Gate().Kind()
+				reason = f
+			} else {
+				reason += "; " + f
+			}
+		}
+	}
+	p.gate.Set(reason != "", kind, reason)
 }
 
 // Open publishes the manual state and, with a flag file, checks it once and
@@ -170,11 +255,8 @@ func (p *Pause) Open(ctx context.Context) error {
 	}
 	// Published after Start, not in its before: Pause and Resume take mu,
 	// then ask the Runner, so nothing may take mu under the Runner's lock.
-	p.mu.Lock()
-	p.manual.Set(p.paused, p.manualReason())
-	paused := p.paused
-	p.mu.Unlock()
-	p.log.Info("throttler: open", "paused", paused, "flag_file", p.flagFile, "throttled", p.IsThrottled())
+	p.refresh()
+	p.log.Info("throttler: open", "paused", p.Paused(), "flag_file", p.flagFile, "throttled", p.IsThrottled())
 	return nil
 }
 
@@ -182,56 +264,25 @@ func (p *Pause) Close() error {
 	if p.life.Close() && p.poll != nil {
 		p.poll.Close()
 	}
+	p.mu.Lock()
+	p.stopExpiry()
+	p.mu.Unlock()
 	return nil
 }
 
-// IsThrottled reports whether work should wait now: two atomic loads.
-func (p *Pause) IsThrottled() bool {
-	return p.manual.Throttled() || p.poll != nil && p.poll.Throttled()
-}
+// IsThrottled reports whether work should wait now.
+func (p *Pause) IsThrottled() bool { return p.gate.Throttled() }
 
 // BlockWait blocks until neither the manual pause nor the flag file
 // throttles, as the package doc says.
 func (p *Pause) BlockWait(ctx context.Context) {
-	if p.IsThrottled() {
-		_ = p.Wait(ctx)
+	if p.gate.Throttled() {
+		_ = p.gate.Wait(ctx, p.maxWait)
 	}
 }
 
 // Wait is BlockWait that says why it returned (see Waiter).
-func (p *Pause) Wait(ctx context.Context) error {
-	if !p.IsThrottled() && !p.manual.Released() {
-		return nil
-	}
-	var deadline time.Time // one cap for the whole wait, on either signal
-	if p.maxWait > 0 {
-		deadline = time.Now().Add(p.maxWait)
-	}
-	// Wait on whichever signal throttles until both are clear at once;
-	// each wait is woken by its own signal's broadcast.
-	for {
-		var err error
-		switch {
-		case p.manual.Throttled():
-			err = p.manual.WaitUntil(ctx, deadline)
-		case p.poll != nil && p.poll.Throttled():
-			err = p.poll.WaitUntil(ctx, deadline)
-		case p.manual.Released():
-			return ErrClosed
-		default:
-			return nil
-		}
-		switch {
-		case err == nil:
-			continue
-		case errors.Is(err, ErrMaxWait) && p.IsThrottled():
-			return fmt.Errorf("%w: %s", ErrMaxWait, p.ThrottleReason()) // both signals' reasons
-		case errors.Is(err, ErrMaxWait):
-			return nil
-		}
-		return err
-	}
-}
+func (p *Pause) Wait(ctx context.Context) error { return p.gate.Wait(ctx, p.maxWait) }
 
 // UpdateLag checks the flag file now and returns that check's error. Without
 // a flag file there is nothing to check and it returns nil once open: Pause
@@ -247,22 +298,23 @@ func (p *Pause) UpdateLag(ctx context.Context) error {
 }
 
 // ThrottleReason is "" when not throttled; otherwise it names what
-// throttles: "paused manually: <reason>", "flag file /path exists", a flag
-// file check's error, or both signals joined with "; ".
-func (p *Pause) ThrottleReason() string {
-	m := p.manual.Reason()
-	f := ""
+// throttles: "paused manually: <reason>" (with "(until <time>)" for
+// PauseFor), "flag file /path exists", a flag file check's error, or both
+// joined with "; ".
+func (p *Pause) ThrottleReason() string { return p.gate.Reason() }
+
+// Stats is what the Pause has done since Open (see Stats); Measurements
+// are the flag file's checks.
+func (p *Pause) Stats() Stats {
+	var ok, failed int64
+	var last time.Time
 	if p.poll != nil {
-		f = p.poll.Reason()
+		ok, failed, last = p.poll.Counts()
 	}
-	switch {
-	case f == "":
-		return m
-	case m == "":
-		return f
-	}
-	return m + "; " + f
+	return statsOf(p.gate.Ledger(), ok, failed, last)
 }
+
+func (p *Pause) stateGate() *gate.Gate { return &p.gate }
 
 var (
 	_ Throttler = (*Pause)(nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/throttlekit/throttler/internal/gate"
 	"github.com/throttlekit/throttler/internal/poller"
 )
 
@@ -45,3 +46,12 @@ func (p *polling) Wait(ctx context.Context) error { return p.poll.Wait(ctx) }
 // the comparison, or, when no measurement succeeded for the stale window,
 // the last error.
 func (p *polling) ThrottleReason() string { return p.poll.Reason() }
+
+// Stats is what the throttler has done since Open (see Stats).
+func (p *polling) Stats() Stats {
+	ok, failed, last := p.poll.Counts()
+	return statsOf(p.poll.Gate().Ledger(), ok, failed, last)
+}
+
+// stateGate is the gate a Multi or Discovery holding the throttler watches.
+func (p *polling) stateGate() *gate.Gate { return p.poll.Gate() }

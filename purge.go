@@ -68,7 +68,7 @@ func NewPurgeLag(db *sql.DB, maxHistory int64, logger *slog.Logger, opts ...Opti
 	}
 	logger = o.logger(logger)
 	p := &PurgeLag{db: db, name: o.name, max: maxHistory, log: logger}
-	p.polling = polling{poll: poller.New(o.pollerConfig(logger, "history list length reading"), p.probe), updating: "update purge lag"}
+	p.polling = polling{poll: poller.New(o.pollerConfig(logger, "history list length reading", "purge lag"), p.probe), updating: "update purge lag"}
 	return p, nil
 }
 

@@ -102,7 +102,7 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 		killTimeout: o.queryTimeout,
 		log:         logger,
 	}
-	q.polling = polling{poll: poller.New(o.pollerConfig(logger, "throttle query result"), q.probe), updating: "update query"}
+	q.polling = polling{poll: poller.New(o.pollerConfig(logger, "throttle query result", "query"), q.probe), updating: "update query"}
 	return q, nil
 }
 

@@ -85,7 +85,7 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	}
 	logger = o.logger(logger)
 	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: o.source}
-	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement"), r.probe), updating: "update lag"}
+	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement", "replication"), r.probe), updating: "update lag"}
 	if o.pacing {
 		r.ctl = newPaceController(target)
 		r.pace, r.paces = o.sharedPacer, false

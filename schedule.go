@@ -51,7 +51,6 @@ type Schedule struct {
 	kick chan struct{} // UpdateLag asks the monitor to re-arm; buffered 1
 
 	stateMu sync.Mutex // serialises evaluations, so publishes follow the clock
-	last    string     // the published reason, for change-only logging
 
 	life lifecycle.Runner
 }
@@ -148,6 +147,7 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 		kick:    make(chan struct{}, 1),
 	}
 	s.life.Gate, s.life.Log = &s.gate, logger
+	s.gate.Observe(logger, o.notifier(s.String()))
 	return s, nil
 }
 
@@ -346,15 +346,8 @@ func (s *Schedule) evaluate() time.Duration {
 	defer s.stateMu.Unlock()
 	now := time.Now()
 	throttled, reason, next := s.StateAt(now)
-	s.gate.Set(throttled, reason)
-	if reason != s.last && !s.gate.Released() {
-		when := "until" // the window's end
-		if reason == "" {
-			when = "next_window"
-		}
-		lifecycle.Changed(s.log, s.last, reason, reason, when, next)
-		s.last = reason
-	}
+	// The kind is the reason: each set of windows is its own state.
+	s.gate.Set(throttled, reason, reason)
 	return min(next.Sub(now), scheduleMaxArm)
 }
 
@@ -433,6 +426,12 @@ func (s *Schedule) Wait(ctx context.Context) error {
 // ThrottleReason is "" outside the windows; inside, it names the window, for
 // example "scheduled window 09:15-09:45 America/New_York (Mon-Fri)".
 func (s *Schedule) ThrottleReason() string { return s.gate.Reason() }
+
+// Stats is what the schedule has done since Open (see Stats); it measures
+// nothing.
+func (s *Schedule) Stats() Stats { return statsOf(s.gate.Ledger(), 0, 0, time.Time{}) }
+
+func (s *Schedule) stateGate() *gate.Gate { return &s.gate }
 
 // Location is the time zone the windows are in.
 func (s *Schedule) Location() *time.Location { return s.loc }

@@ -68,6 +68,9 @@ type Gate struct {
 	// bound is the channel given to Bind: once it is closed the gate reads
 	// as released, before anyone has called Release.
 	bound atomic.Pointer[boundChan]
+
+	obs  observers // guarded by mu
+	acct account   // guarded by mu
 }
 
 type boundChan struct{ c <-chan struct{} }
@@ -113,24 +116,30 @@ func (g *Gate) Reason() string {
 	return ""
 }
 
-// Set publishes a new state and reports whether the throttled flag flipped.
-// Setting clear wakes every waiter. After Release, Set does nothing: a poll
-// that finishes after Close must not throttle a closed throttler again.
-func (g *Gate) Set(throttled bool, reason string) (flipped bool) {
-	if !throttled {
-		reason = ""
+// Set publishes a new state, throttled for kind ("throttled" when empty)
+// with reason, or clear, and reports whether the throttled flag flipped.
+// Setting clear wakes every waiter. A change of kind is booked, logged and
+// notified (Observe); any change runs the watchers. After Release, Set does
+// nothing: a poll that finishes after Close must not throttle a closed
+// throttler again.
+func (g *Gate) Set(throttled bool, kind, reason string) (flipped bool) {
+	switch {
+	case !throttled:
+		kind, reason = "", ""
+	case kind == "":
+		kind = "throttled"
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	old := g.cur.Load()
 	if old == nil {
 		old = clearState
 	}
-	if old.released {
-		return false
-	}
-	if old.throttled == throttled && old.reason == reason {
+	if old.released || old.throttled == throttled && old.reason == reason && g.acct.kind == kind {
+		g.mu.Unlock()
 		return false // nothing to publish; avoids an allocation per poll
+	}
+	if kind != g.acct.kind {
+		g.transition(kind, reason, false, time.Now())
 	}
 	switch {
 	case !throttled:
@@ -141,6 +150,11 @@ func (g *Gate) Set(throttled bool, reason string) (flipped bool) {
 	default:
 		g.cur.Store(&state{throttled: true, reason: reason, ep: &epoch{wake: make(chan struct{})}})
 	}
+	watchers := g.obs.watchers
+	g.mu.Unlock()
+	for _, f := range watchers {
+		f()
+	}
 	return old.throttled != throttled
 }
 
@@ -148,14 +162,20 @@ func (g *Gate) Set(throttled bool, reason string) (flipped bool) {
 // and reports whether this call released the gate.
 func (g *Gate) Release() bool {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	old := g.cur.Load()
 	if old != nil && old.released {
+		g.mu.Unlock()
 		return false
 	}
+	g.transition("", "", true, time.Now())
 	g.cur.Store(&state{released: true})
 	if old != nil && old.ep != nil {
 		old.ep.end()
+	}
+	watchers := g.obs.watchers
+	g.mu.Unlock()
+	for _, f := range watchers {
+		f()
 	}
 	return true
 }
@@ -246,6 +266,14 @@ func (g *Gate) wait(ctx context.Context, deadline time.Time) error {
 		}
 		return nil // cleared since Wait looked
 	}
+	start := time.Now()
+	err := g.block(ctx, s, deadline)
+	g.CountWait(start, err)
+	return err
+}
+
+// block waits on throttled state s's epoch.
+func (g *Gate) block(ctx context.Context, s *state, deadline time.Time) error {
 	// One channel ends the wait from the gate's side: the epoch's wake, or
 	// the cap's, which also closes when the epoch ends.
 	var c <-chan struct{} = s.ep.wake

@@ -26,30 +26,30 @@ func TestZeroValueIsClear(t *testing.T) {
 
 func TestSetReportsFlips(t *testing.T) {
 	var g Gate
-	assert.True(t, g.Set(true, "a"))
-	assert.False(t, g.Set(true, "b"), "a new reason is not a flip")
+	assert.True(t, g.Set(true, "", "a"))
+	assert.False(t, g.Set(true, "", "b"), "a new reason is not a flip")
 	assert.Equal(t, "b", g.Reason())
-	assert.False(t, g.Set(true, "b"))
-	assert.True(t, g.Set(false, "ignored"))
+	assert.False(t, g.Set(true, "", "b"))
+	assert.True(t, g.Set(false, "", "ignored"))
 	assert.Equal(t, "", g.Reason(), "a clear state has no reason")
-	assert.False(t, g.Set(false, ""))
+	assert.False(t, g.Set(false, "", ""))
 }
 
 func TestClearWakesEveryWaiter(t *testing.T) {
 	var g Gate
-	g.Set(true, "lag")
+	g.Set(true, "", "lag")
 	const n = 100
 	errs := make(chan error, n)
 	for range n {
 		go func() { errs <- g.Wait(context.Background(), 0) }()
 	}
-	g.Set(true, "still lag") // same epoch: must not wake anyone
+	g.Set(true, "", "still lag") // same epoch: must not wake anyone
 	select {
 	case err := <-errs:
 		t.Fatalf("a reason change woke a waiter: %v", err)
 	case <-time.After(20 * time.Millisecond):
 	}
-	g.Set(false, "")
+	g.Set(false, "", "")
 	for range n {
 		assert.NoError(t, <-errs)
 	}
@@ -57,13 +57,13 @@ func TestClearWakesEveryWaiter(t *testing.T) {
 
 func TestReleaseWakesAndIsFinal(t *testing.T) {
 	var g Gate
-	g.Set(true, "lag")
+	g.Set(true, "", "lag")
 	done := make(chan error)
 	go func() { done <- g.Wait(context.Background(), 0) }()
 	assert.True(t, g.Release())
 	assert.ErrorIs(t, <-done, sentinel.ErrClosed)
 	assert.False(t, g.Release(), "second release")
-	assert.False(t, g.Set(true, "late poll"), "Set after Release is ignored")
+	assert.False(t, g.Set(true, "", "late poll"), "Set after Release is ignored")
 	assert.False(t, g.Throttled())
 	assert.True(t, g.Released())
 	assert.ErrorIs(t, g.Wait(context.Background(), 0), sentinel.ErrClosed)
@@ -77,7 +77,7 @@ func TestReleaseOfClearGate(t *testing.T) {
 
 func TestWaitEndsOnContextAndMax(t *testing.T) {
 	var g Gate
-	g.Set(true, "lag")
+	g.Set(true, "", "lag")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- g.Wait(ctx, 0) }()
@@ -93,7 +93,7 @@ func TestWaitEndsOnContextAndMax(t *testing.T) {
 func TestNoLostWakeup(t *testing.T) {
 	for range 500 {
 		var g Gate
-		g.Set(true, "lag")
+		g.Set(true, "", "lag")
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Add(1)
@@ -102,7 +102,7 @@ func TestNoLostWakeup(t *testing.T) {
 				require.NoError(t, g.Wait(context.Background(), 0))
 			}()
 		}
-		g.Set(false, "")
+		g.Set(false, "", "")
 		wg.Wait()
 	}
 }
@@ -124,7 +124,7 @@ func capsOf(g *Gate) int {
 func TestCapIsNeverEarlyAndShared(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var g Gate
-		g.Set(true, "lag")
+		g.Set(true, "", "lag")
 		const n = 50
 		took := make(chan time.Duration, n)
 		var wg sync.WaitGroup
@@ -154,7 +154,7 @@ func TestEpochEndStopsCaps(t *testing.T) {
 	for _, release := range []bool{false, true} {
 		synctest.Test(t, func(t *testing.T) {
 			var g Gate
-			g.Set(true, "lag")
+			g.Set(true, "", "lag")
 			ep := g.cur.Load().ep
 			done := make(chan error)
 			go func() { done <- g.Wait(context.Background(), time.Hour) }()
@@ -164,7 +164,7 @@ func TestEpochEndStopsCaps(t *testing.T) {
 				g.Release()
 				assert.ErrorIs(t, <-done, sentinel.ErrClosed)
 			} else {
-				g.Set(false, "")
+				g.Set(false, "", "")
 				assert.NoError(t, <-done)
 			}
 			ep.mu.Lock()
@@ -187,12 +187,12 @@ func TestEpochEndStopsCaps(t *testing.T) {
 func TestNewEpochAfterCapIsNotMaxWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var g Gate
-		g.Set(true, "lag")
+		g.Set(true, "", "lag")
 		done := make(chan error)
 		go func() { done <- g.Wait(context.Background(), 0) }()
 		synctest.Wait() // the waiter is waiting
-		g.Set(false, "")
-		g.Set(true, "lag again") // a new epoch before the waiter looks
+		g.Set(false, "", "")
+		g.Set(true, "", "lag again") // a new epoch before the waiter looks
 		assert.NoError(t, <-done, "the throttle cleared while it waited")
 	})
 }
@@ -203,7 +203,7 @@ func TestBindReleasesAtOnce(t *testing.T) {
 	var g Gate
 	done := make(chan struct{})
 	g.Bind(done)
-	g.Set(true, "lag")
+	g.Set(true, "", "lag")
 	require.True(t, g.Throttled())
 	close(done)
 	assert.False(t, g.Throttled())
@@ -219,15 +219,15 @@ func TestWaitAny(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var a, b Gate
 		assert.NoError(t, WaitAny(context.Background(), time.Time{}, &a, &b), "a clear gate: at once")
-		a.Set(true, "a")
-		b.Set(true, "b")
+		a.Set(true, "", "a")
+		b.Set(true, "", "b")
 		done := make(chan error, 1)
 		go func() { done <- WaitAny(context.Background(), time.Time{}, &a, &b) }()
 		synctest.Wait()
-		b.Set(false, "")
+		b.Set(false, "", "")
 		assert.NoError(t, <-done, "one cleared")
 
-		b.Set(true, "b")
+		b.Set(true, "", "b")
 		go func() { done <- WaitAny(context.Background(), time.Time{}, &a, &b) }()
 		synctest.Wait()
 		a.Release()

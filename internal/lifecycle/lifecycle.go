@@ -14,7 +14,7 @@
 // can stay throttled with no one left to clear it. Close releases, cancels,
 // waits for an Open in flight and for the monitor.
 //
-// The Runner writes the lifecycle's log lines (stopped, closed); Changed
+// The Runner writes the lifecycle's log lines (stopped, closed); the gate
 // writes the verdict's (throttled, still throttled, resumed).
 package lifecycle
 
@@ -111,6 +111,9 @@ func (r *Runner) Start(before func(), monitor func(life context.Context)) error 
 		return sentinel.ErrClosed
 	}
 	r.phase, r.opened = phaseOpen, true
+	if r.Gate != nil {
+		r.Gate.Account() // before the first verdict, which is then a change
+	}
 	if before != nil {
 		before()
 	}
@@ -226,19 +229,4 @@ func (r *Runner) Context() (context.Context, error) {
 		return nil, sentinel.ErrClosed
 	}
 	return nil, sentinel.ErrNotOpen
-}
-
-// Changed writes the line of a change of verdict: from throttled for kind
-// prev (or clear, "") to throttled for kind (or clear). A throttler calls
-// it only when the kind changes, never once per reading.
-func Changed(l *slog.Logger, prev, kind, reason string, args ...any) {
-	switch {
-	case kind == prev:
-	case kind == "":
-		l.Info("throttler: resumed", args...)
-	case prev == "":
-		l.Warn("throttler: throttled", append([]any{"reason", reason}, args...)...)
-	default:
-		l.Warn("throttler: still throttled, for another reason", append([]any{"reason", reason}, args...)...)
-	}
 }

@@ -31,7 +31,7 @@ func TestOrder(t *testing.T) {
 	_, err = r.Begin(context.Background())
 	require.NoError(t, err, "a failed Open may be retried")
 	ran := make(chan struct{})
-	require.NoError(t, r.Start(func() { g.Set(true, "x") }, func(ctx context.Context) {
+	require.NoError(t, r.Start(func() { g.Set(true, "", "x") }, func(ctx context.Context) {
 		close(ran)
 		<-ctx.Done()
 	}))
@@ -85,7 +85,7 @@ func TestMonitorEndReleases(t *testing.T) {
 		r := Runner{Gate: &g}
 		_, err := r.Begin(context.Background())
 		require.NoError(t, err)
-		require.NoError(t, r.Start(func() { g.Set(true, "x") }, func(context.Context) {}))
+		require.NoError(t, r.Start(func() { g.Set(true, "", "x") }, func(context.Context) {}))
 		synctest.Wait()
 		assert.True(t, g.Released(), "the monitor returned")
 		r.Close()
@@ -97,7 +97,7 @@ func TestMonitorEndReleases(t *testing.T) {
 	busy := make(chan struct{})
 	_, err := r2.Begin(ctx)
 	require.NoError(t, err)
-	require.NoError(t, r2.Start(func() { g2.Set(true, "x") }, func(context.Context) { <-busy }))
+	require.NoError(t, r2.Start(func() { g2.Set(true, "", "x") }, func(context.Context) { <-busy }))
 	cancel()
 	assert.False(t, g2.Throttled(), "released the moment cancel returns, monitor still busy")
 	close(busy)
@@ -115,7 +115,7 @@ func TestWithoutMonitor(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		_, err := r.Begin(ctx)
 		require.NoError(t, err)
-		require.NoError(t, r.Start(func() { g.Set(true, "x") }, nil))
+		require.NoError(t, r.Start(func() { g.Set(true, "", "x") }, nil))
 		assert.True(t, g.Throttled())
 		cancel()
 		assert.False(t, g.Throttled(), "released the moment cancel returns")
@@ -162,18 +162,4 @@ func TestContextEndsWithClose(t *testing.T) {
 	assert.Error(t, ctx.Err(), "the monitor's context ends on Close")
 	_, err = r.Context()
 	assert.ErrorIs(t, err, sentinel.ErrClosed)
-}
-
-func TestChanged(t *testing.T) {
-	var buf bytes.Buffer
-	l := slog.New(slog.NewTextHandler(&buf, nil))
-	Changed(l, "", "", "")
-	Changed(l, "", "lag", "lag 3s")
-	Changed(l, "lag", "lag", "lag 4s")
-	Changed(l, "lag", "stale", "no reading")
-	Changed(l, "stale", "", "")
-	out := buf.String()
-	assert.Equal(t, 1, strings.Count(out, "throttler: throttled"), out)
-	assert.Equal(t, 1, strings.Count(out, "still throttled"), out)
-	assert.Equal(t, 1, strings.Count(out, "throttler: resumed"), out)
 }

@@ -63,6 +63,11 @@ type Config struct {
 	// Owned: the Poller serves a throttler whose own lifecycle writes the
 	// stopped and closed lines.
 	Owned bool
+	// Quiet: the owner combines this Poller's verdict with others and
+	// logs and notifies the combined one; this gate writes no lines.
+	Quiet bool
+	// Notify, if set, gets the gate's Changes (unless Quiet).
+	Notify *gate.Notifier
 	// What a probe reads, for the stale reason: "no <What> for 3s"; empty
 	// means "measurement".
 	What string
@@ -86,8 +91,9 @@ type Poller struct {
 	stateMu sync.Mutex // guards the verdict fields below; never held during I/O
 	lastOK  time.Time
 	lastErr error
-	kind    string // the published verdict's kind; "" when clear
 	stale   *time.Timer
+	okCount int64 // successful probes
+	errors  int64 // failed probes
 
 	fast atomic.Bool // the last verdict asked for a fast probe
 	// hurry wakes the monitor when a verdict it did not probe itself (Open's,
@@ -114,6 +120,9 @@ func New(cfg Config, probe Probe) *Poller {
 	p.life.Gate = &p.gate
 	if !cfg.Owned {
 		p.life.Log = cfg.Logger
+	}
+	if !cfg.Quiet {
+		p.gate.Observe(cfg.Logger, cfg.Notify)
 	}
 	return p
 }
@@ -271,12 +280,14 @@ func (p *Poller) apply(v Verdict, err error, now time.Time) {
 	defer p.stateMu.Unlock()
 	if err != nil {
 		p.lastErr = err
+		p.errors++
 		if v.Throttled {
 			p.publish(v) // an observation: throttle now, not after the stale window
 		}
 		return // otherwise the last verdict stands until checkStale
 	}
 	p.lastOK, p.lastErr = now, nil
+	p.okCount++
 	if p.stale != nil {
 		p.stale.Reset(p.cfg.StaleAfter)
 	}
@@ -317,18 +328,29 @@ func (p *Poller) checkStale() {
 	p.stale.Reset(p.cfg.Interval)
 }
 
-// publish sets the gate and logs a change of kind. Caller holds stateMu.
-func (p *Poller) publish(v Verdict) {
-	kind := ""
-	if v.Throttled {
-		kind = v.Kind
-		if kind == "" {
-			kind = "throttled"
-		}
+// publish sets the gate, which books, logs and notifies a change of kind.
+// Caller holds stateMu.
+func (p *Poller) publish(v Verdict) { p.gate.Set(v.Throttled, v.Kind, v.Reason) }
+
+// Republish publishes v as if a probe had just returned it, without probing:
+// an owner whose threshold changed judges its last reading again. It does
+// nothing while the reading is stale (the stale verdict stands) or once the
+// Poller is released.
+func (p *Poller) Republish(v Verdict) {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	if p.gate.Released() || p.gate.Kind() == kindStale {
+		return
 	}
-	p.gate.Set(v.Throttled, v.Reason)
-	lifecycle.Changed(p.cfg.Logger, p.kind, kind, v.Reason)
-	p.kind = kind
+	p.publish(v)
+}
+
+// Counts are the probes that succeeded and failed, and when the last
+// success was.
+func (p *Poller) Counts() (ok, failed int64, last time.Time) {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	return p.okCount, p.errors, p.lastOK
 }
 
 // Close stops the monitor, waits for it to exit, and releases every waiter.
