@@ -27,9 +27,10 @@ type Stats struct {
 	// included; ThrottledByKind splits it by kind.
 	ThrottledTotal  time.Duration
 	ThrottledByKind map[string]time.Duration
-	// Waits counts the BlockWait and Wait calls that had to block, and
-	// WaitedTotal the time they spent blocked, summed; MaxWaits those ended
-	// by WithMaxWait while still throttled.
+	// Waits counts the BlockWait and Wait calls that had to block while
+	// throttled (not WithPacing's spacing of calls), and WaitedTotal the
+	// time they spent blocked, summed; MaxWaits those ended by WithMaxWait
+	// while still throttled.
 	Waits       int64
 	WaitedTotal time.Duration
 	MaxWaits    int64
