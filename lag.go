@@ -30,7 +30,9 @@ type LagSource interface {
 
 // Measurement is one reading of a replica.
 type Measurement struct {
-	// Lag is the worst lag over the replica's flowing channels.
+	// Lag is the worst lag over the replica's flowing channels that count
+	// (WithChannels); with WithLagBeyondDelay, the worst lag beyond each
+	// channel's configured delay.
 	Lag time.Duration
 	// Channel names the channel that Lag (or NotFlowing) is about; "" is
 	// the default channel.
@@ -51,6 +53,35 @@ type Measurement struct {
 	// when either is unknown). A Replication throttles on it as it does on
 	// Lag, so that a backlog throttles within one measurement of forming.
 	Predicted time.Duration
+	// Channels is every channel the source read, in the order the server
+	// lists them (ReplicaStatusSource, PerformanceSchemaSource; nil for the
+	// other sources), with a channel named in WithChannels Only that the
+	// replica lacks first. Ignored channels are here, and only here.
+	Channels []ChannelLag
+
+	// channelProblem says what in WithChannels does not fit the replica's
+	// channels; the first measurement (Open) refuses it.
+	channelProblem string
+}
+
+// ChannelLag is one channel's part of a Measurement.
+type ChannelLag struct {
+	// Name is the channel's name; "" is the default channel.
+	Name string
+	// Lag is the channel's lag: with WithLagBeyondDelay, beyond its
+	// configured delay. Meaningless while NotFlowing is set.
+	Lag time.Duration
+	// NotFlowing says why the channel's replication does not flow; empty
+	// while it does.
+	NotFlowing string
+	// Delay is the channel's configured delay (MASTER_DELAY, SOURCE_DELAY):
+	// SQL_Delay, which ReplicaStatusSource always reads, or DESIRED_DELAY,
+	// which PerformanceSchemaSource reads with WithLagBeyondDelay; 0
+	// otherwise.
+	Delay time.Duration
+	// Ignored is set for a channel that does not count (WithChannels): it
+	// never throttles.
+	Ignored bool
 }
 
 // Backlog is what a replica has received (in its relay log) but not applied.

@@ -86,13 +86,24 @@ import (
 // a restart of the applier, until it applies one). performance_schema has no
 // byte positions: Bytes is -1.
 //
+// With WithLagBeyondDelay, a channel's applier and queue latencies are read
+// beyond its configured delay (DESIRED_DELAY, from
+// replication_applier_configuration), and a delayed channel's backlog,
+// which holds the delay's worth of transactions by design, is left out of
+// Backlog; the receiver latency is not delayed and counts whole.
+//
 // It needs SELECT on performance_schema.replication_connection_status and
-// performance_schema.replication_applier_status_by_worker.
+// performance_schema.replication_applier_status_by_worker, and with
+// WithLagBeyondDelay on performance_schema.replication_applier_configuration.
 func PerformanceSchemaSource() LagSource { return performanceSchemaSource{} }
 
-type performanceSchemaSource struct{}
+type performanceSchemaSource struct{ cfg channelConfig }
 
-func (performanceSchemaSource) String() string { return "performance_schema" }
+func (s performanceSchemaSource) String() string { return "performance_schema" + s.cfg.describe() }
+
+func (s performanceSchemaSource) configured(cfg channelConfig) LagSource {
+	return performanceSchemaSource{cfg: cfg}
+}
 
 // performanceSchemaQuery returns one row per channel and worker. The lag is
 // computed in Go (performanceSchemaLag) so that every case can be tested from
@@ -115,11 +126,21 @@ const performanceSchemaQuery = `SELECT UNIX_TIMESTAMP() * 1000000 + MICROSECOND(
   c.QUEUEING_TRANSACTION, UNIX_TIMESTAMP(c.QUEUEING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
   w.WORKER_ID, w.SERVICE_STATE, w.LAST_ERROR_NUMBER, w.LAST_ERROR_MESSAGE,
   w.LAST_APPLIED_TRANSACTION, UNIX_TIMESTAMP(w.LAST_APPLIED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
-  w.APPLYING_TRANSACTION, UNIX_TIMESTAMP(w.APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP)
+  w.APPLYING_TRANSACTION, UNIX_TIMESTAMP(w.APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
+  %s
 FROM performance_schema.replication_connection_status c
 LEFT JOIN performance_schema.replication_applier_status_by_worker w
-  ON w.CHANNEL_NAME = c.CHANNEL_NAME
+  ON w.CHANNEL_NAME = c.CHANNEL_NAME%s
 ORDER BY c.CHANNEL_NAME, w.WORKER_ID`
+
+// The query as sent: without the delay (whose table needs a grant of its
+// own), and with it for WithLagBeyondDelay.
+var (
+	performanceSchemaPlainQuery = fmt.Sprintf(performanceSchemaQuery, "NULL", "")
+	performanceSchemaDelayQuery = fmt.Sprintf(performanceSchemaQuery, "a.DESIRED_DELAY", `
+LEFT JOIN performance_schema.replication_applier_configuration a
+  ON a.CHANNEL_NAME = c.CHANNEL_NAME`)
+)
 
 // performanceSchemaRow is one row of the performance_schema lag query: a
 // channel's connection status joined with one of its applier workers; the
@@ -154,6 +175,10 @@ type performanceSchemaRow struct {
 	LastAppliedAt   time.Time `json:"last_applied_immediate_commit"`
 	Applying        string    `json:"applying"`
 	ApplyingStarted time.Time `json:"applying_immediate_commit"`
+
+	// DesiredDelay is the channel's DESIRED_DELAY in seconds, read with
+	// WithLagBeyondDelay only.
+	DesiredDelay int64 `json:"desired_delay,omitempty"`
 }
 
 // receiverSilenceLimit is how long a connected receiver may go without
@@ -166,12 +191,16 @@ const receiverSilenceLimit = 2 * time.Minute
 // whose workers have applied nothing since they started to read as idle.
 const idleAfter = time.Minute
 
-func (performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
-	return onSession(ctx, db, measurePerformanceSchema)
+func (s performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
+	return onSession(ctx, db, s.measure)
 }
 
-func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, error) {
-	rows, err := db.QueryContext(ctx, performanceSchemaQuery)
+func (s performanceSchemaSource) measure(ctx context.Context, db querier) (Measurement, error) {
+	query := performanceSchemaPlainQuery
+	if s.cfg.beyondDelay {
+		query = performanceSchemaDelayQuery
+	}
+	rows, err := db.QueryContext(ctx, query)
 	if err != nil {
 		return Measurement{}, performanceSchemaError(err)
 	}
@@ -179,12 +208,12 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 	var recs []performanceSchemaRow
 	for rows.Next() {
 		var r performanceSchemaRow
-		var nowMicros, cErrNo, wID, wErrNo sql.NullInt64
+		var nowMicros, cErrNo, wID, wErrNo, delay sql.NullInt64
 		var hb, qCommit, qImmediate, qEnd, queueing, applied, applying unixTime
 		var cErr, lastQueued, queueingTrx, wState, wErr, lastApplied, applyingTrx sql.NullString
 		if err := rows.Scan(&nowMicros, &r.Channel, &r.ReceiverState, &cErrNo, &cErr,
 			&hb, &lastQueued, &qCommit, &qImmediate, &qEnd, &queueingTrx, &queueing,
-			&wID, &wState, &wErrNo, &wErr, &lastApplied, &applied, &applyingTrx, &applying); err != nil {
+			&wID, &wState, &wErrNo, &wErr, &lastApplied, &applied, &applyingTrx, &applying, &delay); err != nil {
 			return Measurement{}, fmt.Errorf("read row: %w", err)
 		}
 		if nowMicros.Int64 <= 0 {
@@ -198,6 +227,7 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 		r.WorkerErrNo, r.WorkerError = wErrNo.Int64, wErr.String
 		r.LastApplied, r.LastAppliedAt = lastApplied.String, applied.t
 		r.Applying, r.ApplyingStarted = applyingTrx.String, applying.t
+		r.DesiredDelay = delay.Int64
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -211,22 +241,22 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 			return Measurement{}, fmt.Errorf("%w: performance_schema is OFF on this server; start it with performance_schema=ON or use ReplicaStatusSource", ErrUnavailable)
 		}
 	}
-	return performanceSchemaLag(recs)
+	return performanceSchemaLag(s.cfg, recs)
 }
 
 func performanceSchemaError(err error) error {
 	switch mysqlErrorNumber(err) {
 	case erTableAccessDenied, erColumnAccessDenied, erDBAccessDenied:
-		return fmt.Errorf("%w: grant SELECT ON performance_schema.* (or on replication_connection_status and replication_applier_status_by_worker) to the monitoring user: %w", ErrAccessDenied, err)
+		return fmt.Errorf("%w: grant SELECT ON performance_schema.* (or on replication_connection_status and replication_applier_status_by_worker, and replication_applier_configuration for WithLagBeyondDelay) to the monitoring user: %w", ErrAccessDenied, err)
 	case erNoSuchTable, erBadField:
 		return fmt.Errorf("%w: the server lacks MySQL 8.0's replication tables or columns (MariaDB and MySQL 5.7 need ReplicaStatusSource): %w", ErrUnavailable, err)
 	}
 	return err
 }
 
-// performanceSchemaLag computes a measurement from the query's rows. It does
-// no I/O, so recorded rows test every case.
-func performanceSchemaLag(rows []performanceSchemaRow) (Measurement, error) {
+// performanceSchemaLag computes a measurement from the query's rows, with
+// cfg's channels and delay. It does no I/O, so recorded rows test every case.
+func performanceSchemaLag(cfg channelConfig, rows []performanceSchemaRow) (Measurement, error) {
 	if len(rows) == 0 {
 		return Measurement{}, fmt.Errorf("%w: performance_schema.replication_connection_status has no channel", ErrNotReplica)
 	}
@@ -239,24 +269,24 @@ func performanceSchemaLag(rows []performanceSchemaRow) (Measurement, error) {
 		byChannel[r.Channel] = append(byChannel[r.Channel], r)
 	}
 	sort.Strings(names)
-	var m Measurement
-	lagChannel, lagFound := "", false
+	readings := make([]channelReading, 0, len(names))
 	for _, name := range names {
-		lag, why := channelLag(byChannel[name])
-		if why != "" {
-			if m.NotFlowing == "" {
-				m.NotFlowing, m.Channel = why, name
-			}
-			continue
-		}
-		if !lagFound || lag > m.Lag {
-			m.Lag, lagChannel, lagFound = lag, name, true
+		ws := byChannel[name]
+		lag, why := channelLag(ws)
+		readings = append(readings, channelReading{name: name, lag: lag, notFlowing: why,
+			delay: delaySeconds(ws[0].DesiredDelay), undelayed: receiverLatency(ws[0])})
+	}
+	m, counted := combineChannels(cfg, readings)
+	var backlog []string
+	for _, r := range readings {
+		if counted[r.name] && !(cfg.beyondDelay && r.delay > 0) {
+			backlog = append(backlog, r.name)
 		}
 	}
-	if m.NotFlowing == "" {
-		m.Channel = lagChannel
+	m.Backlog = unknownBacklog()
+	if len(backlog) > 0 {
+		m.Backlog = performanceSchemaBacklog(byChannel, backlog)
 	}
-	m.Backlog = performanceSchemaBacklog(byChannel, names)
 	return m, nil
 }
 
@@ -407,11 +437,7 @@ func channelLag(ws []performanceSchemaRow) (time.Duration, string) {
 		return 0, "lag unknown: the source sends no commit timestamps (a source older than MySQL 8.0?); use ReplicaStatusSource or HeartbeatSource"
 	}
 
-	// Receiver latency: a transaction still in transfer from the source.
-	var receiving time.Duration
-	if c.Queueing != "" && !c.QueueingImmediateCommit.IsZero() {
-		receiving = since(now, c.QueueingImmediateCommit)
-	}
+	receiving := receiverLatency(c)
 
 	var queue time.Duration // queue latency: queued but neither applied nor being applied
 	switch {
@@ -453,6 +479,15 @@ func channelLag(ws []performanceSchemaRow) (time.Duration, string) {
 		}
 	}
 	return lag, ""
+}
+
+// receiverLatency is the age of a transaction still in transfer from the
+// source; 0 when none is.
+func receiverLatency(c performanceSchemaRow) time.Duration {
+	if c.Queueing != "" && !c.QueueingImmediateCommit.IsZero() {
+		return since(c.Now, c.QueueingImmediateCommit)
+	}
+	return 0
 }
 
 // applyingWithoutTime reports whether a running worker applies a transaction

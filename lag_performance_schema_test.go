@@ -12,12 +12,13 @@ import (
 type psFixture struct {
 	Description string                 `json:"description"`
 	Rows        []performanceSchemaRow `json:"rows"`
+	Config      fixtureConfig          `json:"config"`
 	Want        lagWant                `json:"want"`
 }
 
 func TestPerformanceSchemaFixtures(t *testing.T) {
 	eachFixture(t, "testdata/performance_schema", 20, func(t *testing.T, fx *psFixture) {
-		m, err := performanceSchemaLag(fx.Rows)
+		m, err := performanceSchemaLag(fx.Config.channels(t), fx.Rows)
 		fx.Want.check(t, fx.Description, m, err)
 	})
 }

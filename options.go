@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/throttlekit/throttler/internal/poller"
@@ -17,14 +18,14 @@ var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 // to it, and rejects any other by name: the timing options (WithInterval,
 // WithStaleAfter, WithQueryTimeout) apply to the throttlers that poll
 // (NewReplicationThrottler, NewReplicasThrottler, NewDiscovery, NewLoad,
-// NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource and
-// WithPacing to the replication throttlers only, and WithMaxWait and
-// WithName to every throttler.
+// NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource,
+// WithPacing, WithChannels and WithLagBeyondDelay to the replication
+// throttlers only, and WithMaxWait and WithName to every throttler.
 type Option func(*options)
 
 // optionSet is a set of options, by what they set: which a caller gave, and
 // which a constructor accepts.
-type optionSet uint8
+type optionSet uint16
 
 const (
 	optInterval optionSet = 1 << iota
@@ -34,12 +35,14 @@ const (
 	optName
 	optLagSource
 	optPacing
+	optChannels
+	optBeyondDelay
 
 	// Every throttler has a wait and a name; the polling ones a timing;
 	// the replication ones a lag source and pacing as well.
 	commonOptions      = optMaxWait | optName
 	pollingOptions     = commonOptions | optInterval | optStaleAfter | optQueryTimeout
-	replicationOptions = pollingOptions | optLagSource | optPacing
+	replicationOptions = pollingOptions | optLagSource | optPacing | optChannels | optBeyondDelay
 )
 
 var optionNames = []struct {
@@ -48,6 +51,7 @@ var optionNames = []struct {
 }{
 	{optInterval, "WithInterval"}, {optStaleAfter, "WithStaleAfter"}, {optQueryTimeout, "WithQueryTimeout"},
 	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
+	{optChannels, "WithChannels"}, {optBeyondDelay, "WithLagBeyondDelay"},
 }
 
 type options struct {
@@ -60,8 +64,13 @@ type options struct {
 	pacing       bool
 	pacingTarget time.Duration // 0: half the tolerance
 	sharedPacer  *pacer        // set by NewReplicasThrottler and NewDiscovery for their members
-	given        optionSet
-	errs         []error
+	channels     channelConfig // WithChannels, WithLagBeyondDelay
+	// beyondDelayWhereRead measures beyond the delay with the sources
+	// that read it, and leaves the others as they are (NewDiscovery's
+	// members).
+	beyondDelayWhereRead bool
+	given                optionSet
+	errs                 []error
 }
 
 const (
@@ -141,6 +150,68 @@ func WithPacing(target time.Duration) Option {
 		o.addErr(checkSpan(fmt.Sprintf("WithPacing(%v): the target lag", target), target, "half the tolerance"))
 		o.pacing, o.pacingTarget, o.given = true, target, o.given|optPacing
 	}
+}
+
+// WithChannels says which channels of a multi-source replica count (see
+// Channels); by default every channel does. It applies to the replication
+// throttlers whose lag source reads channels: ReplicaStatusSource and
+// PerformanceSchemaSource, given or chosen by Open (on Aurora, Open fails
+// with it). Bad names (empty, listed twice, Only and Ignore both given) are
+// an error wrapping ErrInvalidConfig; names the replica lacks fail Open.
+func WithChannels(c Channels) Option {
+	return func(o *options) {
+		sel, errs := c.check()
+		o.errs = append(o.errs, errs...)
+		o.channels.sel, o.given = sel, o.given|optChannels
+	}
+}
+
+// WithLagBeyondDelay measures lag beyond each channel's configured delay
+// (MASTER_DELAY, SOURCE_DELAY): a replica kept an hour behind on purpose
+// reads 0 while it applies each transaction an hour after its commit, and
+// its lag beyond that hour otherwise (never below 0). Without it such a
+// replica reads its delay as lag and throttles for ever. A delayed
+// channel's backlog, which holds the delay's worth of transactions by
+// design, is then left out of Measurement.Backlog, so the backlog does not
+// predict the delay as lag either.
+//
+// It applies with ReplicaStatusSource (which subtracts SQL_Delay from
+// Seconds_Behind_Source) and PerformanceSchemaSource (DESIRED_DELAY from the
+// applier's and the queue's latency), given or chosen by Open. It does not
+// apply to HeartbeatSource: a heartbeat measures what readers of the replica
+// see, delay included, and through a chain the delay may be any upstream
+// server's; watch a delayed replica with a channel source instead.
+func WithLagBeyondDelay() Option {
+	return func(o *options) { o.channels.beyondDelay, o.given = true, o.given|optBeyondDelay }
+}
+
+// withBeyondDelayWhereRead is WithLagBeyondDelay where the lag source reads
+// the delay, and nothing otherwise (NewDiscovery's members).
+func withBeyondDelayWhereRead() Option {
+	return func(o *options) { o.beyondDelayWhereRead = true }
+}
+
+// lagSource applies WithChannels and WithLagBeyondDelay to src: a source
+// that reads channels gets them, any other is an error when they were given.
+func (o options) lagSource(src LagSource) (LagSource, error) {
+	cfg := o.channels
+	cs, ok := src.(channelSource)
+	if ok && o.beyondDelayWhereRead {
+		cfg.beyondDelay = true
+	}
+	switch {
+	case ok && !cfg.isZero():
+		return cs.configured(cfg), nil
+	case !ok && o.given&(optChannels|optBeyondDelay) != 0:
+		var names []string
+		for _, on := range optionNames {
+			if o.given&on.o&(optChannels|optBeyondDelay) != 0 {
+				names = append(names, on.name)
+			}
+		}
+		return nil, fmt.Errorf("%s applies to ReplicaStatusSource and PerformanceSchemaSource, not to the lag source %s", strings.Join(names, " and "), src)
+	}
+	return src, nil
 }
 
 // paceTarget is the lag WithPacing steers to under tolerance: the target

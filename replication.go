@@ -54,6 +54,9 @@ type Replication struct {
 
 	mu     sync.Mutex // guards source, and pacing's registration
 	source LagSource  // nil until Open chooses one, unless WithLagSource gave it
+	// configure applies WithChannels and WithLagBeyondDelay to the source
+	// Open chooses.
+	configure func(LagSource) (LagSource, error)
 
 	// Pacing, with WithPacing: ctl steers pace from this replica's
 	// measurements; paces is set when this throttler's own callers are
@@ -88,11 +91,17 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	if o.pacing && err != nil {
 		errs = append(errs, err)
 	}
+	source := o.source
+	if len(errs) == 0 && source != nil {
+		if source, err = o.lagSource(source); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := configError(errs); err != nil {
 		return nil, err
 	}
 	logger = o.logger(logger)
-	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, log: logger, source: o.source}
+	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, log: logger, source: source, configure: o.lagSource}
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement"), r.probe), updating: "update lag"}
 	if o.pacing {
 		r.ctl = newPaceController(target)
@@ -137,7 +146,9 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 		if err != nil {
 			return poller.Verdict{}, err
 		}
-		src = DefaultLagSource(f)
+		if src, err = r.configure(DefaultLagSource(f)); err != nil {
+			return poller.Verdict{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
 		r.mu.Lock()
 		r.source = src
 		r.mu.Unlock()
@@ -152,6 +163,13 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 			return poller.Verdict{Throttled: true, Kind: "not a replica", Reason: "replica lost its source: " + err.Error()}, err
 		}
 		return poller.Verdict{}, err
+	}
+	if m.channelProblem != "" && r.last.Load() == nil {
+		// The first measurement is where the channels are first known: a
+		// name that fits none of them is the caller's mistake, not a
+		// replica to throttle on for ever (later, a channel that went away
+		// reads as not flowing: see Channels).
+		return poller.Verdict{}, fmt.Errorf("%s: %w: WithChannels: %s", src, ErrInvalidConfig, m.channelProblem)
 	}
 	r.rates.update(&m, at)
 	r.lag.Store(int64(m.Lag))
@@ -218,6 +236,25 @@ func (r *Replication) stopSteering() {
 	r.unpace()
 	r.unpace = nil
 	r.pace.remove(r.ctl)
+}
+
+// setSteering takes this replica out of its pacer (false), or puts it back
+// (true), while it is open: Discovery's members left out for a configured
+// delay do not pace the callers.
+func (r *Replication) setSteering(on bool) {
+	if r.ctl == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.unpace == nil {
+		return // not steering: not open, or stopped
+	}
+	if on {
+		r.pace.add(r.ctl)
+	} else {
+		r.pace.remove(r.ctl)
+	}
 }
 
 // BlockWait returns at once when not throttled (and, with WithPacing, when
