@@ -53,10 +53,10 @@ type Measurement struct {
 	// when either is unknown). A Replication throttles on it as it does on
 	// Lag, so that a backlog throttles within one measurement of forming.
 	Predicted time.Duration
-	// Channels is every channel the source read, in the order the server
-	// lists them (ReplicaStatusSource, PerformanceSchemaSource; nil for the
-	// other sources), with a channel named in WithChannels Only that the
-	// replica lacks first. Ignored channels are here, and only here.
+	// Channels is every channel the source read, in the source's order
+	// (ReplicaStatusSource, PerformanceSchemaSource; nil for the other
+	// sources), after any channel named in WithChannels Only that the
+	// replica lacks. Ignored channels are here, and only here.
 	Channels []ChannelLag
 
 	// channelProblem says what in WithChannels does not fit the replica's

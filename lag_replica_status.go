@@ -56,6 +56,14 @@ import (
 // that does not parse makes the whole backlog unknown (Known false), never
 // an error and never 0; counts that overflow saturate at math.MaxInt64.
 //
+// It reports every channel's SQL_Delay (Measurement.Channels). With
+// WithLagBeyondDelay a channel's lag is Seconds_Behind_Source minus its
+// SQL_Delay, never below 0: Seconds_Behind_Source counts the delay (it is the
+// age of the event the applier waits on, at most the delay while the applier
+// keeps up; MariaDB then shows the SQL thread running, "Waiting until
+// MASTER_DELAY seconds after master executed event"), and a delayed
+// channel's backlog is left out of Backlog.
+//
 // It needs REPLICATION CLIENT on MySQL, and SLAVE MONITOR (or SUPER) on
 // MariaDB 10.5 and later, where REPLICATION CLIENT is not enough.
 func ReplicaStatusSource() LagSource {
