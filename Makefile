@@ -26,10 +26,16 @@ test: vet replica-up
 
 # fuzz runs each target for FUZZTIME; a failure leaves its input in
 # testdata/fuzz/<target>/, where it then runs as a unit test: commit it.
+# go test -fuzz takes one target per run and links an instrumented binary
+# each time, so the binary is built once and run per target, in the package
+# directory (for testdata/fuzz) with go test's own corpus cache.
+FUZZBIN := $(BIN)/throttler.fuzz.test
 fuzz:
-	@for t in $(FUZZ_TARGETS); do \
+	@$(GO) test -c -fuzz=. -o $(FUZZBIN) .
+	@cache=$$($(GO) env GOCACHE)/fuzz/github.com/throttlekit/throttler; \
+	for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t ($(FUZZTIME))"; \
-		out=$$(THROTTLER_TESTENV_DIR= $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . 2>&1) || { echo "$$out"; exit 1; }; \
+		out=$$(THROTTLER_TESTENV_DIR= $(FUZZBIN) -test.run '^$$' -test.fuzz "^$$t\$$" -test.fuzztime $(FUZZTIME) -test.fuzzcachedir "$$cache" 2>&1) || { echo "$$out"; exit 1; }; \
 	done
 
 # unit runs what needs no server; integration tests skip with a message.

@@ -53,7 +53,9 @@ func requireBlocked(t *testing.T, done <-chan struct{}, what string) {
 // TestPropertyNoWaiterLeftBehind interleaves state changes, waiter arrivals,
 // caller cancellations, Open-context cancellation and Close in random orders
 // and checks that every waiter returns once the throttler stops; goleak in
-// TestMain then checks that no goroutine outlived its test.
+// TestMain then checks that no goroutine outlived its test. It runs on the
+// real clock: its short sleeps let the scheduler interleave the goroutines
+// mid-step, where in a bubble a sleep returns only once all have blocked.
 func TestPropertyNoWaiterLeftBehind(t *testing.T) {
 	seeds := 200
 	if testing.Short() {

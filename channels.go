@@ -100,6 +100,8 @@ func (s channelSelection) counts(name string) bool {
 	return !slices.Contains(s.ignore, f)
 }
 
+func (s channelSelection) isZero() bool { return len(s.only) == 0 && len(s.ignore) == 0 }
+
 func (s channelSelection) String() string {
 	list := func(names []string) string {
 		out := make([]string, len(names))
@@ -125,9 +127,7 @@ type channelConfig struct {
 	beyondDelay bool
 }
 
-func (c channelConfig) isZero() bool {
-	return len(c.sel.only) == 0 && len(c.sel.ignore) == 0 && !c.beyondDelay
-}
+func (c channelConfig) isZero() bool { return c.sel.isZero() && !c.beyondDelay }
 
 // describe is the configuration for a source's String: "" when zero.
 func (c channelConfig) describe() string {
@@ -162,14 +162,18 @@ type channelReading struct {
 	// cover (a transaction still in transfer from the source): it stands
 	// whole beyond the delay.
 	undelayed time.Duration
+	// standby is a channel the source reads but never counts, whatever
+	// the selection: a Group Replication member's recovery channel while
+	// the member is ONLINE.
+	standby bool
 }
 
 // combineChannels turns per-channel readings (in the order the source reports
 // them) into a measurement's Lag, Channel, NotFlowing and Channels, applying
-// cfg: only the channels that count set the verdict, and with beyondDelay
-// each channel's lag is what exceeds its configured delay (never below 0).
-// counted holds the names of the channels that count and exist, for the
-// backlog.
+// cfg: only the channels that count (selected, and not standby) set the
+// verdict, and with beyondDelay each channel's lag is what exceeds its
+// configured delay (never below 0). counted holds the names of the channels
+// that count and exist, for the backlog.
 //
 // The first channel that counts and is not flowing names the reason; else
 // Channel is the worst lag's. A name in Only that the replica lacks is a
@@ -201,7 +205,7 @@ func combineChannels(cfg channelConfig, rs []channelReading) (m Measurement, cou
 	}
 	lagChannel, lagFound := "", false
 	for _, r := range rs {
-		c := ChannelLag{Name: r.name, Lag: r.lag, NotFlowing: r.notFlowing, Delay: r.delay, Ignored: !cfg.sel.counts(r.name)}
+		c := ChannelLag{Name: r.name, Lag: r.lag, NotFlowing: r.notFlowing, Delay: r.delay, Ignored: r.standby || !cfg.sel.counts(r.name)}
 		if cfg.beyondDelay && r.notFlowing == "" {
 			c.Lag = max(r.undelayed, r.lag-r.delay, 0) // both non-negative: no overflow
 		}
@@ -220,7 +224,13 @@ func combineChannels(cfg channelConfig, rs []channelReading) (m Measurement, cou
 			}
 		}
 	}
-	if len(counted) == 0 && len(problems) == 0 {
+	switch {
+	case len(counted) > 0 || len(problems) > 0:
+	case cfg.sel.isZero():
+		// Only standby channels: nothing to measure, but no mistake of
+		// the caller's either.
+		m.NotFlowing = "no channel to measure (the replica has " + labels(rs) + ")"
+	default:
 		why := fmt.Sprintf("no channel counts: WithChannels %s leaves none of the replica's channels (%s)", cfg.sel, labels(rs))
 		problems = append(problems, why)
 		if m.NotFlowing == "" {

@@ -47,6 +47,10 @@ type contractRow struct {
 	// updateLagNil lifts the UpdateLag sentinels: there is nothing to
 	// measure.
 	updateLagNil string
+	// firstReadingClear lifts "Open publishes what it measured" for a
+	// throttled signal: Open's one reading cannot throttle (a rate needs
+	// two readings), so the lever throttles only once open.
+	firstReadingClear string
 	// clockDriven: the lever moves the fake clock to the next boundary,
 	// so a clear is seen a boundary later, not the instant the lever
 	// returns (Schedule).
@@ -144,6 +148,60 @@ func contractRows() []contractRow {
 					f.setResult(fakedbResult{err: errBoom})
 				} else {
 					f.setStatus(loadRunning("1"))
+				}
+			}, openErr: errBoom}
+		}},
+		{name: "Load/rate", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+			// A counter of nanoseconds paused that grows with the clock
+			// (the fake one in bubbles, the real one in noSpin) while
+			// on: 1e9/s, or stands still: 0/s. The monitor polls every
+			// 10ms and each of its readings sees the same rate; the
+			// lever waits out two rate windows so that the rate it
+			// publishes is the new one's alone.
+			var mu sync.Mutex
+			var base int64
+			var since time.Time
+			paused := false
+			value := func() int64 {
+				if paused {
+					return base + time.Since(since).Nanoseconds()
+				}
+				return base
+			}
+			status := func() map[string]string {
+				mu.Lock()
+				defer mu.Unlock()
+				return map[string]string{"wsrep_flow_control_paused_ns": fmt.Sprint(value())}
+			}
+			opts := append(contractOpts(maxWait), WithInterval(minPeriod))
+			l, f := newFakeLoad(t, LoadConfig{Variable: "wsrep_flow_control_paused_ns", Rate: true, Threshold: 5e8}, nil, opts...)
+			f.setStatusFunc(status)
+			return contractSubject{th: l, throttle: func(on bool) {
+				mu.Lock()
+				base, since, paused = value(), time.Now(), on
+				mu.Unlock()
+				for range 2 {
+					time.Sleep(l.rateWindow)
+					_ = l.UpdateLag(context.Background())
+				}
+			}, failOpen: func(on bool) {
+				if on {
+					f.setResult(fakedbResult{err: errBoom})
+				} else {
+					f.setStatusFunc(status)
+				}
+			}, openErr: errBoom}
+		}, firstReadingClear: "LoadLimit.Rate: There is no rate until a second reading, so the variable does not throttle after Open's first reading"},
+		{name: "PurgeLag", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+			p, f := newFakePurge(t, 1000, purgeRow("1", true, false), contractOpts(maxWait)...)
+			return contractSubject{th: p, throttle: func(on bool) {
+				f.setResult(purgeRow(map[bool]string{false: "1", true: "1000"}[on], true, false))
+				_ = p.UpdateLag(context.Background())
+			}, failOpen: func(on bool) {
+				if on {
+					f.setResult(fakedbResult{err: errBoom})
+				} else {
+					f.setResult(purgeRow("1", true, false))
 				}
 			}, openErr: errBoom}
 		}},
@@ -380,6 +438,10 @@ func TestContract(t *testing.T) {
 			}
 			s.throttle(true)
 			require.NoError(t, s.th.Open(ctx))
+			if row.firstReadingClear != "" {
+				assert.False(t, s.th.IsThrottled(), row.firstReadingClear)
+				s.throttle(true)
+			}
 			assert.True(t, s.th.IsThrottled(), "Open publishes what it measured before it returns")
 			assert.NotEmpty(t, reasonOf(s.th))
 		}},

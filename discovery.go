@@ -248,11 +248,8 @@ var releasedSet = &discoverySet{released: true}
 // that cannot be asked, a missing grant: ErrAccessDenied names it). It then
 // opens a Replication per replica, concurrently; a replica that cannot be
 // opened does not fail Open but becomes a failed member that throttles (see
-// Discovery). It finally starts one goroutine that asks the primary again
-// every DiscoveryConfig.Every and retries failed members every WithInterval,
-// until Close or until ctx is done: ctx bounds the whole watch, so pass the
-// job's context. A failed Open may be retried; a second Open returns
-// ErrAlreadyOpen, and Open after Close ErrClosed.
+// Discovery). Its monitor asks the primary again every DiscoveryConfig.Every
+// and retries failed members every WithInterval.
 func (d *Discovery) Open(ctx context.Context) error {
 	mctx, err := d.life.Begin(ctx)
 	if err != nil {
@@ -320,9 +317,7 @@ func (d *Discovery) release() {
 	d.cur.Store(releasedSet) // the Runner released the gate, which woke the waiters
 }
 
-// Close stops rediscovery and every member, waits for their goroutines to
-// exit, closes the DBs the Discovery opened, and releases every blocked
-// BlockWait. It is idempotent and always returns nil.
+// Close also stops every member and closes the DBs the Discovery opened.
 func (d *Discovery) Close() error {
 	if d.life.Close() {
 		d.shutdown() // after a failed Open, or one Close overtook
@@ -330,10 +325,8 @@ func (d *Discovery) Close() error {
 	return nil
 }
 
-// IsThrottled reports whether any member throttles or cannot be watched:
-// one atomic load for the snapshot, then one per watched member. It is false
-// before Open, after a failed Open, after Close, and after Open's context
-// ends.
+// IsThrottled reports whether any member throttles or cannot be watched: one
+// atomic load for the snapshot, then one per watched member.
 func (d *Discovery) IsThrottled() bool {
 	return d.cur.Load().throttled() && !d.gate.Released()
 }
@@ -353,19 +346,15 @@ func (s *discoverySet) throttled() bool {
 	return false
 }
 
-// BlockWait returns at once when not throttled. Otherwise it waits on every
-// throttling member at once until none throttles, ctx is done, the
-// Discovery stops, or WithMaxWait elapses. Callers that must know why it
-// returned use Wait.
+// BlockWait waits on every throttling member at once, until none throttles,
+// as the package doc says.
 func (d *Discovery) BlockWait(ctx context.Context) {
 	if d.paced() || d.IsThrottled() {
 		_ = d.Wait(ctx)
 	}
 }
 
-// Wait is BlockWait that says why it returned: nil when clear (or once it
-// clears), ErrMaxWait when WithMaxWait elapsed while still throttled,
-// ErrClosed when the Discovery stopped, or ctx's error.
+// Wait is BlockWait that says why it returned (see Waiter).
 func (d *Discovery) Wait(ctx context.Context) error {
 	if err := d.waitClear(ctx); err != nil {
 		return err
@@ -427,10 +416,7 @@ func (d *Discovery) waitClear(ctx context.Context) error {
 // UpdateLag asks the primary for its replicas, reconciles the members
 // (opening new ones and retrying failed ones), then measures every member
 // once, concurrently. It returns every error, each naming its replica; a
-// failed member's error counts, because its lag is unknown. Concurrent
-// callers share the listing and the measurements in flight rather than
-// each running their own. It returns ErrNotOpen before Open and ErrClosed
-// after the Discovery stopped: at once, also for callers that waited.
+// failed member's error counts, because its lag is unknown.
 func (d *Discovery) UpdateLag(ctx context.Context) error {
 	mctx, err := d.life.Context()
 	switch {

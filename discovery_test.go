@@ -560,13 +560,20 @@ func TestDiscoveryHotPathDoesNotAllocate(t *testing.T) {
 
 // The monitor rediscovers on its own every Every.
 func TestDiscoveryRediscoversPeriodically(t *testing.T) {
-	f := newFleet(hostA)
-	d := openDisco(t, f, func(c *DiscoveryConfig) { c.Every = minPeriod })
-	f.set(hostB, lagOf(time.Minute), nil)
-	f.setHosts(hostA, hostB)
-	require.Eventually(t, func() bool { return len(d.Replicas()) == 2 }, 5*time.Second, time.Millisecond)
-	require.NoError(t, d.UpdateLag(context.Background()))
-	assert.True(t, d.IsThrottled())
+	synctest.Test(t, func(t *testing.T) { // time passes on a fake clock
+		f := newFleet(hostA)
+		d := openDisco(t, f, func(c *DiscoveryConfig) { c.Every = time.Minute })
+		f.set(hostB, lagOf(time.Minute), nil)
+		f.setHosts(hostA, hostB)
+		time.Sleep(time.Minute - time.Nanosecond)
+		synctest.Wait()
+		require.Equal(t, []string{"10.0.0.1:3306"}, d.Replicas(), "not asked again before Every")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		require.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306"}, d.Replicas(), "asked again at Every")
+		require.NoError(t, d.UpdateLag(context.Background()))
+		assert.True(t, d.IsThrottled())
+	})
 }
 
 // TestDiscoveryNotThrottledAsSoonAsCancelReturns: a failed member throttles,
@@ -590,16 +597,27 @@ func TestDiscoveryNotThrottledAsSoonAsCancelReturns(t *testing.T) {
 // once the Discovery closes; none asks the primary after Close.
 func TestDiscoveryUpdateLagAfterCloseListsNoMore(t *testing.T) {
 	// Real time: the callers queue on a mutex, which synctest does not
-	// count as blocked.
+	// count as blocked; nothing here waits for the clock.
 	f := newFleet(hostA)
 	d := newDisco(t, f, nil, nil)
+	// Once hang is set the primary does not answer: a listing says it has
+	// started, then waits for its context to end.
 	var answered atomic.Int64
+	var hang atomic.Bool
+	listing := make(chan struct{}, 1)
 	f.primary.set(func(q string, args []driver.NamedValue) fakedbResult {
+		if hang.Load() {
+			select {
+			case listing <- struct{}{}:
+			default:
+			}
+			return fakedbResult{hang: true}
+		}
 		answered.Add(1)
 		return f.listing(q, args)
 	})
 	require.NoError(t, d.Open(context.Background()))
-	f.primary.setHang(true) // a primary that does not answer
+	hang.Store(true)
 	const callers = 8
 	errs, started := make(chan error, callers), make(chan struct{}, callers)
 	for range callers {
@@ -611,7 +629,11 @@ func TestDiscoveryUpdateLagAfterCloseListsNoMore(t *testing.T) {
 	for range callers {
 		<-started
 	}
-	require.Eventually(t, func() bool { return len(f.primary.hung()) == 1 }, 10*time.Second, time.Millisecond, "one listing in flight")
+	select {
+	case <-listing: // one listing in flight
+	case <-time.After(10 * time.Second): // a guard, not a wait
+		t.Fatal("no caller asked the primary")
+	}
 	closed := make(chan error, 1)
 	go func() { closed <- d.Close() }()
 	select {
@@ -620,7 +642,7 @@ func TestDiscoveryUpdateLagAfterCloseListsNoMore(t *testing.T) {
 	case <-time.After(10 * time.Second): // a guard, not a wait: Close returns at once
 		t.Fatal("Close waited for a listing that its callers should have given up")
 	}
-	f.primary.setHang(false) // a listing that outlived Close would now answer
+	hang.Store(false) // a listing that outlived Close would now answer
 	for range callers {
 		assert.ErrorIs(t, <-errs, ErrClosed)
 	}

@@ -118,12 +118,18 @@ func (f *fakedb) setResult(r fakedbResult) {
 // setStatus answers SHOW GLOBAL STATUS like a server whose status variables
 // are status: it returns the rows the statement's IN list names.
 func (f *fakedb) setStatus(status map[string]string) {
+	f.setStatusFunc(func() map[string]string { return status })
+}
+
+// setStatusFunc is setStatus with variables that status gives anew for each
+// statement, such as a counter that grows with the (fake) clock.
+func (f *fakedb) setStatusFunc(status func() map[string]string) {
 	f.set(func(q string, _ []driver.NamedValue) fakedbResult {
 		if !strings.HasPrefix(q, "SHOW GLOBAL STATUS") {
 			return fakedbResult{err: fmt.Errorf("fakedb: unexpected query %q", q)}
 		}
 		r := fakedbResult{cols: []string{"Variable_name", "Value"}}
-		for name, v := range status {
+		for name, v := range status() {
 			if strings.Contains(strings.ToLower(q), "'"+strings.ToLower(name)+"'") {
 				r.rows = append(r.rows, []driver.Value{[]byte(name), []byte(v)})
 			}

@@ -137,7 +137,7 @@ func FuzzPerformanceSchemaLag(f *testing.F) {
 			HasWorker: true, WorkerState: worker, LastApplied: applied, LastAppliedAt: ts[3].t,
 			Applying: applying, ApplyingStarted: ts[4].t,
 		}
-		m, err := performanceSchemaLag(channelConfig{}, []performanceSchemaRow{row})
+		m, err := performanceSchemaLag(channelConfig{}, []performanceSchemaRow{row}, nil)
 		require.NoError(t, err, "one channel is a replica")
 		assert.GreaterOrEqual(t, m.Lag, time.Duration(0), "a lag is never negative")
 		if m.NotFlowing == "" {
@@ -217,10 +217,11 @@ func FuzzParseReplicaHosts(f *testing.F) {
 	})
 }
 
-// FuzzLoadParseValue: a status value is an integer, saturating when only
-// too large, and nothing else.
+// FuzzLoadParseValue: a status value is a finite decimal number, read as
+// strconv reads it, and exactly as an unsigned integer when it is one; or an
+// error.
 func FuzzLoadParseValue(f *testing.F) {
-	for _, s := range []string{"17", "18446744073709551615", "-3", "", "1.5", " 4"} {
+	for _, s := range []string{"17", "18446744073709551615", "18446744073709551616", "-3", "", "1.5", " 4", "NaN", "inf", "1e999", "0x10", "1_0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -228,12 +229,15 @@ func FuzzLoadParseValue(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if loadDigits(s) {
-			assert.GreaterOrEqual(t, v, int64(0), "%q", s)
+		assert.False(t, math.IsNaN(v.f) || math.IsInf(v.f, 0), "%q read as %v", s, v.f)
+		p, perr := strconv.ParseFloat(s, 64)
+		require.NoError(t, perr, "%q accepted as a value", s)
+		assert.Equal(t, p, v.f)
+		if u, uerr := strconv.ParseUint(s, 10, 64); uerr == nil {
+			assert.True(t, v.exact, "%q", s)
+			assert.Equal(t, u, v.u, "%q", s)
 		} else {
-			p, perr := strconv.ParseInt(s, 10, 64)
-			require.NoError(t, perr, "%q accepted as a value", s)
-			assert.Equal(t, p, v)
+			assert.False(t, v.exact, "%q", s)
 		}
 	})
 }

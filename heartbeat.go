@@ -121,10 +121,8 @@ func NewHeartbeat(primary *sql.DB, cfg HeartbeatWriterConfig, logger *slog.Logge
 
 // Open creates the table (with Create), reads @@server_id (unless ServerID
 // was given), writes the first beat and returns the first error among them;
-// then it starts writing every Interval until Close or until ctx is done: ctx
-// bounds the writer's whole life, so pass the job's context. A failed Open may
-// be retried; a second Open returns ErrAlreadyOpen, and Open after Close
-// ErrClosed.
+// then it writes every Interval until Close or until ctx ends, with the
+// package's Open rules (retry after failure, ErrAlreadyOpen, ErrClosed).
 func (h *Heartbeat) Open(ctx context.Context) error {
 	life, err := h.life.Begin(ctx)
 	if err != nil {
@@ -245,9 +243,9 @@ func (h *Heartbeat) setLastError(err error) (prev error) {
 	return prev
 }
 
-// Close stops the writer and waits for its goroutine to exit. It is
-// idempotent and always returns nil. The row keeps its last ts, so replicas
-// reading it see their lag grow from then on.
+// Close stops the writer and waits for its goroutine to exit; it is
+// idempotent and returns nil. The row keeps its last ts, so replicas reading
+// it see their lag grow from then on.
 func (h *Heartbeat) Close() error {
 	h.life.Close()
 	return nil

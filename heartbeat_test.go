@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -104,43 +105,48 @@ func TestNewHeartbeatConfig(t *testing.T) {
 }
 
 func TestHeartbeatLifecycle(t *testing.T) {
-	db, f := newFakedbAnswering(t, hbPrimaryAnswer)
-	logs := &hbLogRecorder{}
-	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Table: "percona.heartbeat", Interval: 10 * time.Millisecond, Create: true}, slog.New(logs))
-	require.NoError(t, err)
-	assert.Zero(t, h.ServerID(), "not read before Open")
+	synctest.Test(t, func(t *testing.T) { // beats on a fake clock
+		db, f := newFakedbAnswering(t, hbPrimaryAnswer)
+		logs := &hbLogRecorder{}
+		h, err := NewHeartbeat(db, HeartbeatWriterConfig{Table: "percona.heartbeat", Interval: 10 * time.Millisecond, Create: true}, slog.New(logs))
+		require.NoError(t, err)
+		assert.Zero(t, h.ServerID(), "not read before Open")
 
-	require.NoError(t, h.Open(context.Background()))
-	t.Cleanup(func() { _ = h.Close() })
-	// The first beat was written by Open itself, after the table and the
-	// server id.
-	q := f.log()
-	require.Len(t, q, 3, "%q", q)
-	assert.True(t, strings.HasPrefix(q[0], "CREATE TABLE IF NOT EXISTS `percona`.`heartbeat` (\n  ts                    varchar(26) NOT NULL,\n  server_id             int unsigned NOT NULL PRIMARY KEY,"), q[0])
-	assert.Contains(t, q[0], "relay_master_log_file varchar(255) DEFAULT NULL")
-	assert.Equal(t, "SELECT @@server_id", q[1])
-	assert.Equal(t, "REPLACE INTO `percona`.`heartbeat` (ts, server_id) VALUES (DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f'), 42)", q[2])
-	assert.EqualValues(t, 42, h.ServerID())
-	assert.GreaterOrEqual(t, h.Beats(), int64(1))
-	assert.NoError(t, h.LastError())
+		require.NoError(t, h.Open(context.Background()))
+		t.Cleanup(func() { _ = h.Close() })
+		// The first beat was written by Open itself, after the table and the
+		// server id.
+		q := f.log()
+		require.Len(t, q, 3, "%q", q)
+		assert.True(t, strings.HasPrefix(q[0], "CREATE TABLE IF NOT EXISTS `percona`.`heartbeat` (\n  ts                    varchar(26) NOT NULL,\n  server_id             int unsigned NOT NULL PRIMARY KEY,"), q[0])
+		assert.Contains(t, q[0], "relay_master_log_file varchar(255) DEFAULT NULL")
+		assert.Equal(t, "SELECT @@server_id", q[1])
+		assert.Equal(t, "REPLACE INTO `percona`.`heartbeat` (ts, server_id) VALUES (DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f'), 42)", q[2])
+		assert.EqualValues(t, 42, h.ServerID())
+		assert.EqualValues(t, 1, h.Beats())
+		assert.NoError(t, h.LastError())
 
-	err = h.Open(context.Background())
-	assert.ErrorIs(t, err, ErrAlreadyOpen)
+		err = h.Open(context.Background())
+		assert.ErrorIs(t, err, ErrAlreadyOpen)
 
-	require.Eventually(t, func() bool { return h.Beats() >= 5 }, 10*time.Second, time.Millisecond, "the writer beats every interval")
-	assert.Equal(t, 1, f.count("CREATE"), "the table is created once")
-	assert.Equal(t, 1, f.count("SELECT @@server_id"), "the server id is read once")
+		time.Sleep(40 * time.Millisecond)
+		synctest.Wait()
+		assert.EqualValues(t, 5, h.Beats(), "the writer beats every interval")
+		assert.Equal(t, 1, f.count("CREATE"), "the table is created once")
+		assert.Equal(t, 1, f.count("SELECT @@server_id"), "the server id is read once")
 
-	require.NoError(t, h.Close())
-	writes := f.count("REPLACE")
-	assert.EqualValues(t, writes, h.Beats(), "every write succeeded and was counted")
-	time.Sleep(30 * time.Millisecond) // three intervals: nothing may write after Close returned
-	assert.Equal(t, writes, f.count("REPLACE"), "no write after Close")
-	require.NoError(t, h.Close(), "Close is idempotent")
-	assert.ErrorIs(t, h.Open(context.Background()), ErrClosed)
-	assert.Equal(t, 1, logs.count("heartbeat: open"))
-	assert.Equal(t, 1, logs.count("heartbeat: closed"))
-	assert.Zero(t, logs.count("write failed"))
+		require.NoError(t, h.Close())
+		writes := f.count("REPLACE")
+		assert.EqualValues(t, writes, h.Beats(), "every write succeeded and was counted")
+		time.Sleep(30 * time.Millisecond) // three intervals: nothing may write after Close returned
+		synctest.Wait()
+		assert.Equal(t, writes, f.count("REPLACE"), "no write after Close")
+		require.NoError(t, h.Close(), "Close is idempotent")
+		assert.ErrorIs(t, h.Open(context.Background()), ErrClosed)
+		assert.Equal(t, 1, logs.count("heartbeat: open"))
+		assert.Equal(t, 1, logs.count("heartbeat: closed"))
+		assert.Zero(t, logs.count("write failed"))
+	})
 }
 
 func TestHeartbeatConfiguredServerID(t *testing.T) {
@@ -254,102 +260,126 @@ func TestHeartbeatOpenErrors(t *testing.T) {
 // Write errors are retried every beat but logged once per change, and
 // LastError follows them.
 func TestHeartbeatWriteErrorsLoggedOnChange(t *testing.T) {
-	var mu sync.Mutex
-	var writeErr error
-	db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
-		mu.Lock()
-		err := writeErr
-		mu.Unlock()
-		if strings.HasPrefix(q, "REPLACE") && err != nil {
-			return fakedbResult{err: err}
+	synctest.Test(t, func(t *testing.T) { // beats on a fake clock
+		var mu sync.Mutex
+		var writeErr error
+		db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
+			mu.Lock()
+			err := writeErr
+			mu.Unlock()
+			if strings.HasPrefix(q, "REPLACE") && err != nil {
+				return fakedbResult{err: err}
+			}
+			return hbPrimaryAnswer(q, nil)
+		})
+		setErr := func(err error) {
+			mu.Lock()
+			writeErr = err
+			mu.Unlock()
 		}
-		return hbPrimaryAnswer(q, nil)
+		// beats lets n intervals pass: n beats, written or failed.
+		beats := func(n int) {
+			time.Sleep(time.Duration(n) * 10 * time.Millisecond)
+			synctest.Wait()
+		}
+		logs := &hbLogRecorder{}
+		h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, slog.New(logs))
+		require.NoError(t, err)
+		require.NoError(t, h.Open(context.Background()))
+		defer h.Close()
+
+		readOnly := hbMySQLErr(1290, "The MariaDB server is running with the --read-only option so it cannot execute this statement")
+		setErr(readOnly)
+		start := f.count("REPLACE")
+		beats(5)
+		assert.Equal(t, start+5, f.count("REPLACE"), "failed writes are retried every beat")
+		assert.EqualValues(t, 1, h.Beats(), "Open's beat only")
+		assert.ErrorIs(t, h.LastError(), readOnly)
+		assert.ErrorContains(t, h.LastError(), "write heartbeat to heartbeat: Error 1290")
+		assert.Equal(t, 1, logs.count("write failed"), "one line for five failures")
+
+		gone := hbMySQLErr(1146, "Table 'heartbeat' doesn't exist")
+		setErr(gone)
+		beats(1)
+		assert.ErrorIs(t, h.LastError(), ErrUnavailable)
+		beats(3)
+		assert.Equal(t, start+9, f.count("REPLACE"))
+		assert.Equal(t, 2, logs.count("write failed"), "a new error is a new line")
+		assert.EqualValues(t, 1, h.Beats(), "failed writes are not beats")
+
+		setErr(nil)
+		beats(3)
+		assert.NoError(t, h.LastError())
+		assert.EqualValues(t, 4, h.Beats())
+		assert.Equal(t, 1, logs.count("writes resumed"))
+		assert.Equal(t, 2, logs.count("write failed"))
 	})
-	setErr := func(err error) {
-		mu.Lock()
-		writeErr = err
-		mu.Unlock()
-	}
-	logs := &hbLogRecorder{}
-	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, slog.New(logs))
-	require.NoError(t, err)
-	require.NoError(t, h.Open(context.Background()))
-	defer h.Close()
-
-	readOnly := hbMySQLErr(1290, "The MariaDB server is running with the --read-only option so it cannot execute this statement")
-	setErr(readOnly)
-	start := f.count("REPLACE")
-	require.Eventually(t, func() bool { return f.count("REPLACE") >= start+5 }, 10*time.Second, time.Millisecond, "failed writes are retried every beat")
-	beats := h.Beats()
-	assert.ErrorIs(t, h.LastError(), readOnly)
-	assert.ErrorContains(t, h.LastError(), "write heartbeat to heartbeat: Error 1290")
-	assert.Equal(t, 1, logs.count("write failed"), "one line for five failures")
-
-	gone := hbMySQLErr(1146, "Table 'heartbeat' doesn't exist")
-	setErr(gone)
-	require.Eventually(t, func() bool { return errors.Is(h.LastError(), ErrUnavailable) }, 10*time.Second, time.Millisecond)
-	start = f.count("REPLACE")
-	require.Eventually(t, func() bool { return f.count("REPLACE") >= start+3 }, 10*time.Second, time.Millisecond)
-	assert.Equal(t, 2, logs.count("write failed"), "a new error is a new line")
-	assert.Equal(t, beats, h.Beats(), "failed writes are not beats")
-
-	setErr(nil)
-	require.Eventually(t, func() bool { return h.LastError() == nil && h.Beats() > beats+2 }, 10*time.Second, time.Millisecond)
-	assert.Equal(t, 1, logs.count("writes resumed"))
-	assert.Equal(t, 2, logs.count("write failed"))
 }
 
 // A hung primary costs one write at a time, each bounded by the timeout, and
 // Close does not wait for it.
 func TestHeartbeatHungWrites(t *testing.T) {
-	var hang atomic.Bool
-	db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
-		if strings.HasPrefix(q, "REPLACE") && hang.Load() {
-			return fakedbResult{hang: true}
-		}
-		return hbPrimaryAnswer(q, nil)
-	})
-	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, nil)
-	require.NoError(t, err)
-	h.timeout = 30 * time.Millisecond // the default floor is 1s; the bound is what matters
-	require.NoError(t, h.Open(context.Background()))
-	hang.Store(true)
-	require.Eventually(t, func() bool { return errors.Is(h.LastError(), context.DeadlineExceeded) }, 10*time.Second, time.Millisecond,
-		"a hung write ends at the timeout and is an error")
-	require.Eventually(t, func() bool { return f.hangs.Load() >= 3 }, 10*time.Second, time.Millisecond, "and the next beat tries again")
+	synctest.Test(t, func(t *testing.T) { // beats on a fake clock
+		var hang atomic.Bool
+		db, f := newFakedbAnswering(t, func(q string, _ []driver.NamedValue) fakedbResult {
+			if strings.HasPrefix(q, "REPLACE") && hang.Load() {
+				return fakedbResult{hang: true}
+			}
+			return hbPrimaryAnswer(q, nil)
+		})
+		h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, nil)
+		require.NoError(t, err)
+		h.timeout = 25 * time.Millisecond // the default floor is 1s; the bound is what matters
+		require.NoError(t, h.Open(context.Background()))
+		hang.Store(true)
+		time.Sleep(10*time.Millisecond + 25*time.Millisecond - time.Nanosecond) // the first beat hangs for the timeout
+		synctest.Wait()
+		require.NoError(t, h.LastError(), "not before the timeout")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		require.ErrorIs(t, h.LastError(), context.DeadlineExceeded, "a hung write ends at the timeout and is an error")
+		time.Sleep(60 * time.Millisecond)
+		synctest.Wait()
+		assert.GreaterOrEqual(t, f.hangs.Load(), int64(3), "and the next beat tries again")
+		assert.EqualValues(t, 1, f.maxSeen.Load(), "one write at a time")
+		require.EqualValues(t, 1, f.inFlight.Load(), "a write hangs now")
 
-	closed := make(chan struct{})
-	go func() { _ = h.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close waited for a hung write")
-	}
-	assert.ErrorIs(t, h.LastError(), context.DeadlineExceeded, "the write Close aborted is not recorded as a failure")
+		start := time.Now()
+		require.NoError(t, h.Close())
+		assert.Zero(t, time.Since(start), "Close waited for a hung write")
+		assert.Zero(t, f.inFlight.Load(), "Close ended the hung write")
+		assert.ErrorIs(t, h.LastError(), context.DeadlineExceeded, "the write Close aborted is not recorded as a failure")
+	})
 }
 
 func TestHeartbeatOpenContextEnds(t *testing.T) {
-	db, f := newFakedbAnswering(t, hbPrimaryAnswer)
-	logs := &hbLogRecorder{}
-	h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, slog.New(logs))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	require.NoError(t, h.Open(ctx))
-	require.Eventually(t, func() bool { return h.Beats() >= 3 }, 10*time.Second, time.Millisecond)
-	cancel()
-	require.Eventually(t, func() bool { return logs.count("Open's context ended") == 1 }, 10*time.Second, time.Millisecond)
-	writes := f.count("REPLACE")
-	time.Sleep(30 * time.Millisecond)
-	assert.Equal(t, writes, f.count("REPLACE"), "no write after Open's context ended")
-	assert.ErrorIs(t, h.Open(context.Background()), ErrAlreadyOpen, "still open until Close")
-	require.NoError(t, h.Close())
-	assert.Equal(t, 1, logs.count("Open's context ended"))
+	synctest.Test(t, func(t *testing.T) { // beats on a fake clock
+		db, f := newFakedbAnswering(t, hbPrimaryAnswer)
+		logs := &hbLogRecorder{}
+		h, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, slog.New(logs))
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		require.NoError(t, h.Open(ctx))
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		require.EqualValues(t, 3, h.Beats())
+		cancel()
+		synctest.Wait()
+		assert.Equal(t, 1, logs.count("Open's context ended"))
+		writes := f.count("REPLACE")
+		time.Sleep(30 * time.Millisecond)
+		synctest.Wait()
+		assert.Equal(t, writes, f.count("REPLACE"), "no write after Open's context ended")
+		assert.ErrorIs(t, h.Open(context.Background()), ErrAlreadyOpen, "still open until Close")
+		require.NoError(t, h.Close())
+		assert.Equal(t, 1, logs.count("Open's context ended"))
 
-	// An Open whose context is already done fails, and starts nothing.
-	h2, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, nil)
-	require.NoError(t, err)
-	err = h2.Open(ctx)
-	assert.ErrorIs(t, err, context.Canceled)
-	assert.Zero(t, h2.Beats())
-	require.NoError(t, h2.Close())
+		// An Open whose context is already done fails, and starts nothing.
+		h2, err := NewHeartbeat(db, HeartbeatWriterConfig{Interval: 10 * time.Millisecond}, nil)
+		require.NoError(t, err)
+		err = h2.Open(ctx)
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.Zero(t, h2.Beats())
+		require.NoError(t, h2.Close())
+	})
 }

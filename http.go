@@ -23,9 +23,8 @@ import (
 // endpoint, Freno-compatible by default (https://github.com/github/freno),
 // whether the app may write.
 //
-// Open asks once and starts one monitor goroutine that asks every
-// WithInterval, one request at a time, each bounded by WithQueryTimeout. The
-// answer is the status code:
+// It asks every WithInterval, one request at a time, each bounded by
+// WithQueryTimeout. The answer is the status code:
 //
 //   - 200 OK: go;
 //   - any other status (Freno's 429 "threshold exceeded", 417 "app denied",
@@ -37,11 +36,6 @@ import (
 //     response): the last answer stands for WithStaleAfter, then the
 //     throttler throttles with the error in its reason, until an answer
 //     arrives again.
-//
-// Each answer is published to a gate that IsThrottled and BlockWait read with
-// one atomic load; an answer that clears the throttle wakes every blocked
-// BlockWait at once. Close, or the end of Open's context, stops the monitor
-// and releases the throttler for good.
 //
 // Most callers need only NewHTTP (often with FrenoURL), Open, BlockWait
 // before each chunk, and Close.
@@ -177,13 +171,9 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 	return h, nil
 }
 
-// Open asks once and returns that answer's error: an endpoint that cannot be
-// reached is a configuration error to see at start, while a "no" (any status
-// other than 200) is a valid answer, and Open then returns nil with the
-// throttler throttled. It then starts the monitor, which runs until Close or
-// until ctx is done: pass the job's context, not a timeout meant for the
-// first request (WithQueryTimeout bounds that). A failed Open may be retried;
-// a second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
+// Open fails when the endpoint cannot be reached, a configuration error to
+// see at start; a "no" (any status other than 200) is a valid answer, and
+// Open then returns nil with the throttler throttled.
 func (h *HTTP) Open(ctx context.Context) error {
 	if err := h.poll.Open(ctx); err != nil {
 		return fmt.Errorf("throttler: open: %w", err)
@@ -328,9 +318,7 @@ func httpNewTransport() *http.Transport {
 	return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
 }
 
-// Close stops the monitor, waits for it to exit, releases every blocked
-// BlockWait, and closes the idle connections of the client NewHTTP built.
-// It is idempotent and always returns nil.
+// Close also closes the idle connections of the client NewHTTP built.
 func (h *HTTP) Close() error {
 	h.poll.Close()
 	if h.ownClient {

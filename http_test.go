@@ -7,11 +7,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -30,9 +33,13 @@ const (
 	frenoSlowBody            // the status at once, then a body that stalls
 )
 
-// fakeFreno is an httptest server that speaks Freno's status codes.
+// fakeFreno is an httptest server that speaks Freno's status codes, on a
+// loopback TCP port (newFakeFreno) or on an in-memory network
+// (newMemFreno).
 type fakeFreno struct {
 	*httptest.Server
+	mem      *memListener // nil on TCP
+	tr       *http.Transport
 	path     string
 	status   atomic.Int32
 	body     atomic.Pointer[string] // sent on GET when non-empty
@@ -46,11 +53,27 @@ type fakeFreno struct {
 	stopSlow chan struct{}
 }
 
-func newFakeFreno(t *testing.T, status int) *fakeFreno {
+func newFakeFreno(t *testing.T, status int) *fakeFreno { return startFakeFreno(t, status, nil) }
+
+// newMemFreno is a fake Freno for a synctest bubble: its server and the
+// transport of client() talk over net.Pipe, whose every wait is a channel
+// wait, which the bubble sees as durably blocked. On TCP an idle pooled
+// connection waits in a socket read, which it does not, so the fake clock
+// would never move.
+func newMemFreno(t *testing.T, status int) *fakeFreno {
+	return startFakeFreno(t, status, &memListener{conns: make(chan net.Conn), done: make(chan struct{})})
+}
+
+func startFakeFreno(t *testing.T, status int, mem *memListener) *fakeFreno {
 	t.Helper()
-	f := &fakeFreno{path: "/check/myapp/mysql/main", stopSlow: make(chan struct{})}
+	f := &fakeFreno{path: "/check/myapp/mysql/main", stopSlow: make(chan struct{}), mem: mem}
 	f.status.Store(int32(status))
-	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	if mem == nil {
+		f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	} else {
+		f.Server = &httptest.Server{Listener: mem, Config: &http.Server{Handler: http.HandlerFunc(f.serve)}}
+		f.tr = &http.Transport{DialContext: mem.dial}
+	}
 	f.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		switch s {
 		case http.StateNew:
@@ -63,9 +86,62 @@ func newFakeFreno(t *testing.T, status int) *fakeFreno {
 	t.Cleanup(func() {
 		close(f.stopSlow)
 		f.Close()
+		if f.tr != nil {
+			f.tr.CloseIdleConnections()
+		}
 	})
 	return f
 }
+
+// client is a client of the caller's own on the in-memory network.
+func (f *fakeFreno) client() *http.Client { return &http.Client{Transport: f.tr} }
+
+// memListener is the server's end of the in-memory network: each dial is a
+// net.Pipe whose other end Accept returns.
+type memListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *memListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *memListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *memListener) Addr() net.Addr { return memAddr{} }
+
+// dial connects to the listener; once it is closed, a dial is refused as
+// by a port nobody listens on.
+func (l *memListener) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	client, server := net.Pipe()
+	select {
+	case l.conns <- server:
+		return client, nil
+	case <-l.done:
+	case <-ctx.Done():
+	}
+	_ = client.Close()
+	_ = server.Close()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, &net.OpError{Op: "dial", Net: network, Addr: memAddr{}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+}
+
+type memAddr struct{}
+
+func (memAddr) Network() string { return "mem" }
+func (memAddr) String() string  { return "freno.test" }
 
 func (f *fakeFreno) url() string { return f.URL + f.path }
 
@@ -280,27 +356,44 @@ func TestHTTPSendsHeadersAndHost(t *testing.T) {
 	assert.Equal(t, "freno.internal", hdr.Get("Host"), "the caller's header is not modified")
 }
 
+// requireStaleAfter lets window pass in a bubble, from the instant of h's
+// last answer, with probes failing meanwhile: h is clear until the last
+// instant of the window, and throttled at its end.
+func requireStaleAfter(t *testing.T, h *HTTP, window time.Duration) {
+	t.Helper()
+	time.Sleep(window - time.Nanosecond)
+	synctest.Wait()
+	require.False(t, h.IsThrottled(), "the last answer stands for the stale window")
+	time.Sleep(time.Nanosecond)
+	synctest.Wait()
+	require.True(t, h.IsThrottled(), "no answer throttles after the stale window")
+}
+
 // TestHTTPSlowServerGoesStaleAndRecovers: a server that does not answer
 // within the query timeout leaves the last answer standing for the stale
 // window, then throttles with the error; an answer clears it again.
 func TestHTTPSlowServerGoesStaleAndRecovers(t *testing.T) {
-	f := newFakeFreno(t, 200)
-	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(minPeriod), WithQueryTimeout(10*time.Millisecond), WithStaleAfter(30*time.Millisecond))
-	require.NoError(t, h.Open(context.Background()))
-	require.False(t, h.IsThrottled())
+	synctest.Test(t, func(t *testing.T) {
+		f := newMemFreno(t, 200)
+		h := newTestHTTP(t, HTTPConfig{URL: f.url(), Client: f.client()}, WithInterval(minPeriod), WithQueryTimeout(10*time.Millisecond), WithStaleAfter(30*time.Millisecond))
+		require.NoError(t, h.Open(context.Background()))
+		require.False(t, h.IsThrottled())
 
-	f.mode.Store(int32(frenoSlow))
-	require.Eventually(t, h.IsThrottled, 5*time.Second, time.Millisecond, "no answer throttles after the stale window")
-	assert.Contains(t, h.ThrottleReason(), "no answer for")
-	assert.Contains(t, h.ThrottleReason(), "context deadline exceeded")
-	err := h.UpdateLag(context.Background())
-	assert.ErrorIs(t, err, context.DeadlineExceeded, "UpdateLag returns the cause, wrapped")
-	done := waiters(context.Background(), h, 20)
-	requireBlocked(t, done, "slow server")
+		f.mode.Store(int32(frenoSlow))
+		requireStaleAfter(t, h, 30*time.Millisecond)
+		assert.Contains(t, h.ThrottleReason(), "no answer for")
+		assert.Contains(t, h.ThrottleReason(), "context deadline exceeded")
+		err := h.UpdateLag(context.Background())
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "UpdateLag returns the cause, wrapped")
+		done := contractWaiters(context.Background(), h, 20)
+		time.Sleep(3 * minPeriod)
+		require.False(t, returned(done), "slow server")
 
-	f.mode.Store(int32(frenoNormal))
-	requireReturns(t, done, 5*time.Second, "server answers again")
-	assert.False(t, h.IsThrottled())
+		f.mode.Store(int32(frenoNormal))
+		time.Sleep(10*time.Millisecond + minPeriod) // the probe in flight times out; the next is answered
+		assert.True(t, returned(done), "server answers again")
+		assert.False(t, h.IsThrottled())
+	})
 }
 
 // TestHTTPBrokenConnections: connections closed without an answer, or
@@ -316,18 +409,22 @@ func TestHTTPBrokenConnections(t *testing.T) {
 		{"not HTTP", frenoGarbage, "malformed HTTP"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			f := newFakeFreno(t, 200)
-			h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(minPeriod), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
-			require.NoError(t, h.Open(context.Background()))
-			f.mode.Store(int32(c.mode))
-			assert.ErrorContains(t, h.UpdateLag(context.Background()), c.want)
-			assert.False(t, h.IsThrottled(), "one failure is not an answer: the last answer stands for the stale window")
-			require.Eventually(t, h.IsThrottled, 5*time.Second, time.Millisecond)
-			assert.Contains(t, h.ThrottleReason(), "no answer for")
-			assert.Contains(t, h.ThrottleReason(), c.want)
+			synctest.Test(t, func(t *testing.T) {
+				f := newMemFreno(t, 200)
+				h := newTestHTTP(t, HTTPConfig{URL: f.url(), Client: f.client()}, WithInterval(minPeriod), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
+				require.NoError(t, h.Open(context.Background()))
+				f.mode.Store(int32(c.mode))
+				assert.ErrorContains(t, h.UpdateLag(context.Background()), c.want)
+				assert.False(t, h.IsThrottled(), "one failure is not an answer: the last answer stands for the stale window")
+				requireStaleAfter(t, h, 300*time.Millisecond)
+				assert.Contains(t, h.ThrottleReason(), "no answer for")
+				assert.Contains(t, h.ThrottleReason(), c.want)
 
-			f.mode.Store(int32(frenoNormal))
-			require.Eventually(t, func() bool { return !h.IsThrottled() }, 5*time.Second, time.Millisecond)
+				f.mode.Store(int32(frenoNormal))
+				time.Sleep(minPeriod)
+				synctest.Wait()
+				require.False(t, h.IsThrottled(), "the next answer clears")
+			})
 		})
 	}
 }
@@ -370,21 +467,28 @@ func TestHTTPSlowBodyIsStillAnAnswer(t *testing.T) {
 // TestHTTPServerGoesAway: a server that disappears is stale, then throttled;
 // an Open against it fails.
 func TestHTTPServerGoesAway(t *testing.T) {
-	f := newFakeFreno(t, 200)
-	h := newTestHTTP(t, HTTPConfig{URL: f.url()}, WithInterval(minPeriod), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
-	require.NoError(t, h.Open(context.Background()))
-	f.Close()
-	require.Eventually(t, h.IsThrottled, 5*time.Second, time.Millisecond)
-	assert.Contains(t, h.ThrottleReason(), "no answer for")
-	assert.Contains(t, h.ThrottleReason(), "connection refused")
-	assert.NotContains(t, h.ThrottleReason(), "context deadline exceeded", "a refused connection fails fast")
-
-	h2 := newTestHTTP(t, HTTPConfig{URL: f.url()})
-	err := h2.Open(context.Background())
+	// A port nobody listens on, for real: Open's error. No clock needed.
+	gone := newFakeFreno(t, 200)
+	gone.Close()
+	h := newTestHTTP(t, HTTPConfig{URL: gone.url()})
+	err := h.Open(context.Background())
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, ErrInvalidConfig)
 	assert.ErrorContains(t, err, "connection refused")
-	assert.False(t, h2.IsThrottled(), "false after a failed Open")
+	assert.False(t, h.IsThrottled(), "false after a failed Open")
+
+	// Staleness on the fake clock, where the in-memory network refuses
+	// dials once its server is closed.
+	synctest.Test(t, func(t *testing.T) {
+		f := newMemFreno(t, 200)
+		h := newTestHTTP(t, HTTPConfig{URL: f.url(), Client: f.client()}, WithInterval(minPeriod), WithQueryTimeout(200*time.Millisecond), WithStaleAfter(300*time.Millisecond))
+		require.NoError(t, h.Open(context.Background()))
+		f.Close()
+		requireStaleAfter(t, h, 300*time.Millisecond)
+		assert.Contains(t, h.ThrottleReason(), "no answer for")
+		assert.Contains(t, h.ThrottleReason(), "connection refused")
+		assert.NotContains(t, h.ThrottleReason(), "context deadline exceeded", "a refused connection fails fast")
+	})
 }
 
 // TestHTTPReusesConnectionsAndClosesThem: drained bodies let one connection
@@ -392,23 +496,31 @@ func TestHTTPServerGoesAway(t *testing.T) {
 func TestHTTPReusesConnectionsAndClosesThem(t *testing.T) {
 	for _, method := range []string{"HEAD", "GET"} {
 		t.Run(method, func(t *testing.T) {
-			f := newFakeFreno(t, 200)
-			f.setBody(`{"StatusCode":429,"Value":2.5,"Threshold":1,"Message":"Threshold exceeded"}` + strings.Repeat(" ", 8<<10))
-			h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: method}, WithInterval(minPeriod), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
-			require.NoError(t, h.Open(context.Background()))
-			for i := range 20 {
-				if i%2 == 0 {
-					f.status.Store(429)
-				} else {
-					f.status.Store(200)
+			synctest.Test(t, func(t *testing.T) {
+				f := newMemFreno(t, 200)
+				f.setBody(`{"StatusCode":429,"Value":2.5,"Threshold":1,"Message":"Threshold exceeded"}` + strings.Repeat(" ", 8<<10))
+				h := newTestHTTP(t, HTTPConfig{URL: f.url(), Method: method}, WithInterval(minPeriod), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
+				// The client NewHTTP built, which Close is to close, dialing
+				// the in-memory network.
+				require.True(t, h.ownClient)
+				h.client.Transport.(*http.Transport).DialContext = f.mem.dial
+				require.NoError(t, h.Open(context.Background()))
+				for i := range 20 {
+					if i%2 == 0 {
+						f.status.Store(429)
+					} else {
+						f.status.Store(200)
+					}
+					require.NoError(t, h.UpdateLag(context.Background()))
 				}
-				require.NoError(t, h.UpdateLag(context.Background()))
-			}
-			require.Eventually(t, func() bool { return f.requests.Load() > 30 }, 5*time.Second, time.Millisecond)
-			assert.EqualValues(t, 1, f.newConns.Load(), "one connection for every check")
-			require.NoError(t, h.Close())
-			require.Eventually(t, func() bool { return f.closed.Load() == 1 }, 5*time.Second, time.Millisecond,
-				"Close closes the idle connection of its own client")
+				time.Sleep(10 * minPeriod)
+				synctest.Wait()
+				assert.EqualValues(t, 1+20+10, f.requests.Load(), "Open's, the updates', and the monitor's every interval")
+				assert.EqualValues(t, 1, f.newConns.Load(), "one connection for every check")
+				require.NoError(t, h.Close())
+				synctest.Wait()
+				assert.EqualValues(t, 1, f.closed.Load(), "Close closes the idle connection of its own client")
+			})
 		})
 	}
 }
@@ -416,32 +528,42 @@ func TestHTTPReusesConnectionsAndClosesThem(t *testing.T) {
 // TestHTTPCallerClientIsTheCallers: a client given in the config is used and
 // left open.
 func TestHTTPCallerClientIsTheCallers(t *testing.T) {
-	f := newFakeFreno(t, 200)
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	h := newTestHTTP(t, HTTPConfig{URL: f.url(), Client: &http.Client{Transport: tr}})
-	require.NoError(t, h.Open(context.Background()))
-	require.NoError(t, h.Close())
-	time.Sleep(10 * time.Millisecond)
-	assert.Zero(t, f.closed.Load(), "the caller's idle connection is the caller's to close")
+	synctest.Test(t, func(t *testing.T) {
+		f := newMemFreno(t, 200)
+		h := newTestHTTP(t, HTTPConfig{URL: f.url(), Client: f.client()})
+		require.NoError(t, h.Open(context.Background()))
+		require.NoError(t, h.Close())
+		synctest.Wait()
+		assert.EqualValues(t, 1, f.requests.Load(), "the caller's client asked")
+		assert.Zero(t, f.closed.Load(), "the caller's idle connection is the caller's to close")
+		f.tr.CloseIdleConnections()
+		synctest.Wait()
+		assert.EqualValues(t, 1, f.closed.Load(), "closed by the caller")
+	})
 }
 
 // TestHTTPLogsChangesOnly: a steady refusal over many checks is one line.
 func TestHTTPLogsChangesOnly(t *testing.T) {
-	f := newFakeFreno(t, 429)
-	var buf syncBuffer
-	h, err := NewHTTP(HTTPConfig{URL: f.url()}, slog.New(slog.NewTextHandler(&buf, nil)),
-		WithInterval(minPeriod), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
-	require.NoError(t, err)
-	require.NoError(t, h.Open(context.Background()))
-	require.Eventually(t, func() bool { return f.requests.Load() > 20 }, 5*time.Second, time.Millisecond)
-	f.status.Store(200)
-	require.Eventually(t, func() bool { return !h.IsThrottled() }, 5*time.Second, time.Millisecond)
-	require.NoError(t, h.Close())
-	out := buf.String()
-	assert.Equal(t, 1, strings.Count(out, "throttler: throttled"), out)
-	assert.Equal(t, 1, strings.Count(out, "throttler: resumed"), out)
-	assert.Contains(t, out, "url="+f.url())
+	synctest.Test(t, func(t *testing.T) {
+		f := newMemFreno(t, 429)
+		var buf syncBuffer
+		h, err := NewHTTP(HTTPConfig{URL: f.url(), Client: f.client()}, slog.New(slog.NewTextHandler(&buf, nil)),
+			WithInterval(minPeriod), WithQueryTimeout(time.Second), WithStaleAfter(time.Hour))
+		require.NoError(t, err)
+		require.NoError(t, h.Open(context.Background()))
+		time.Sleep(20 * minPeriod)
+		synctest.Wait()
+		require.EqualValues(t, 21, f.requests.Load(), "Open's and twenty refusals more")
+		f.status.Store(200)
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, h.IsThrottled())
+		require.NoError(t, h.Close())
+		out := buf.String()
+		assert.Equal(t, 1, strings.Count(out, "throttler: throttled"), out)
+		assert.Equal(t, 1, strings.Count(out, "throttler: resumed"), out)
+		assert.Contains(t, out, "url="+f.url())
+	})
 }
 
 func TestHTTPMaxWait(t *testing.T) {

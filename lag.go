@@ -53,6 +53,9 @@ type Measurement struct {
 	// when either is unknown). A Replication throttles on it as it does on
 	// Lag, so that a backlog throttles within one measurement of forming.
 	Predicted time.Duration
+	// GroupReplication is set when the replica is a Group Replication
+	// (InnoDB Cluster) member, and nil otherwise.
+	GroupReplication *GroupReplicationStatus
 	// Channels is every channel the source read, in the source's order
 	// (ReplicaStatusSource, PerformanceSchemaSource; nil for the other
 	// sources), after any channel named in WithChannels Only that the
@@ -79,8 +82,9 @@ type ChannelLag struct {
 	// which PerformanceSchemaSource reads with WithLagBeyondDelay; 0
 	// otherwise.
 	Delay time.Duration
-	// Ignored is set for a channel that does not count (WithChannels): it
-	// never throttles.
+	// Ignored is set for a channel that does not count: one WithChannels
+	// leaves out, or a Group Replication member's recovery channel while
+	// the member is ONLINE. It never throttles.
 	Ignored bool
 }
 
@@ -182,7 +186,9 @@ func ParseFlavor(version, comment string) (Flavor, error) {
 
 // DefaultLagSource is the source Open chooses when WithLagSource is not given:
 // AuroraSource on Aurora MySQL, PerformanceSchemaSource on MySQL 8.0 and later
-// (including Percona Server), ReplicaStatusSource on MariaDB and older MySQL.
+// (including Percona Server, and Group Replication / InnoDB Cluster members,
+// which it recognises by their channels), ReplicaStatusSource on MariaDB and
+// older MySQL.
 //
 // Aurora readers do not replicate the binary log: they read the writer's
 // storage volume and lag only in applying its redo to their caches. SHOW

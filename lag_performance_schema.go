@@ -92,9 +92,37 @@ import (
 // which holds the delay's worth of transactions by design, is left out of
 // Backlog; the receiver latency is not delayed and counts whole.
 //
+// On a Group Replication (InnoDB Cluster) member, recognised by its
+// group_replication_applier and group_replication_recovery channels, it
+// also reads this member's row (MEMBER_ID = @@server_uuid) of
+// replication_group_members and replication_group_member_stats, and the
+// flow control variables, into Measurement.GroupReplication. The member's
+// state is the state of both of its Group Replication channels: on a member
+// that is not ONLINE (RECOVERING, OFFLINE, ERROR, UNREACHABLE, or absent
+// from the table) they read as not flowing, naming the state. On an ONLINE
+// member the lag of group_replication_applier is measured as above without
+// the receiver checks: the group communication layer feeds that channel, so
+// it has no source connection and no heartbeats. The recovery channel, which
+// runs only during distributed recovery and is OFF on every ONLINE member,
+// is then not measured and never throttles (Ignored in
+// Measurement.Channels). The applier channel's backlog is the member's
+// applier queue (COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE), not GTID
+// arithmetic: the group's transactions come from several members, each
+// numbering its own block of GTIDs. Channels of ordinary replication on the
+// same member are measured as on any replica. WithGroupApplierQueueLimit
+// throttles on the applier queue.
+//
+// WithChannels selects among the Group Replication channels as among any
+// others: leaving them out (Ignore both, or Only the member's ordinary
+// channels) leaves the member's state, its applier lag and queue, and
+// WithGroupApplierQueueLimit out of the verdict, which then rests on the
+// channels that count.
+//
 // It needs SELECT on performance_schema.replication_connection_status and
-// performance_schema.replication_applier_status_by_worker, and with
-// WithLagBeyondDelay on performance_schema.replication_applier_configuration.
+// performance_schema.replication_applier_status_by_worker, with
+// WithLagBeyondDelay on performance_schema.replication_applier_configuration,
+// and on a Group Replication member on replication_group_members,
+// replication_group_member_stats, global_variables and global_status.
 func PerformanceSchemaSource() LagSource { return performanceSchemaSource{} }
 
 type performanceSchemaSource struct{ cfg channelConfig }
@@ -241,7 +269,13 @@ func (s performanceSchemaSource) measure(ctx context.Context, db querier) (Measu
 			return Measurement{}, fmt.Errorf("%w: performance_schema is OFF on this server; start it with performance_schema=ON or use ReplicaStatusSource", ErrUnavailable)
 		}
 	}
-	return performanceSchemaLag(s.cfg, recs)
+	var member *groupMember
+	if slices.ContainsFunc(recs, func(r performanceSchemaRow) bool { return isGroupChannel(r.Channel) }) {
+		if member, err = readGroupMember(ctx, db); err != nil {
+			return Measurement{}, err
+		}
+	}
+	return performanceSchemaLag(s.cfg, recs, member)
 }
 
 func performanceSchemaError(err error) error {
@@ -255,8 +289,9 @@ func performanceSchemaError(err error) error {
 }
 
 // performanceSchemaLag computes a measurement from the query's rows, with
-// cfg's channels and delay. It does no I/O, so recorded rows test every case.
-func performanceSchemaLag(cfg channelConfig, rows []performanceSchemaRow) (Measurement, error) {
+// cfg's channels and delay, and on a Group Replication member (member not
+// nil) from its member row. It does no I/O, so recorded rows test every case.
+func performanceSchemaLag(cfg channelConfig, rows []performanceSchemaRow, member *groupMember) (Measurement, error) {
 	if len(rows) == 0 {
 		return Measurement{}, fmt.Errorf("%w: performance_schema.replication_connection_status has no channel", ErrNotReplica)
 	}
@@ -272,11 +307,22 @@ func performanceSchemaLag(cfg channelConfig, rows []performanceSchemaRow) (Measu
 	readings := make([]channelReading, 0, len(names))
 	for _, name := range names {
 		ws := byChannel[name]
-		lag, why := channelLag(ws)
-		readings = append(readings, channelReading{name: name, lag: lag, notFlowing: why,
-			delay: delaySeconds(ws[0].DesiredDelay), undelayed: receiverLatency(ws[0])})
+		r := channelReading{name: name, delay: delaySeconds(ws[0].DesiredDelay), undelayed: receiverLatency(ws[0])}
+		group := member != nil && isGroupChannel(name)
+		switch {
+		case group && member.notFlowing() != "":
+			r.notFlowing = member.notFlowing()
+		case group && !strings.EqualFold(name, groupApplierChannel):
+			r.standby = true // the recovery channel of an ONLINE member
+		default:
+			r.lag, r.notFlowing = channelLag(ws, group)
+		}
+		readings = append(readings, r)
 	}
 	m, counted := combineChannels(cfg, readings)
+	if member != nil {
+		m.GroupReplication = member.status()
+	}
 	var backlog []string
 	for _, r := range readings {
 		if counted[r.name] && !(cfg.beyondDelay && r.delay > 0) {
@@ -285,7 +331,7 @@ func performanceSchemaLag(cfg channelConfig, rows []performanceSchemaRow) (Measu
 	}
 	m.Backlog = unknownBacklog()
 	if len(backlog) > 0 {
-		m.Backlog = performanceSchemaBacklog(byChannel, backlog)
+		m.Backlog = performanceSchemaBacklog(byChannel, backlog, member)
 	}
 	return m, nil
 }
@@ -296,10 +342,19 @@ func performanceSchemaLag(cfg channelConfig, rows []performanceSchemaRow) (Measu
 // sequence number the workers last applied for the source of the channel's
 // last queued transaction: it restarts when that source changes.
 // performance_schema has no byte positions: Bytes is -1.
-func performanceSchemaBacklog(byChannel map[string][]performanceSchemaRow, names []string) Backlog {
+func performanceSchemaBacklog(byChannel map[string][]performanceSchemaRow, names []string, member *groupMember) Backlog {
 	b := Backlog{Known: true, Bytes: -1, appliedBytes: -1}
 	for _, name := range names {
-		pending, applied, ok := channelPending(byChannel[name])
+		var pending, applied int64
+		var ok bool
+		switch {
+		case member != nil && strings.EqualFold(name, groupRecoveryChannel):
+			continue // distributed recovery's donor stream, not the group's
+		case member != nil && strings.EqualFold(name, groupApplierChannel):
+			pending, applied, ok = member.backlog()
+		default:
+			pending, applied, ok = channelPending(byChannel[name])
+		}
 		if !ok {
 			return unknownBacklog()
 		}
@@ -364,11 +419,13 @@ func channelPending(ws []performanceSchemaRow) (pending, highest int64, ok bool)
 
 // channelLag measures one channel from its rows (one per worker, or one with
 // HasWorker false). It returns a reason instead when the channel is not
-// flowing.
-func channelLag(ws []performanceSchemaRow) (time.Duration, string) {
+// flowing. A Group Replication channel (group) has no receiver connected to
+// a source: its receiver state and heartbeats are not checked (the member
+// state is).
+func channelLag(ws []performanceSchemaRow, group bool) (time.Duration, string) {
 	c := ws[0] // the connection columns repeat on every row
 	now := c.Now
-	if !strings.EqualFold(c.ReceiverState, "ON") {
+	if !group && !strings.EqualFold(c.ReceiverState, "ON") {
 		why := "receiver (IO) thread " + strings.ToUpper(c.ReceiverState)
 		if c.ReceiverErrNo != 0 {
 			why += fmt.Sprintf(": error %d: %s", c.ReceiverErrNo, c.ReceiverError)
@@ -467,7 +524,7 @@ func channelLag(ws []performanceSchemaRow) (time.Duration, string) {
 	}
 	lag := max(applier, receiving, queue)
 
-	if lag == 0 {
+	if lag == 0 && !group {
 		// Caught up. That is only believable while the receiver hears from
 		// the source: a transaction or a heartbeat within the limit.
 		heard := c.LastHeartbeat

@@ -1,10 +1,15 @@
 package throttler
 
 import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"math"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // psFixture is one recorded situation: the rows the performance_schema query
@@ -13,12 +18,15 @@ type psFixture struct {
 	Description string                 `json:"description"`
 	Rows        []performanceSchemaRow `json:"rows"`
 	Config      fixtureConfig          `json:"config"`
-	Want        lagWant                `json:"want"`
+	// Group is this member's row of the Group Replication query, for a
+	// server with the Group Replication channels.
+	Group *groupMember `json:"group"`
+	Want  lagWant      `json:"want"`
 }
 
 func TestPerformanceSchemaFixtures(t *testing.T) {
 	eachFixture(t, "testdata/performance_schema", 20, func(t *testing.T, fx *psFixture) {
-		m, err := performanceSchemaLag(fx.Config.channels(t), fx.Rows)
+		m, err := performanceSchemaLag(fx.Config.channels(t), fx.Rows, fx.Group)
 		fx.Want.check(t, fx.Description, m, err)
 	})
 }
@@ -96,4 +104,69 @@ func TestPerformanceSchemaParseGTID(t *testing.T) {
 			assert.Equal(t, c.seq, g.seq, c.in)
 		}
 	}
+}
+
+// TestPerformanceSchemaMeasureGroupMember runs Measure over the fake driver:
+// a server with the Group Replication channels is asked for its member row
+// (and only such a server), whose columns arrive as text.
+func TestPerformanceSchemaMeasureGroupMember(t *testing.T) {
+	const group = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	now := []byte("1795435200.000000") // 2026-11-23 12:00:00 UTC
+	channel := func(name, state string, queued string, worker string) []driver.Value {
+		return []driver.Value{[]byte("1795435200000000"), []byte(name), []byte(state), []byte("0"), []byte(""),
+			[]byte("0.000000"), []byte(queued), now, now, now, []byte(""), []byte("0.000000"),
+			[]byte("1"), []byte(worker), []byte("0"), []byte(""), []byte(queued), now, []byte(""), []byte("0.000000"), nil}
+	}
+	psCols := make([]string, 21)
+	for i := range psCols {
+		psCols[i] = fmt.Sprintf("c%d", i)
+	}
+	member := []driver.Value{[]byte("ONLINE"), []byte("SECONDARY"), []byte("x"), []byte("2"), []byte("99999999999999999999"),
+		[]byte("1234"), []byte("QUOTA"), []byte("25000"), []byte("25000"), nil}
+	answer := func(q string, _ []driver.NamedValue) fakedbResult {
+		switch q {
+		case performanceSchemaPlainQuery:
+			return fakedbResult{cols: psCols, rows: [][]driver.Value{
+				channel(groupApplierChannel, "ON", group+":10", "ON"),
+				channel(groupRecoveryChannel, "OFF", "", "OFF"),
+			}}
+		case groupMemberQuery:
+			return fakedbResult{cols: psCols[:10], rows: [][]driver.Value{member}}
+		}
+		return fakedbResult{err: fmt.Errorf("unexpected query %q", q)}
+	}
+	db, f := newFakedbAnswering(t, answer)
+	m, err := PerformanceSchemaSource().Measure(context.Background(), db)
+	require.NoError(t, err)
+	assert.Empty(t, m.NotFlowing)
+	assert.Equal(t, groupApplierChannel, m.Channel)
+	assert.Equal(t, &GroupReplicationStatus{MemberState: "ONLINE", MemberRole: "SECONDARY",
+		ApplierQueue: math.MaxInt64, CertificationQueue: 2, // a count past int64 saturates toward throttled
+		FlowControl: GroupFlowControl{Mode: "QUOTA", ApplierThreshold: 25000, CertifierThreshold: 25000, Triggered: true, ThrottledSessions: -1}},
+		m.GroupReplication)
+	assert.Equal(t, []string{performanceSchemaPlainQuery, groupMemberQuery}, f.log())
+
+	// No row for @@server_uuid: not running, not an error.
+	member = nil
+	db, _ = newFakedbAnswering(t, func(q string, args []driver.NamedValue) fakedbResult {
+		if q == groupMemberQuery {
+			return fakedbResult{cols: psCols[:10]}
+		}
+		return answer(q, args)
+	})
+	m, err = PerformanceSchemaSource().Measure(context.Background(), db)
+	require.NoError(t, err)
+	assert.Contains(t, m.NotFlowing, "Group Replication is not running")
+
+	// An ordinary replica is not asked.
+	db, f = newFakedbAnswering(t, func(q string, args []driver.NamedValue) fakedbResult {
+		if q == performanceSchemaPlainQuery {
+			return fakedbResult{cols: psCols, rows: [][]driver.Value{channel("", "ON", group+":10", "ON")}}
+		}
+		return answer(q, args)
+	})
+	m, err = PerformanceSchemaSource().Measure(context.Background(), db)
+	require.NoError(t, err)
+	assert.Nil(t, m.GroupReplication)
+	assert.Equal(t, []string{performanceSchemaPlainQuery}, f.log())
 }

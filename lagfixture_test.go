@@ -30,6 +30,9 @@ type lagWant struct {
 	// measurement refuses (a name WithChannels gave that the replica
 	// lacks); when absent there must be none.
 	ChannelProblem string `json:"channel_problem"`
+	// Group, when present, is the Group Replication status the measurement
+	// must carry (and absent, that it carries none).
+	Group *GroupReplicationStatus `json:"group"`
 }
 
 // channelWant is one entry of Measurement.Channels.
@@ -142,6 +145,7 @@ func (w lagWant) checkBacklog(t *testing.T, desc string, m Measurement) {
 	if w.Backlog != nil {
 		w.Backlog.check(t, desc, m.Backlog)
 	}
+	assert.Equal(t, w.Group, m.GroupReplication, desc)
 }
 
 // eachFixture runs run on every JSON file in dir, each decoded into a new T

@@ -21,18 +21,10 @@ import (
 // (Threads_running by default) is at or above a threshold, like gh-ost's
 // --max-load. It watches the server the copier writes to, not a replica.
 //
-// Open reads the variables once and starts one monitor goroutine that reads
-// them every WithInterval with SHOW GLOBAL STATUS. Each reading is published
-// to a gate that IsThrottled and BlockWait read with one atomic load; a
-// reading below every threshold wakes every blocked BlockWait at once. The
-// server reads as throttled, with a reason from ThrottleReason such as
-// "Threads_running 31 >= 25", while
-//
-//   - a variable is at or above its threshold;
-//   - the server's answer cannot be used (a value that is not an integer): a
-//     new reading of "unknown", so it throttles at once;
-//   - no reading has succeeded for WithStaleAfter (a dead, hung or
-//     unreachable server): the last good verdict stands only that long.
+// It reads the variables with SHOW GLOBAL STATUS, and throttles while one is
+// at or above its threshold, with a reason such as "Threads_running 31 >=
+// 25" (a value that is not a finite decimal number is an unknown reading,
+// which throttles at once).
 //
 // A second, critical level (LoadConfig.Critical, gh-ost's --critical-load)
 // does not throttle any harder: waiting is not enough past it, and the caller
@@ -43,9 +35,18 @@ import (
 // instead). By default one reading is enough; LoadConfig.CriticalFor asks for
 // the level to hold, so that a burst of a fraction of a second does not.
 //
-// Close, or the end of Open's context, stops the monitor and releases the
-// throttler for good: IsThrottled and IsCritical then report false and
-// BlockWait returns at once.
+// Once released, IsCritical reports false too.
+//
+// Values are compared as float64, so fractional values (Galera's
+// wsrep_flow_control_paused) and levels work. An integer above 2^53 is
+// rounded to the nearest float64 first; rounding keeps order, so a value at
+// or above a threshold always reads as at or above it, and only a value
+// within one part in 2^53 below a threshold can read as at it: throttled a
+// hair early, never late.
+//
+// With LoadLimit.Rate a variable is watched by its increase per second
+// between two successful readings (Innodb_rows_inserted, Innodb_data_written,
+// wsrep_flow_control_paused_ns), not by its value; see LoadLimit.Rate.
 //
 // Most callers need Open, BlockWait before each chunk, IsCritical to decide
 // whether to abort, and Close.
@@ -56,7 +57,14 @@ type Load struct {
 	stmt   string // SHOW GLOBAL STATUS for exactly the limits' variables
 	log    *slog.Logger
 	polling
-	values []atomic.Int64 // last reading per limit, in limits' order
+	values []atomic.Uint64 // math.Float64bits of the last value (or rate) per limit, in limits' order
+
+	// rates is the rate state of each limit (used by Rate limits only),
+	// touched by probe alone: the poller never runs two probes at once.
+	rates []loadRate
+	// rateWindow is the shortest time a rate is measured over: half the
+	// poll interval.
+	rateWindow time.Duration
 
 	// critical is the published critical reason; nil when not critical.
 	// It is masked once the poller is released, so that a closed
@@ -75,7 +83,7 @@ type Load struct {
 // The common case is one variable: set Threshold (and optionally Critical)
 // and leave Variable empty for Threads_running. To watch several variables
 // at once, like gh-ost's --max-load=Threads_running=25,Threads_connected=500,
-// set Limits instead and leave the three single-variable fields zero: the
+// set Limits instead and leave the single-variable fields zero: the
 // server is then throttled while any variable is at or above its threshold,
 // and critical while any is at or above its critical level.
 type LoadConfig struct {
@@ -84,13 +92,18 @@ type LoadConfig struct {
 	// plain name (letters, digits and underscores), not a pattern.
 	Variable string
 	// Threshold throttles while the variable is at or above it. Required,
-	// positive. Threads_running counts the reading's own thread (and, on a
-	// primary, one per connected replica's binlog dump thread), so an idle
-	// primary reads 1 or more.
-	Threshold int64
+	// positive and finite; it may be fractional (0.5). Threads_running
+	// counts the reading's own thread (and, on a primary, one per
+	// connected replica's binlog dump thread), so an idle primary reads 1
+	// or more.
+	Threshold float64
 	// Critical, if positive, is the level at or above which IsCritical
-	// reports true. It must be above Threshold; 0 means no critical level.
-	Critical int64
+	// reports true. It must be above Threshold and finite; 0 means no
+	// critical level.
+	Critical float64
+	// Rate watches the variable's increase per second instead of its
+	// value; see LoadLimit.Rate.
+	Rate bool
 	// CriticalFor, if positive, confirms a critical level before
 	// IsCritical reports it (gh-ost's --critical-load-interval-millis):
 	// every successful reading from the first at or above a critical level
@@ -100,8 +113,8 @@ type LoadConfig struct {
 	// reading. It needs a Critical level, and applies to Limits too.
 	CriticalFor time.Duration
 
-	// Limits watches several variables at once, in place of the three
-	// fields above.
+	// Limits watches several variables at once, in place of the
+	// single-variable fields above.
 	Limits []LoadLimit
 }
 
@@ -109,8 +122,24 @@ type LoadConfig struct {
 // meanings of LoadConfig's fields of the same names (Variable is required).
 type LoadLimit struct {
 	Variable  string
-	Threshold int64
-	Critical  int64
+	Threshold float64
+	Critical  float64
+	// Rate, for a cumulative counter, compares the counter's increase per
+	// second to Threshold and Critical instead of its value: the increase
+	// between two successful readings divided by the time between them on
+	// the monotonic clock, measured over half a poll interval at least (a
+	// reading sooner than that after the last rate's start, such as an
+	// UpdateLag just after a poll, keeps the last rate: a rate over a few
+	// milliseconds is noise).
+	//
+	// There is no rate until a second reading, so the variable does not
+	// throttle after Open's first reading, nor for the interval in which
+	// the counter went down (a server restart, FLUSH STATUS): a rate of
+	// "unknown" that throttled would pause every job for an interval at
+	// every start, and the variable is only one sign of load; the stale
+	// window still throttles a server that stops answering. Value and
+	// ValueOf report the rate, 0 while there is none.
+	Rate bool
 }
 
 const defaultLoadVariable = "Threads_running"
@@ -144,7 +173,9 @@ func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*
 		limits:      limits,
 		stmt:        loadStatement(limits),
 		log:         logger,
-		values:      make([]atomic.Int64, len(limits)),
+		values:      make([]atomic.Uint64, len(limits)),
+		rates:       make([]loadRate, len(limits)),
+		rateWindow:  o.interval / 2,
 		criticalFor: cfg.CriticalFor,
 	}
 	l.polling = polling{poll: poller.New(o.pollerConfig(logger, "status reading"), l.probe), updating: "update load"}
@@ -160,11 +191,11 @@ func loadLimits(cfg LoadConfig) ([]LoadLimit, error) {
 		if v == "" {
 			v = defaultLoadVariable
 		}
-		limits = []LoadLimit{{Variable: v, Threshold: cfg.Threshold, Critical: cfg.Critical}}
+		limits = []LoadLimit{{Variable: v, Threshold: cfg.Threshold, Critical: cfg.Critical, Rate: cfg.Rate}}
 		errs = loadCheckLimit(errs, "LoadConfig.", limits[0])
 	} else {
-		if cfg.Variable != "" || cfg.Threshold != 0 || cfg.Critical != 0 {
-			errs = append(errs, fmt.Errorf("LoadConfig: Limits is set together with Variable %q, Threshold %d or Critical %d: use one or the other", cfg.Variable, cfg.Threshold, cfg.Critical))
+		if cfg.Variable != "" || cfg.Threshold != 0 || cfg.Critical != 0 || cfg.Rate {
+			errs = append(errs, fmt.Errorf("LoadConfig: Limits is set together with Variable %q, Threshold %v, Critical %v or Rate %v: use one or the other", cfg.Variable, cfg.Threshold, cfg.Critical, cfg.Rate))
 		}
 		seen := make(map[string]int, len(cfg.Limits))
 		for i, lim := range cfg.Limits {
@@ -197,11 +228,11 @@ func loadCheckLimit(errs []error, field string, lim LoadLimit) []error {
 	if !loadValidName(lim.Variable) {
 		errs = append(errs, fmt.Errorf("%sVariable %q is not a status variable name: want letters, digits and underscores only, at most %d of them", field, lim.Variable, loadMaxNameLen))
 	}
-	if lim.Threshold <= 0 {
-		errs = append(errs, fmt.Errorf("%sThreshold %d must be positive", field, lim.Threshold))
+	if !(lim.Threshold > 0) || math.IsInf(lim.Threshold, 1) { // NaN fails the first test
+		errs = append(errs, fmt.Errorf("%sThreshold %v must be a positive finite number", field, lim.Threshold))
 	}
-	if lim.Critical < 0 || lim.Critical > 0 && lim.Critical <= lim.Threshold {
-		errs = append(errs, fmt.Errorf("%sCritical %d must be above Threshold %d (or 0 for no critical level)", field, lim.Critical, lim.Threshold))
+	if lim.Critical != 0 && !(lim.Critical > lim.Threshold && !math.IsInf(lim.Critical, 1)) {
+		errs = append(errs, fmt.Errorf("%sCritical %v must be a finite number above Threshold %v (or 0 for no critical level)", field, lim.Critical, lim.Threshold))
 	}
 	return errs
 }
@@ -247,13 +278,8 @@ func loadStatement(limits []LoadLimit) string {
 	return b.String()
 }
 
-// Open reads the status variables once and returns that reading's error: a
-// variable the server does not have (errors.Is ErrUnavailable) or whose value is not a
-// number is a configuration error to see at start. It then starts the
-// monitor, which runs until Close or until ctx is done: pass the job's
-// context, not a timeout meant for the first reading (WithQueryTimeout bounds
-// that). A failed Open may be retried; a second Open returns ErrAlreadyOpen,
-// and Open after Close ErrClosed.
+// Open fails on a variable the server does not have (errors.Is
+// ErrUnavailable) or whose value is not a number.
 func (l *Load) Open(ctx context.Context) error {
 	if err := l.poll.Open(ctx); err != nil {
 		if !errors.Is(err, ErrAlreadyOpen) {
@@ -281,18 +307,29 @@ func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
 		}
 		return poller.Verdict{}, err
 	}
+	now := time.Now() // the monotonic reading rates are measured on
 	var reason, critical []string
 	for i, lim := range l.limits {
-		v := vals[i]
-		l.values[i].Store(v)
+		v, shown, unit := vals[i].f, vals[i].raw, ""
+		if lim.Rate {
+			var ok bool
+			v, ok = l.rates[i].next(vals[i], now, l.rateWindow)
+			l.values[i].Store(math.Float64bits(v))
+			if !ok {
+				continue // no rate yet: see LoadLimit.Rate
+			}
+			shown, unit = loadFormatRate(v), "/s"
+		} else {
+			l.values[i].Store(math.Float64bits(v))
+		}
 		if v >= lim.Threshold {
-			reason = append(reason, fmt.Sprintf("%s %d >= %d", lim.Variable, v, lim.Threshold))
+			reason = append(reason, lim.Variable+" "+shown+unit+" >= "+loadFormat(lim.Threshold)+unit)
 		}
 		if lim.Critical > 0 && v >= lim.Critical {
-			critical = append(critical, fmt.Sprintf("%s %d >= %d", lim.Variable, v, lim.Critical))
+			critical = append(critical, lim.Variable+" "+shown+unit+" >= "+loadFormat(lim.Critical)+unit)
 		}
 	}
-	l.readCritical(strings.Join(critical, ", "), time.Now())
+	l.readCritical(strings.Join(critical, ", "), now)
 	if len(reason) == 0 {
 		return poller.Verdict{}, nil
 	}
@@ -300,8 +337,9 @@ func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
 }
 
 // loadReadingError is a reading the server gave that cannot be used: a
-// missing variable (which unwraps to ErrUnavailable, whose own text, about
-// lag sources, would mislead here) or a value that is not an integer.
+// missing variable or counter (which unwraps to ErrUnavailable, whose own
+// text, about lag sources, would mislead here) or a value that is not a
+// number. Load and PurgeLag throttle on it at once.
 type loadReadingError struct {
 	msg   string
 	cause error // nil or a sentinel
@@ -310,18 +348,28 @@ type loadReadingError struct {
 func (e *loadReadingError) Error() string { return e.msg }
 func (e *loadReadingError) Unwrap() error { return e.cause }
 
+// loadValue is one status value as read: its text, its float64 value, and,
+// for a non-negative integer that fits, its exact value, so that the
+// increase of a counter past 2^53 is exact.
+type loadValue struct {
+	raw   string // as the server sent it, truncated for reasons
+	f     float64
+	u     uint64
+	exact bool // u holds the value
+}
+
 // read runs the statement and returns one value per limit, in order.
-func (l *Load) read(ctx context.Context) ([]int64, error) {
+func (l *Load) read(ctx context.Context) ([]loadValue, error) {
 	return onSession(ctx, l.db, l.readOn)
 }
 
-func (l *Load) readOn(ctx context.Context, db querier) ([]int64, error) {
+func (l *Load) readOn(ctx context.Context, db querier) ([]loadValue, error) {
 	rows, err := db.QueryContext(ctx, l.stmt)
 	if err != nil {
 		return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
 	}
 	defer rows.Close()
-	vals := make([]int64, len(l.limits))
+	vals := make([]loadValue, len(l.limits))
 	found := make([]bool, len(l.limits))
 	for rows.Next() {
 		var name, value string
@@ -354,33 +402,79 @@ func (l *Load) readOn(ctx context.Context, db querier) ([]int64, error) {
 	return vals, nil
 }
 
-// loadParseValue reads a status value as an integer. Counters are unsigned
-// 64-bit on the server: one past the int64 range is still "at or above" any
-// threshold, so it saturates rather than fails.
-func loadParseValue(s string) (int64, error) {
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err == nil {
-		return v, nil
+// loadParseValue reads a status value: a finite decimal number, integer or
+// fractional ("31", "0.250000", "-2"). Anything else, including a number
+// too large for a float64, is not a value to compare.
+func loadParseValue(s string) (loadValue, error) {
+	f, ok := parseDecimal(s)
+	if !ok {
+		return loadValue{}, errors.New("not a finite decimal number")
 	}
-	if loadDigits(s) { // only too large: ParseInt takes every other string of digits
-		return math.MaxInt64, nil
+	v := loadValue{raw: loadTruncate(s), f: f}
+	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+		v.u, v.exact = u, true
 	}
-	return 0, errors.New("not an integer")
-}
-
-func loadDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
+	return v, nil
 }
 
 func loadTruncate(s string) string {
 	const max = 64
 	if len(s) > max {
 		return s[:max] + "..."
+	}
+	return s
+}
+
+// loadRate is the rate state of one Rate limit.
+type loadRate struct {
+	start   loadValue // the reading the next rate starts from
+	at      time.Time // when start was read
+	has     bool      // start is set
+	rate    float64   // the last rate, valid when hasRate
+	hasRate bool
+}
+
+// next takes a reading made at now and returns the variable's rate, and
+// false when there is none (see LoadLimit.Rate).
+func (r *loadRate) next(v loadValue, now time.Time, window time.Duration) (float64, bool) {
+	if !r.has {
+		r.start, r.at, r.has = v, now, true
+		return 0, false
+	}
+	elapsed := now.Sub(r.at)
+	var delta float64
+	switch {
+	case v.exact && r.start.exact && v.u >= r.start.u:
+		delta = float64(v.u - r.start.u) // exact before rounding once
+	case v.exact && r.start.exact, v.f < r.start.f:
+		// The counter went down: restarted or flushed. The interval
+		// has no rate; the next one starts here.
+		r.start, r.at, r.hasRate = v, now, false
+		return 0, false
+	default:
+		delta = v.f - r.start.f
+	}
+	if elapsed < window || elapsed <= 0 {
+		return r.rate, r.hasRate
+	}
+	r.rate, r.hasRate = delta/elapsed.Seconds(), true
+	r.start, r.at = v, now
+	return r.rate, true
+}
+
+// loadFormat writes a level as Go would write it back: "25", "0.5".
+func loadFormat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// loadFormatRate writes a rate with four significant digits at most, and
+// no fraction from 1000 up: "5230", "12.35", "0.01234".
+func loadFormatRate(f float64) string {
+	if f == 0 {
+		return "0"
+	}
+	decimals := max(0, 3-int(math.Floor(math.Log10(math.Abs(f)))))
+	s := strconv.FormatFloat(f, 'f', decimals, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
 	}
 	return s
 }
@@ -433,9 +527,6 @@ func (l *Load) setCriticalLocked(reason string, reset bool) {
 	}
 }
 
-// Close stops the monitor, waits for it to exit, and releases every blocked
-// BlockWait; IsCritical reports false from then on. It is idempotent and
-// always returns nil.
 func (l *Load) Close() error {
 	l.poll.Close()
 	return nil
@@ -456,16 +547,16 @@ func (l *Load) CriticalReason() string {
 	return ""
 }
 
-// Value is the last successful reading of the (first) watched variable; 0
-// before the first reading.
-func (l *Load) Value() int64 { return l.values[0].Load() }
+// Value is the last successful reading of the (first) watched variable, or
+// its rate per second for a Rate limit; 0 before the first reading.
+func (l *Load) Value() float64 { return math.Float64frombits(l.values[0].Load()) }
 
-// ValueOf is the last successful reading of variable (case-insensitive), and
-// whether it is watched.
-func (l *Load) ValueOf(variable string) (int64, bool) {
+// ValueOf is what Value is for variable (case-insensitive), and whether it is
+// watched.
+func (l *Load) ValueOf(variable string) (float64, bool) {
 	for i, lim := range l.limits {
 		if strings.EqualFold(lim.Variable, variable) {
-			return l.values[i].Load(), true
+			return math.Float64frombits(l.values[i].Load()), true
 		}
 	}
 	return 0, false
@@ -480,13 +571,17 @@ func (l *Load) String() string {
 }
 
 // describe is the configuration for the open log line, for example
-// "Threads_running>=25 (critical 100)".
+// "Threads_running>=25 (critical 100), Innodb_rows_inserted>=5000/s".
 func (l *Load) describe() string {
 	parts := make([]string, len(l.limits))
 	for i, lim := range l.limits {
-		parts[i] = fmt.Sprintf("%s>=%d", lim.Variable, lim.Threshold)
+		unit := ""
+		if lim.Rate {
+			unit = "/s"
+		}
+		parts[i] = lim.Variable + ">=" + loadFormat(lim.Threshold) + unit
 		if lim.Critical > 0 {
-			parts[i] += fmt.Sprintf(" (critical %d)", lim.Critical)
+			parts[i] += " (critical " + loadFormat(lim.Critical) + unit + ")"
 		}
 	}
 	return strings.Join(parts, ", ")

@@ -10,7 +10,11 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,7 +108,7 @@ func TestIntegrationLoadRunningThreads(t *testing.T) {
 	n := base + 3 // N sleepers take Threads_running to at least N + 1 (the reading itself runs)
 	t.Logf("Threads_running at rest: %d; threshold %d, critical %d", base, n, n+1)
 
-	l, err := throttler.NewLoad(db, throttler.LoadConfig{Threshold: n, Critical: n + 1}, nil, loadITOptions...)
+	l, err := throttler.NewLoad(db, throttler.LoadConfig{Threshold: float64(n), Critical: float64(n + 1)}, nil, loadITOptions...)
 	require.NoError(t, err)
 	require.NoError(t, l.Open(context.Background()))
 	t.Cleanup(func() { _ = l.Close() })
@@ -114,10 +118,10 @@ func TestIntegrationLoadRunningThreads(t *testing.T) {
 	done, running := loadITSleepers(t, p.Primary().AdminDSN(), int(n), 2)
 	require.NoError(t, l.UpdateLag(loadITCtx(t, 5*time.Second)))
 	require.True(t, l.IsThrottled(), "value %d", l.Value())
-	assert.GreaterOrEqual(t, l.Value(), n+1)
-	assert.Equal(t, fmt.Sprintf("Threads_running %d >= %d", l.Value(), n), l.ThrottleReason())
+	assert.GreaterOrEqual(t, l.Value(), float64(n+1))
+	assert.Equal(t, fmt.Sprintf("Threads_running %v >= %d", l.Value(), n), l.ThrottleReason())
 	assert.True(t, l.IsCritical())
-	assert.Equal(t, fmt.Sprintf("Threads_running %d >= %d", l.Value(), n+1), l.CriticalReason())
+	assert.Equal(t, fmt.Sprintf("Threads_running %v >= %d", l.Value(), n+1), l.CriticalReason())
 	t.Logf("while sleeping: %s; critical: %s", l.ThrottleReason(), l.CriticalReason())
 
 	waited := make(chan struct{})
@@ -140,7 +144,7 @@ func TestIntegrationLoadRunningThreads(t *testing.T) {
 		t.Fatal("BlockWait still blocked 5s after the sleepers finished: " + l.ThrottleReason())
 	}
 	assert.False(t, l.IsCritical(), "the reading that cleared the throttle is below the critical level too")
-	assert.Less(t, l.Value(), n)
+	assert.Less(t, l.Value(), float64(n))
 }
 
 func TestIntegrationLoadUnusableVariable(t *testing.T) {
@@ -148,7 +152,7 @@ func TestIntegrationLoadUnusableVariable(t *testing.T) {
 	db := loadITOpen(t, p.Primary().AdminDSN())
 	for _, c := range []struct{ variable, want string }{
 		{"Threads_runing", `the server has no global status variable "Threads_runing"`},
-		{"Rpl_status", `status variable Rpl_status = "AUTH_MASTER": not an integer`},
+		{"Rpl_status", `status variable Rpl_status = "AUTH_MASTER": not a finite decimal number`},
 	} {
 		l, err := throttler.NewLoad(db, throttler.LoadConfig{Variable: c.variable, Threshold: 10}, nil, loadITOptions...)
 		require.NoError(t, err)
@@ -167,21 +171,8 @@ func TestIntegrationLoadUnusableVariable(t *testing.T) {
 // the least-privileged user there is.
 func TestIntegrationLoadNeedsNoPrivilege(t *testing.T) {
 	p := testenv.Require(t)
-	admin := loadITOpen(t, p.Primary().AdminDSN())
-	user, password := "throttler_load_"+loadITTag(), loadITTag()
 	ctx := loadITCtx(t, 10*time.Second)
-	_, err := admin.ExecContext(ctx, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", user, password))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, _ = admin.ExecContext(ctx, fmt.Sprintf("DROP USER IF EXISTS '%s'@'%%'", user))
-	})
-
-	cfg, err := mysql.ParseDSN(p.Primary().AdminDSN())
-	require.NoError(t, err)
-	cfg.User, cfg.Passwd, cfg.DBName = user, password, ""
-	db := loadITOpen(t, cfg.FormatDSN())
+	db, _ := loadITUser(t, p.Primary().AdminDSN(), "throttler_load_")
 	var grants []string
 	rows, err := db.QueryContext(ctx, "SHOW GRANTS")
 	require.NoError(t, err)
@@ -200,4 +191,113 @@ func TestIntegrationLoadNeedsNoPrivilege(t *testing.T) {
 	defer l.Close()
 	assert.Positive(t, l.Value(), "the reading counts itself")
 	assert.False(t, l.IsThrottled())
+}
+
+// TestIntegrationLoadFractional: Query_time, MariaDB's seconds spent in
+// statements ("8.088772"), is a fractional value: it reads as a number and
+// throttles once a SLEEP(1) took it past a threshold just above it.
+func TestIntegrationLoadFractional(t *testing.T) {
+	p := testenv.Require(t)
+	db := loadITOpen(t, p.Primary().AdminDSN())
+	var name, raw string
+	require.NoError(t, db.QueryRowContext(loadITCtx(t, 5*time.Second), "SHOW GLOBAL STATUS WHERE Variable_name IN ('Query_time')").Scan(&name, &raw))
+	require.Contains(t, raw, ".", "MariaDB writes Query_time with a fraction")
+	base, err := strconv.ParseFloat(raw, 64)
+	require.NoError(t, err)
+	threshold := base + 0.75
+	l, err := throttler.NewLoad(db, throttler.LoadConfig{Variable: "Query_time", Threshold: threshold}, nil, loadITOptions...)
+	require.NoError(t, err)
+	require.NoError(t, l.Open(loadITCtx(t, 5*time.Second)))
+	defer l.Close()
+	assert.False(t, l.IsThrottled(), l.ThrottleReason())
+	assert.GreaterOrEqual(t, l.Value(), base)
+
+	_, err = db.ExecContext(loadITCtx(t, 5*time.Second), "SELECT SLEEP(1)")
+	require.NoError(t, err)
+	require.NoError(t, l.UpdateLag(loadITCtx(t, 5*time.Second)))
+	require.True(t, l.IsThrottled(), "Query_time %v", l.Value())
+	assert.Regexp(t, `^Query_time \d+\.\d{6} >= `+regexp.QuoteMeta(strconv.FormatFloat(threshold, 'f', -1, 64))+`$`, l.ThrottleReason())
+	t.Logf("Query_time %v at Open, threshold %v: %s", base, threshold, l.ThrottleReason())
+}
+
+// TestIntegrationLoadRate: rows written per second as a rate. MariaDB 10.11
+// has no Innodb_rows_inserted (MySQL's); Handler_write, which both have,
+// counts the rows written through any engine (and stands still at rest: SHOW
+// STATUS does not add to it). A writer inserts as fast as it can; the rate
+// crosses the threshold within a few readings, and clears within a few
+// readings of the writer stopping.
+func TestIntegrationLoadRate(t *testing.T) {
+	p := testenv.Require(t)
+	db := loadITOpen(t, p.Primary().AdminDSN())
+	table := "load_rate_" + loadITTag()
+	ctx := loadITCtx(t, 60*time.Second)
+	_, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+table) })
+
+	const threshold = 2000 // rows per second
+	opts := append(append([]throttler.Option(nil), loadITOptions...), throttler.WithInterval(200*time.Millisecond))
+	l, err := throttler.NewLoad(db, throttler.LoadConfig{Variable: "Handler_write", Rate: true, Threshold: threshold}, nil, opts...)
+	require.NoError(t, err)
+	require.NoError(t, l.Open(ctx))
+	defer l.Close()
+	assert.False(t, l.IsThrottled(), "no rate from Open's one reading")
+	require.Eventually(t, func() bool { return !l.IsThrottled() }, 5*time.Second, 10*time.Millisecond, "at rest: %s", l.ThrottleReason())
+
+	// 100 rows a statement, as fast as one connection goes.
+	values := strings.TrimSuffix(strings.Repeat("(NULL, 1),", 100), ",")
+	wctx, stop := context.WithCancel(ctx)
+	var inserted atomic.Int64
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for wctx.Err() == nil {
+			if _, err := db.ExecContext(wctx, "INSERT INTO "+table+" VALUES "+values); err == nil {
+				inserted.Add(100)
+			}
+		}
+	}()
+	t.Cleanup(func() { stop(); <-writerDone })
+	start := time.Now()
+	require.Eventually(t, l.IsThrottled, 10*time.Second, 5*time.Millisecond, "rate %v/s", l.Value())
+	t.Logf("throttled %v after the writer started: %s", time.Since(start).Round(time.Millisecond), l.ThrottleReason())
+	assert.Regexp(t, `^Handler_write \d+/s >= 2000/s$`, l.ThrottleReason())
+	assert.GreaterOrEqual(t, l.Value(), float64(threshold))
+	time.Sleep(time.Second)
+	assert.True(t, l.IsThrottled(), "still writing: %v/s", l.Value())
+	ran := time.Since(start)
+
+	stop()
+	<-writerDone
+	stopped := time.Now()
+	waited := make(chan struct{})
+	go func() { l.BlockWait(context.Background()); close(waited) }()
+	select {
+	case <-waited:
+		t.Logf("cleared %v after the writer stopped (%d rows in %v, about %.0f/s); rate now %v/s",
+			time.Since(stopped).Round(time.Millisecond), inserted.Load(), ran.Round(time.Millisecond), float64(inserted.Load())/ran.Seconds(), l.Value())
+	case <-time.After(5 * time.Second):
+		t.Fatal("still throttled 5s after the writer stopped: " + l.ThrottleReason())
+	}
+	assert.Less(t, l.Value(), float64(threshold))
+}
+
+// loadITUser creates a user with no grant at all on the server of adminDSN,
+// dropped at the test's end, and returns a DB that logs in as it, and its
+// name.
+func loadITUser(t *testing.T, adminDSN, prefix string) (*sql.DB, string) {
+	t.Helper()
+	admin := loadITOpen(t, adminDSN)
+	user, password := prefix+loadITTag(), loadITTag()
+	_, err := admin.ExecContext(loadITCtx(t, 10*time.Second), fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", user, password))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = admin.ExecContext(ctx, fmt.Sprintf("DROP USER IF EXISTS '%s'@'%%'", user))
+	})
+	cfg, err := mysql.ParseDSN(adminDSN)
+	require.NoError(t, err)
+	cfg.User, cfg.Passwd, cfg.DBName = user, password, ""
+	return loadITOpen(t, cfg.FormatDSN()), user
 }

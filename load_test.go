@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -38,11 +40,17 @@ func TestNewLoadRejectsBadInput(t *testing.T) {
 		want string
 	}{
 		{"nil db", true, LoadConfig{Threshold: 1}, nil, "db *sql.DB is nil"},
-		{"zero threshold", false, LoadConfig{}, nil, "LoadConfig.Threshold 0 must be positive"},
-		{"negative threshold", false, LoadConfig{Threshold: -3}, nil, "LoadConfig.Threshold -3 must be positive"},
-		{"critical at threshold", false, LoadConfig{Threshold: 25, Critical: 25}, nil, "LoadConfig.Critical 25 must be above Threshold 25"},
-		{"critical below threshold", false, LoadConfig{Threshold: 25, Critical: 10}, nil, "LoadConfig.Critical 10 must be above Threshold 25"},
+		{"zero threshold", false, LoadConfig{}, nil, "LoadConfig.Threshold 0 must be a positive finite number"},
+		{"negative threshold", false, LoadConfig{Threshold: -3}, nil, "LoadConfig.Threshold -3 must be a positive finite number"},
+		{"negative fractional threshold", false, LoadConfig{Threshold: -0.5}, nil, "LoadConfig.Threshold -0.5 must be a positive finite number"},
+		{"NaN threshold", false, LoadConfig{Threshold: math.NaN()}, nil, "LoadConfig.Threshold NaN must be a positive finite number"},
+		{"infinite threshold", false, LoadConfig{Threshold: math.Inf(1)}, nil, "LoadConfig.Threshold +Inf must be a positive finite number"},
+		{"negative rate threshold", false, LoadConfig{Variable: "Innodb_rows_inserted", Rate: true, Threshold: -100}, nil, "LoadConfig.Threshold -100 must be a positive finite number"},
+		{"critical at threshold", false, LoadConfig{Threshold: 25, Critical: 25}, nil, "LoadConfig.Critical 25 must be a finite number above Threshold 25"},
+		{"critical below threshold", false, LoadConfig{Threshold: 25, Critical: 10}, nil, "LoadConfig.Critical 10 must be a finite number above Threshold 25"},
 		{"negative critical", false, LoadConfig{Threshold: 25, Critical: -1}, nil, "LoadConfig.Critical -1"},
+		{"NaN critical", false, LoadConfig{Threshold: 25, Critical: math.NaN()}, nil, "LoadConfig.Critical NaN"},
+		{"infinite critical", false, LoadConfig{Threshold: 25, Critical: math.Inf(1)}, nil, "LoadConfig.Critical +Inf"},
 		{"negative critical for", false, LoadConfig{Threshold: 25, Critical: 50, CriticalFor: -time.Second}, nil, "LoadConfig.CriticalFor -1s must not be negative"},
 		{"critical for without critical", false, LoadConfig{Threshold: 25, CriticalFor: time.Second}, nil, "LoadConfig.CriticalFor 1s is set but no Critical level is"},
 		{"injection", false, LoadConfig{Variable: "x' OR '1'='1", Threshold: 1}, nil, `LoadConfig.Variable "x' OR '1'='1" is not a status variable name`},
@@ -50,8 +58,9 @@ func TestNewLoadRejectsBadInput(t *testing.T) {
 		{"space", false, LoadConfig{Variable: "Threads running", Threshold: 1}, nil, `LoadConfig.Variable "Threads running"`},
 		{"too long", false, LoadConfig{Variable: strings.Repeat("a", 65), Threshold: 1}, nil, "is not a status variable name"},
 		{"both forms", false, LoadConfig{Threshold: 5, Limits: []LoadLimit{{Variable: "Threads_running", Threshold: 5}}}, nil, "Limits is set together with"},
+		{"rate beside limits", false, LoadConfig{Rate: true, Limits: []LoadLimit{{Variable: "Threads_running", Threshold: 5}}}, nil, "Limits is set together with"},
 		{"limit without name", false, LoadConfig{Limits: []LoadLimit{{Threshold: 5}}}, nil, "LoadConfig.Limits[0].Variable is empty"},
-		{"limit bad threshold", false, LoadConfig{Limits: []LoadLimit{{Variable: "Threads_running", Threshold: 5}, {Variable: "Threads_connected"}}}, nil, "LoadConfig.Limits[1].Threshold 0 must be positive"},
+		{"limit bad threshold", false, LoadConfig{Limits: []LoadLimit{{Variable: "Threads_running", Threshold: 5}, {Variable: "Threads_connected"}}}, nil, "LoadConfig.Limits[1].Threshold 0 must be a positive finite number"},
 		{"limit repeated", false, LoadConfig{Limits: []LoadLimit{{Variable: "Threads_running", Threshold: 5}, {Variable: "threads_RUNNING", Threshold: 9}}}, nil, `LoadConfig.Limits[1].Variable "threads_RUNNING" repeats Limits[0]`},
 		{"bad option", false, LoadConfig{Threshold: 1}, []Option{WithInterval(0)}, "WithInterval(0s)"},
 		{"two problems", true, LoadConfig{}, nil, "LoadConfig.Threshold 0"},
@@ -80,31 +89,42 @@ func TestLoadStatement(t *testing.T) {
 
 func TestLoadParseValue(t *testing.T) {
 	cases := []struct {
-		in   string
-		want int64
-		ok   bool
+		in    string
+		want  float64
+		exact bool // read exactly as a uint64 too
+		ok    bool
 	}{
-		{"0", 0, true},
-		{"31", 31, true},
-		{"-2", -2, true},
-		{"9223372036854775807", math.MaxInt64, true},
-		{"18446744073709551615", math.MaxInt64, true}, // an unsigned counter past int64: saturates
-		{"99999999999999999999999", math.MaxInt64, true},
-		{"", 0, false},
-		{"AUTH_MASTER", 0, false},
-		{"749.408802", 0, false},
-		{" 3", 0, false},
-		{"-99999999999999999999999", 0, false},
+		{"0", 0, true, true},
+		{"31", 31, true, true},
+		{"-2", -2, false, true},
+		{"0.250000", 0.25, false, true}, // wsrep_flow_control_paused
+		{"749.408802", 749.408802, false, true},
+		{"1.5e3", 1500, false, true},
+		{"18446744073709551615", 18446744073709551615, true, true}, // an unsigned counter past int64
+		{"99999999999999999999999", 1e23, false, true},
+		{"", 0, false, false},
+		{"AUTH_MASTER", 0, false, false},
+		{" 3", 0, false, false},
+		{"NaN", 0, false, false},
+		{"Inf", 0, false, false},
+		{"1e999", 0, false, false}, // past float64: not a value to compare (so it throttles)
+		{"0x10", 0, false, false},
+		{"1_000", 0, false, false},
 	}
 	for _, c := range cases {
 		v, err := loadParseValue(c.in)
-		if c.ok {
-			assert.NoError(t, err, c.in)
-			assert.Equal(t, c.want, v, c.in)
-		} else {
+		if !c.ok {
 			assert.Error(t, err, c.in)
+			continue
+		}
+		if assert.NoError(t, err, c.in) {
+			assert.Equal(t, c.want, v.f, c.in)
+			assert.Equal(t, c.exact, v.exact, c.in)
 		}
 	}
+	v, err := loadParseValue("18446744073709551615")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(math.MaxUint64), v.u, "exact past 2^53")
 }
 
 func TestLoadVerdicts(t *testing.T) {
@@ -180,7 +200,7 @@ func TestLoadOpenFailsOnAnUnusableVariable(t *testing.T) {
 	})
 	t.Run("not a number", func(t *testing.T) {
 		l, _ := newFakeLoad(t, LoadConfig{Variable: "Rpl_status", Threshold: 5}, map[string]string{"Rpl_status": "AUTH_MASTER"})
-		assert.ErrorContains(t, l.Open(context.Background()), `status variable Rpl_status = "AUTH_MASTER": not an integer`)
+		assert.ErrorContains(t, l.Open(context.Background()), `status variable Rpl_status = "AUTH_MASTER": not a finite decimal number`)
 	})
 	t.Run("query error", func(t *testing.T) {
 		l, f := newFakeLoad(t, LoadConfig{Threshold: 5}, nil)
@@ -218,7 +238,7 @@ func TestLoadFailsClosed(t *testing.T) {
 		assert.False(t, l.IsThrottled())
 
 		f.setStatus(map[string]string{"Threads_running": "many"})
-		assert.ErrorContains(t, l.UpdateLag(context.Background()), "not an integer")
+		assert.ErrorContains(t, l.UpdateLag(context.Background()), "not a finite decimal number")
 		assert.True(t, l.IsThrottled(), "an answer that cannot be read is a reading of 'unknown': throttle now")
 		assert.Contains(t, l.ThrottleReason(), `load unknown: status variable Threads_running = "many"`)
 	})
@@ -327,4 +347,136 @@ func TestLoadMonitorPolls(t *testing.T) {
 		require.False(t, l.IsThrottled())
 		assert.EqualValues(t, 1, f.maxSeen.Load(), "one reading in flight at a time")
 	})
+}
+
+// TestLoadFractional: a status value with a fraction is a value like any
+// other (it used to read as "not an integer", which throttled for good).
+func TestLoadFractional(t *testing.T) {
+	paused := func(v string) map[string]string { return map[string]string{"wsrep_flow_control_paused": v} }
+	l, f := newFakeLoad(t, LoadConfig{Variable: "wsrep_flow_control_paused", Threshold: 0.5, Critical: 0.9}, paused("0.250000"))
+	require.NoError(t, l.Open(context.Background()))
+	assert.False(t, l.IsThrottled(), l.ThrottleReason())
+	assert.Equal(t, 0.25, l.Value())
+
+	f.setStatus(paused("0.500000"))
+	require.NoError(t, l.UpdateLag(context.Background()))
+	assert.Equal(t, "wsrep_flow_control_paused 0.500000 >= 0.5", l.ThrottleReason(), "the value as the server wrote it")
+	assert.False(t, l.IsCritical())
+	f.setStatus(paused("0.95"))
+	require.NoError(t, l.UpdateLag(context.Background()))
+	assert.Equal(t, "wsrep_flow_control_paused 0.95 >= 0.9", l.CriticalReason())
+}
+
+// TestLoadBigCounters: a counter past int64 and 2^53 still compares at or
+// above its threshold, and its reason shows the server's digits.
+func TestLoadBigCounters(t *testing.T) {
+	l, f := newFakeLoad(t, LoadConfig{Variable: "Bytes_sent", Threshold: 1e19}, map[string]string{"Bytes_sent": "9999999999999000000"})
+	require.NoError(t, l.Open(context.Background()))
+	assert.False(t, l.IsThrottled(), l.ThrottleReason())
+	f.setStatus(map[string]string{"Bytes_sent": "18446744073709551615"})
+	require.NoError(t, l.UpdateLag(context.Background()))
+	assert.Equal(t, "Bytes_sent 18446744073709551615 >= 10000000000000000000", l.ThrottleReason())
+
+	// 2^53+1 rounds to 2^53: the one way rounding can err is toward
+	// throttled, a hair early.
+	e, g := newFakeLoad(t, LoadConfig{Variable: "Bytes_sent", Threshold: 1 << 53}, map[string]string{"Bytes_sent": "9007199254740991"})
+	require.NoError(t, e.Open(context.Background()))
+	assert.False(t, e.IsThrottled(), "2^53-1 < 2^53")
+	g.setStatus(map[string]string{"Bytes_sent": "9007199254740993"})
+	require.NoError(t, e.UpdateLag(context.Background()))
+	assert.True(t, e.IsThrottled())
+}
+
+// TestLoadRate: a Rate limit compares the increase per second between two
+// monitor readings; none after Open's first reading or across a reset.
+func TestLoadRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var rows atomic.Int64
+		db, f := newFakedb(t)
+		f.setStatusFunc(func() map[string]string {
+			return map[string]string{"Innodb_rows_inserted": strconv.FormatInt(rows.Load(), 10)}
+		})
+		l, err := NewLoad(db, LoadConfig{Variable: "Innodb_rows_inserted", Rate: true, Threshold: 1000, Critical: 5000}, nil,
+			WithInterval(time.Second), WithStaleAfter(time.Hour))
+		require.NoError(t, err)
+		defer l.Close()
+		rows.Store(1_000_000) // whatever the counter holds at start is no rate
+		require.NoError(t, l.Open(context.Background()))
+		assert.False(t, l.IsThrottled(), "no rate from one reading")
+		assert.Zero(t, l.Value())
+
+		// poll sets the counter and lets one monitor reading (every 1s)
+		// see it.
+		poll := func(v int64) {
+			t.Helper()
+			rows.Store(v)
+			time.Sleep(time.Second)
+			synctest.Wait()
+		}
+		poll(1_000_500)
+		assert.False(t, l.IsThrottled(), l.ThrottleReason())
+		assert.Equal(t, 500.0, l.Value())
+		poll(1_002_500)
+		assert.Equal(t, "Innodb_rows_inserted 2000/s >= 1000/s", l.ThrottleReason())
+		assert.False(t, l.IsCritical())
+		poll(1_008_500)
+		assert.Equal(t, "Innodb_rows_inserted 6000/s >= 5000/s", l.CriticalReason())
+		poll(1_009_000)
+		assert.False(t, l.IsThrottled(), l.ThrottleReason())
+		assert.False(t, l.IsCritical(), l.CriticalReason())
+
+		poll(100) // FLUSH STATUS, or a restart: no rate, never a negative one
+		assert.False(t, l.IsThrottled(), l.ThrottleReason())
+		assert.Zero(t, l.Value())
+		poll(3_100)
+		assert.Equal(t, "Innodb_rows_inserted 3000/s >= 1000/s", l.ThrottleReason())
+
+		// A reading sooner than half an interval after the last keeps
+		// the last rate: 96900 rows in 0.4s is not a rate to act on.
+		rows.Store(100_000)
+		time.Sleep(400 * time.Millisecond)
+		require.NoError(t, l.UpdateLag(context.Background()))
+		assert.Equal(t, 3000.0, l.Value())
+		assert.Equal(t, "Innodb_rows_inserted 3000/s >= 1000/s", l.ThrottleReason())
+		time.Sleep(600 * time.Millisecond) // the monitor's next reading, 1s after the last rate's start
+		synctest.Wait()
+		assert.Equal(t, 96900.0, l.Value())
+		poll(100_000)
+		assert.False(t, l.IsThrottled(), "a counter that stands still: 0/s")
+		require.NoError(t, l.Close())
+	})
+}
+
+// TestLoadRateNext: the increase of a counter is exact past 2^53, and a
+// counter that goes down gives no rate, whether integer or not.
+func TestLoadRateNext(t *testing.T) {
+	val := func(s string) loadValue {
+		v, err := loadParseValue(s)
+		require.NoError(t, err)
+		return v
+	}
+	t0 := time.Now()
+	var r loadRate
+	_, ok := r.next(val("18446744073709550000"), t0, time.Second)
+	assert.False(t, ok, "one reading is no rate")
+	rate, ok := r.next(val("18446744073709551615"), t0.Add(time.Second), time.Second)
+	assert.True(t, ok)
+	assert.Equal(t, 1615.0, rate, "float64 would say 2048")
+
+	var g loadRate
+	g.next(val("10.5"), t0, time.Second)
+	rate, ok = g.next(val("12"), t0.Add(2*time.Second), time.Second)
+	assert.True(t, ok)
+	assert.Equal(t, 0.75, rate)
+	_, ok = g.next(val("3.25"), t0.Add(3*time.Second), time.Second)
+	assert.False(t, ok, "went down")
+	rate, ok = g.next(val("4.25"), t0.Add(4*time.Second), time.Second)
+	assert.True(t, ok, "the next interval has a rate again")
+	assert.Equal(t, 1.0, rate)
+}
+
+func TestLoadFormatRate(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 5230.4: "5230", 123456.7: "123457", 12.345: "12.35", 0.0123456: "0.01235", 1: "1", 2.5: "2.5"} {
+		assert.Equal(t, want, loadFormatRate(in), "%v", in)
+	}
 }

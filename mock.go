@@ -16,8 +16,8 @@ import (
 // (BlockTime) or until ctx is done, whichever is first: code under test that
 // ignores the throttler shows up as slow. SetThrottled switches it between
 // throttled and clear at run time, waking blocked callers when it clears;
-// BlockWaitCalls counts the calls. Close releases it for good, like every
-// Throttler. A Mock must not be copied after first use.
+// BlockWaitCalls counts the calls.
+// A Mock must not be copied after first use.
 type Mock struct {
 	// BlockTime is how long BlockWait blocks while throttled; 0 means one
 	// second. Set it before the Mock is shared between goroutines.
@@ -62,8 +62,7 @@ func (m *Mock) SetError(err error) {
 // BlockWaitCalls is the number of BlockWait calls so far, throttled or not.
 func (m *Mock) BlockWaitCalls() int64 { return m.calls.Load() }
 
-// Open returns the error set with SetError; a second Open returns
-// ErrAlreadyOpen, and Open after Close ErrClosed.
+// Open returns the error set with SetError.
 func (m *Mock) Open(context.Context) error {
 	m.init()
 	if m.gate.Released() {
@@ -84,30 +83,26 @@ func (m *Mock) getErr() error {
 	return m.err
 }
 
-// Close releases the mock for good: it reports clear and wakes every waiter.
-// It is idempotent.
 func (m *Mock) Close() error {
 	m.init()
 	m.gate.Release()
 	return nil
 }
 
-// IsThrottled reports the state set by SetThrottled (throttled at first);
-// false after Close.
+// IsThrottled reports the state set by SetThrottled (throttled at first).
 func (m *Mock) IsThrottled() bool {
 	m.init()
 	return m.gate.Throttled()
 }
 
-// BlockWait returns at once when clear; otherwise it blocks until BlockTime
-// elapses, ctx is done, SetThrottled(false) or Close.
+// BlockWait blocks while throttled for at most BlockTime, which plays the
+// role of WithMaxWait.
 func (m *Mock) BlockWait(ctx context.Context) {
 	_ = m.Wait(ctx)
 }
 
-// Wait is BlockWait that says why it returned, as Replication.Wait does:
-// nil when clear, ErrMaxWait when BlockTime elapsed, ErrClosed after Close,
-// or ctx's error. It counts as a BlockWait call.
+// Wait is BlockWait that says why it returned (see Waiter; ErrMaxWait when
+// BlockTime elapsed). It counts as a BlockWait call.
 func (m *Mock) Wait(ctx context.Context) error {
 	m.calls.Add(1)
 	m.init()

@@ -28,9 +28,9 @@ import (
 // so one slow replica never delays the verdict on the others.
 //
 // Open opens the children concurrently (see Open for a failed Open). Close
-// closes them all and joins their errors. Once Close is called or Open's
-// context ends, the Multi is released whatever its children do (a Mock
-// ignores Open's context): IsThrottled reports false and every wait returns.
+// closes them all and joins their errors. The Multi is released when Close
+// is called or Open's context ends whatever its children do (a Mock ignores
+// Open's context).
 // ThrottleReason names every throttling child by its String method (see
 // WithName), with " #<position>" added when several children share a name
 // (unnamed replicas are all "replication"), or by its position.
@@ -173,8 +173,6 @@ func (e *multiChildError) Unwrap() error { return e.err }
 // retry waits for it, and Close ends it. Until an Open succeeds, the
 // children that opened watch and may throttle; Close them through the Multi
 // when giving up.
-//
-// A second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
 func (m *Multi) Open(ctx context.Context) error {
 	if err := m.check(); err != nil {
 		return err
@@ -293,9 +291,8 @@ func (m *Multi) Close() error {
 func (m *Multi) ended() bool { return m.released.Released() }
 
 // IsThrottled reports whether any child is throttled. It asks each child's
-// IsThrottled, so it does no I/O and no allocation when they do none. It is
-// false once Close is called or Open's context ends, and for a Multi
-// holding a nil child.
+// IsThrottled, so it does no I/O and no allocation when they do none; it is
+// false for a Multi holding a nil child.
 func (m *Multi) IsThrottled() bool {
 	if m.invalid != nil || m.ended() {
 		return false
@@ -308,21 +305,17 @@ func (m *Multi) IsThrottled() bool {
 	return false
 }
 
-// BlockWait returns at once when no child is throttled. Otherwise it waits
-// on every throttled child at once, and again on any child that became
-// throttled meanwhile, until none is, ctx is done, the Multi is closed, or a
-// child's wait ended while that child was still throttled (its own
-// WithMaxWait cap).
+// BlockWait waits on every throttled child at once, and again on any child
+// that became throttled meanwhile, until none is; a child's wait that ended
+// while that child was still throttled (its own WithMaxWait) ends it too.
 func (m *Multi) BlockWait(ctx context.Context) {
 	if m.paced() || m.IsThrottled() {
 		_ = m.Wait(ctx)
 	}
 }
 
-// Wait is BlockWait that says why it returned: nil when no child is
-// throttled, ErrMaxWait when a child's cap elapsed while it was still
-// throttled, ErrClosed when the Multi was closed or its Open context ended,
-// or ctx's error.
+// Wait is BlockWait that says why it returned (see Waiter; ErrMaxWait when a
+// child's cap elapsed while it was still throttled).
 func (m *Multi) Wait(ctx context.Context) error {
 	if m.invalid != nil {
 		return nil // never throttled: see NewMulti

@@ -75,22 +75,25 @@ func TestMultiWaitIsBoundedByTheSlowest(t *testing.T) {
 // TestMultiWaitFollowsANewlyThrottledChild: a child that becomes throttled
 // while the Multi waits on another is waited on too.
 func TestMultiWaitFollowsANewlyThrottledChild(t *testing.T) {
-	m, srcs := newFakeMulti(t, 2, WithMaxWait(0))
-	require.NoError(t, m.Open(context.Background()))
-	defer m.Close()
-	setLag(t, m, srcs, 0, time.Minute)
-	done := make(chan error, 1)
-	go func() { done <- m.Wait(context.Background()) }()
-	time.Sleep(5 * time.Millisecond)
-	setLag(t, m, srcs, 1, time.Minute) // r2 throttles before r1 clears
-	setLag(t, m, srcs, 0, 0)
-	select {
-	case err := <-done:
-		t.Fatalf("returned while r2 is throttled: %v", err)
-	case <-time.After(20 * time.Millisecond):
-	}
-	setLag(t, m, srcs, 1, 0)
-	require.NoError(t, <-done)
+	synctest.Test(t, func(t *testing.T) {
+		m, srcs := newFakeMulti(t, 2, WithMaxWait(0))
+		require.NoError(t, m.Open(context.Background()))
+		defer m.Close()
+		setLag(t, m, srcs, 0, time.Minute)
+		done := make(chan error, 1)
+		go func() { done <- m.Wait(context.Background()) }()
+		synctest.Wait()                    // the Multi waits on r1
+		setLag(t, m, srcs, 1, time.Minute) // r2 throttles before r1 clears
+		setLag(t, m, srcs, 0, 0)
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("returned while r2 is throttled: %v", err)
+		default:
+		}
+		setLag(t, m, srcs, 1, 0)
+		require.NoError(t, <-done)
+	})
 }
 
 func TestMultiWaitReportsAChildsCap(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/go-sql-driver/mysql"
@@ -89,6 +90,22 @@ const (
 	erNoDB                 = 1046 // ER_NO_DB_ERROR: an unqualified table and no default database
 	erUnknownTable         = 1109 // ER_UNKNOWN_TABLE: e.g. an information_schema table the server lacks
 )
+
+// parseDecimal reads a finite decimal number as MySQL writes one ("3",
+// "-0.50", "1.5e3"): not hexadecimal, not "Inf" or "NaN", not "1_000", which
+// strconv would take, and not a number out of float64's range.
+func parseDecimal(s string) (float64, bool) {
+	ok := s != ""
+	for i := 0; i < len(s) && ok; i++ {
+		c := s[i]
+		ok = '0' <= c && c <= '9' || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'
+	}
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	return v, err == nil
+}
 
 // statusRow is one row of SHOW REPLICA STATUS, by column name. A NULL column
 // is present with Valid false; a column the server did not send is absent.

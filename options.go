@@ -18,14 +18,15 @@ var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 // to it, and rejects any other by name: the timing options (WithInterval,
 // WithStaleAfter, WithQueryTimeout) apply to the throttlers that poll
 // (NewReplicationThrottler, NewReplicasThrottler, NewDiscovery, NewLoad,
-// NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource,
-// WithPacing, WithChannels and WithLagBeyondDelay to the replication
-// throttlers only, and WithMaxWait and WithName to every throttler.
+// NewPurgeLag, NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource,
+// WithPacing, WithChannels, WithLagBeyondDelay and WithGroupApplierQueueLimit
+// to the replication throttlers only, and WithMaxWait and WithName to every
+// throttler.
 type Option func(*options)
 
 // optionSet is a set of options, by what they set: which a caller gave, and
 // which a constructor accepts.
-type optionSet uint16
+type optionSet uint32
 
 const (
 	optInterval optionSet = 1 << iota
@@ -37,12 +38,13 @@ const (
 	optPacing
 	optChannels
 	optBeyondDelay
+	optGroupQueue
 
 	// Every throttler has a wait and a name; the polling ones a timing;
 	// the replication ones a lag source and pacing as well.
 	commonOptions      = optMaxWait | optName
 	pollingOptions     = commonOptions | optInterval | optStaleAfter | optQueryTimeout
-	replicationOptions = pollingOptions | optLagSource | optPacing | optChannels | optBeyondDelay
+	replicationOptions = pollingOptions | optLagSource | optPacing | optChannels | optBeyondDelay | optGroupQueue
 )
 
 var optionNames = []struct {
@@ -51,7 +53,7 @@ var optionNames = []struct {
 }{
 	{optInterval, "WithInterval"}, {optStaleAfter, "WithStaleAfter"}, {optQueryTimeout, "WithQueryTimeout"},
 	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
-	{optChannels, "WithChannels"}, {optBeyondDelay, "WithLagBeyondDelay"},
+	{optChannels, "WithChannels"}, {optBeyondDelay, "WithLagBeyondDelay"}, {optGroupQueue, "WithGroupApplierQueueLimit"},
 }
 
 type options struct {
@@ -69,6 +71,7 @@ type options struct {
 	// that read it, and leaves the others as they are (NewDiscovery's
 	// members).
 	beyondDelayWhereRead bool
+	groupQueue           int64 // WithGroupApplierQueueLimit; 0: none
 	given                optionSet
 	errs                 []error
 }
@@ -212,6 +215,26 @@ func (o options) lagSource(src LagSource) (LagSource, error) {
 		return nil, fmt.Errorf("%s applies to ReplicaStatusSource and PerformanceSchemaSource, not to the lag source %s", strings.Join(names, " and "), src)
 	}
 	return src, nil
+}
+
+// WithGroupApplierQueueLimit makes a replication throttler also throttle a
+// Group Replication (InnoDB Cluster) member while its applier queue
+// (Measurement.GroupReplication.ApplierQueue: transactions certified but not
+// yet applied) holds at least transactions. 0 (the default) sets no limit:
+// the member throttles on its lag and its backlog's predicted lag, as any
+// replica does. A queue that grows shows before the lag does, and a bound
+// below the group's flow control applier threshold (25,000 by default)
+// keeps the bulk job, not the group's flow control, the one that slows
+// down. Replicas that are not Group Replication members have no such queue
+// and are not affected, nor is a member whose group_replication_applier
+// channel WithChannels leaves out. A negative limit is an error.
+func WithGroupApplierQueueLimit(transactions int64) Option {
+	return func(o *options) {
+		if transactions < 0 {
+			o.errs = append(o.errs, fmt.Errorf("WithGroupApplierQueueLimit(%d): the applier queue limit must not be negative (0 sets no limit)", transactions))
+		}
+		o.groupQueue, o.given = transactions, o.given|optGroupQueue
+	}
 }
 
 // paceTarget is the lag WithPacing steers to under tolerance: the target

@@ -39,6 +39,10 @@ func TestOptionsThatDoNotApply(t *testing.T) {
 			_, err := NewHTTP(HTTPConfig{URL: "http://127.0.0.1:1/check"}, nil, WithPacing(0))
 			return err
 		}, "WithPacing does not apply to an HTTP throttler"},
+		{"load, group applier queue limit", func() error {
+			_, err := NewLoad(fakeDB, LoadConfig{Threshold: 1}, nil, WithGroupApplierQueueLimit(100))
+			return err
+		}, "WithGroupApplierQueueLimit does not apply to a Load throttler"},
 	} {
 		err := c.make()
 		assert.ErrorIs(t, err, ErrInvalidConfig, c.name)

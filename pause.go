@@ -32,8 +32,7 @@ import (
 // goroutine at all.
 //
 // Pause and Resume may be called before Open (the state is remembered and
-// takes effect at Open) and have no effect after Close. Close, or the end of
-// Open's context, releases the throttler for good.
+// takes effect at Open) and have no effect once the throttler is released.
 //
 // Callers that copy use BlockWait before each chunk; operators use Pause and
 // Resume.
@@ -148,11 +147,8 @@ func (p *Pause) manualReason() string {
 }
 
 // Open publishes the manual state and, with a flag file, checks it once and
-// returns that check's error (a flag file that cannot be checked is a
-// configuration error to see at start), then starts the monitor that checks
-// it every WithInterval. Without a flag file Open starts nothing. Either way
-// the throttler is released when ctx ends. A failed Open may be retried; a
-// second Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
+// returns that check's error. Without a flag file it starts no goroutine, and
+// the throttler is still released when ctx ends.
 func (p *Pause) Open(ctx context.Context) error {
 	life, err := p.life.Begin(ctx)
 	if err != nil {
@@ -182,8 +178,6 @@ func (p *Pause) Open(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the flag file's monitor, waits for it to exit, and releases
-// every blocked BlockWait. It is idempotent and always returns nil.
 func (p *Pause) Close() error {
 	if p.life.Close() && p.poll != nil {
 		p.poll.Close()
@@ -191,26 +185,20 @@ func (p *Pause) Close() error {
 	return nil
 }
 
-// IsThrottled reports whether work should wait: two atomic loads, no lock.
-// It is false before Open, after a failed Open, after Close, and after Open's
-// context ends.
+// IsThrottled reports whether work should wait now: two atomic loads.
 func (p *Pause) IsThrottled() bool {
 	return p.manual.Throttled() || p.poll != nil && p.poll.Throttled()
 }
 
-// BlockWait returns at once when not throttled. Otherwise it blocks until
-// neither the manual pause nor the flag file throttles, ctx is done, the
-// throttler stops, or WithMaxWait elapses. Callers that must know why it
-// returned use Wait.
+// BlockWait blocks until neither the manual pause nor the flag file
+// throttles, as the package doc says.
 func (p *Pause) BlockWait(ctx context.Context) {
 	if p.IsThrottled() {
 		_ = p.Wait(ctx)
 	}
 }
 
-// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
-// when WithMaxWait elapsed while still throttled, ErrClosed when the
-// throttler stopped, or ctx's error.
+// Wait is BlockWait that says why it returned (see Waiter).
 func (p *Pause) Wait(ctx context.Context) error {
 	if !p.IsThrottled() && !p.manual.Released() {
 		return nil
@@ -245,10 +233,9 @@ func (p *Pause) Wait(ctx context.Context) error {
 	}
 }
 
-// UpdateLag checks the flag file now, synchronously, and returns that
-// check's error (ErrNotOpen before Open, ErrClosed after the throttler
-// stopped). Without a flag file there is nothing to check and it returns nil:
-// Pause and Resume publish at once.
+// UpdateLag checks the flag file now and returns that check's error. Without
+// a flag file there is nothing to check and it returns nil once open: Pause
+// and Resume publish at once.
 func (p *Pause) UpdateLag(ctx context.Context) error {
 	if p.poll == nil {
 		return nil

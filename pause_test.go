@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -95,28 +96,36 @@ func TestPauseResumeBeforeOpen(t *testing.T) {
 // manual pause the reason names both; Resume wakes waiters at once when the
 // file is absent, without waiting for a check.
 func TestPauseFlagFile(t *testing.T) {
-	ctx := context.Background()
-	flag := filepath.Join(t.TempDir(), "throttle.flag")
-	p := newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(minPeriod))
-	require.NoError(t, p.Open(ctx))
-	assert.False(t, p.IsThrottled())
+	synctest.Test(t, func(t *testing.T) { // checks on a fake clock; the file is real
+		ctx := context.Background()
+		flag := filepath.Join(t.TempDir(), "throttle.flag")
+		p := newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(minPeriod))
+		require.NoError(t, p.Open(ctx))
+		assert.False(t, p.IsThrottled())
 
-	require.NoError(t, os.WriteFile(flag, nil, 0o600))
-	require.Eventually(t, p.IsThrottled, 5*time.Second, time.Millisecond)
-	assert.Equal(t, "flag file "+flag+" exists", p.ThrottleReason())
-	assert.False(t, p.Paused(), "the file is not a manual pause")
+		require.NoError(t, os.WriteFile(flag, nil, 0o600))
+		synctest.Wait()
+		require.False(t, p.IsThrottled(), "seen at the next check, not before")
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.True(t, p.IsThrottled())
+		assert.Equal(t, "flag file "+flag+" exists", p.ThrottleReason())
+		assert.False(t, p.Paused(), "the file is not a manual pause")
 
-	p.Pause("maintenance")
-	assert.Equal(t, "paused manually: maintenance; flag file "+flag+" exists", p.ThrottleReason())
-	done := waiters(ctx, p, 20)
-	p.Resume()
-	requireBlocked(t, done, "the flag file still throttles")
-	assert.Equal(t, "flag file "+flag+" exists", p.ThrottleReason())
+		p.Pause("maintenance")
+		assert.Equal(t, "paused manually: maintenance; flag file "+flag+" exists", p.ThrottleReason())
+		done := contractWaiters(ctx, p, 20)
+		p.Resume()
+		time.Sleep(3 * minPeriod)
+		assert.False(t, returned(done), "the flag file still throttles")
+		assert.Equal(t, "flag file "+flag+" exists", p.ThrottleReason())
 
-	require.NoError(t, os.Remove(flag))
-	requireReturns(t, done, 5*time.Second, "flag file removed")
-	assert.False(t, p.IsThrottled())
-	assert.Empty(t, p.ThrottleReason())
+		require.NoError(t, os.Remove(flag))
+		time.Sleep(minPeriod)
+		assert.True(t, returned(done), "flag file removed: released at the next check")
+		assert.False(t, p.IsThrottled())
+		assert.Empty(t, p.ThrottleReason())
+	})
 }
 
 func TestPauseResumeIsImmediateWithFlagFile(t *testing.T) {
@@ -135,35 +144,41 @@ func TestPauseResumeIsImmediateWithFlagFile(t *testing.T) {
 // path component is a regular file: ENOTDIR, not "does not exist") fails
 // Open, and while open throttles at once with the error in the reason.
 func TestPauseFlagFileCheckFails(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	notDir := filepath.Join(dir, "not-a-dir")
-	require.NoError(t, os.WriteFile(notDir, nil, 0o600))
+	synctest.Test(t, func(t *testing.T) { // checks on a fake clock; the files are real
+		ctx := context.Background()
+		dir := t.TempDir()
+		notDir := filepath.Join(dir, "not-a-dir")
+		require.NoError(t, os.WriteFile(notDir, nil, 0o600))
 
-	p := newTestPause(t, PauseConfig{FlagFile: filepath.Join(notDir, "flag")})
-	err := p.Open(ctx)
-	require.ErrorIs(t, err, syscall.ENOTDIR)
-	assert.NotErrorIs(t, err, ErrInvalidConfig)
-	assert.False(t, p.IsThrottled(), "false after a failed Open")
+		p := newTestPause(t, PauseConfig{FlagFile: filepath.Join(notDir, "flag")})
+		err := p.Open(ctx)
+		require.ErrorIs(t, err, syscall.ENOTDIR)
+		assert.NotErrorIs(t, err, ErrInvalidConfig)
+		assert.False(t, p.IsThrottled(), "false after a failed Open")
 
-	sub := filepath.Join(dir, "sub")
-	require.NoError(t, os.Mkdir(sub, 0o700))
-	flag := filepath.Join(sub, "flag")
-	p = newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(minPeriod), WithStaleAfter(time.Hour))
-	require.NoError(t, p.Open(ctx))
-	require.False(t, p.IsThrottled())
+		sub := filepath.Join(dir, "sub")
+		require.NoError(t, os.Mkdir(sub, 0o700))
+		flag := filepath.Join(sub, "flag")
+		p = newTestPause(t, PauseConfig{FlagFile: flag}, WithInterval(minPeriod), WithStaleAfter(time.Hour))
+		require.NoError(t, p.Open(ctx))
+		require.False(t, p.IsThrottled())
 
-	require.NoError(t, os.Remove(sub))
-	require.NoError(t, os.WriteFile(sub, nil, 0o600)) // the directory is now a file
-	require.Eventually(t, p.IsThrottled, 5*time.Second, time.Millisecond, "fails closed at once, not after the stale window")
-	assert.Contains(t, p.ThrottleReason(), "flag file: stat "+flag)
-	assert.Contains(t, p.ThrottleReason(), "not a directory")
-	assert.ErrorIs(t, p.UpdateLag(ctx), syscall.ENOTDIR)
+		require.NoError(t, os.Remove(sub))
+		require.NoError(t, os.WriteFile(sub, nil, 0o600)) // the directory is now a file
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.True(t, p.IsThrottled(), "fails closed at the next check, not after the stale window")
+		assert.Contains(t, p.ThrottleReason(), "flag file: stat "+flag)
+		assert.Contains(t, p.ThrottleReason(), "not a directory")
+		assert.ErrorIs(t, p.UpdateLag(ctx), syscall.ENOTDIR)
 
-	require.NoError(t, os.Remove(sub))
-	require.NoError(t, os.Mkdir(sub, 0o700))
-	require.Eventually(t, func() bool { return !p.IsThrottled() }, 5*time.Second, time.Millisecond)
-	require.NoError(t, p.UpdateLag(ctx))
+		require.NoError(t, os.Remove(sub))
+		require.NoError(t, os.Mkdir(sub, 0o700))
+		time.Sleep(minPeriod)
+		synctest.Wait()
+		require.False(t, p.IsThrottled())
+		require.NoError(t, p.UpdateLag(ctx))
+	})
 }
 
 func TestPauseHotPathDoesNotAllocate(t *testing.T) {

@@ -22,10 +22,6 @@ import (
 // the copier's owner cares about (a flag table an operator sets, a count of
 // long transactions, a business-hours window).
 //
-// Open runs the query once and starts one monitor goroutine that runs it
-// every WithInterval, each run bounded by WithQueryTimeout. Each result is
-// published to a gate that IsThrottled and BlockWait read with one atomic
-// load; a result below the threshold wakes every blocked BlockWait at once.
 // The query reads as throttled, with a reason from ThrottleReason, while
 //
 //   - its value is at or above the threshold ("throttle query value 3 >= 1");
@@ -47,10 +43,6 @@ import (
 // CONNECTION_ID(). Behind a proxy that multiplexes client connections onto
 // server connections, that id may not name the run's server thread: point
 // Query at the server itself.
-//
-// Close, or the end of Open's context, stops the monitor and releases the
-// throttler for good: IsThrottled then reports false and BlockWait returns at
-// once.
 //
 // Most callers need only Open, BlockWait before each chunk, and Close.
 type Query struct {
@@ -114,12 +106,7 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 	return q, nil
 }
 
-// Open runs the query once and returns that run's error: a query that fails,
-// or whose answer is not one number, is a configuration error to see at
-// start. It then starts the monitor, which runs until Close or until ctx is
-// done: pass the job's context, not a timeout meant for the first run
-// (WithQueryTimeout bounds that). A failed Open may be retried; a second
-// Open returns ErrAlreadyOpen, and Open after Close ErrClosed.
+// Open fails on a query that fails or whose answer is not one number.
 func (q *Query) Open(ctx context.Context) error {
 	if err := q.poll.Open(ctx); err != nil {
 		return fmt.Errorf("throttler: open: %w", err)
@@ -256,20 +243,10 @@ func queryNumber(raw any) (float64, error) {
 	return 0, queryAnswer("returned %v (%T), not a number", raw, raw)
 }
 
-// queryParse reads a decimal number as MySQL writes one ("3", "-0.50",
-// "1.5e3"): not hexadecimal, not "Inf" or "NaN", which strconv would take.
+// queryParse reads a decimal number, allowing spaces around it.
 func queryParse(s string) (float64, error) {
-	t := strings.TrimSpace(s)
-	ok := t != ""
-	for i := 0; i < len(t) && ok; i++ {
-		c := t[i]
-		ok = '0' <= c && c <= '9' || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'
-	}
-	if ok {
-		v, err := strconv.ParseFloat(t, 64)
-		if err == nil {
-			return v, nil
-		}
+	if v, ok := parseDecimal(strings.TrimSpace(s)); ok {
+		return v, nil
 	}
 	return 0, queryAnswer("returned %q, not a number", queryTruncate(s, 64))
 }
@@ -283,9 +260,8 @@ func queryTruncate(s string, n int) string {
 	return s
 }
 
-// Close stops the monitor, waits for it to exit, and releases every blocked
-// BlockWait. A run in flight is killed on the server first, which takes at
-// most the query timeout. It is idempotent and always returns nil.
+// Close kills a run in flight on the server first, which takes at most the
+// query timeout.
 func (q *Query) Close() error {
 	q.poll.Close()
 	return nil

@@ -16,22 +16,13 @@ import (
 // Replication throttles while a replica lags, or while its lag cannot be
 // known.
 //
-// Open measures once and starts one monitor goroutine that measures every
-// WithInterval. Each measurement is published to a gate that IsThrottled and
-// BlockWait read with one atomic load; a measurement that clears the throttle
-// wakes every blocked BlockWait at once. The replica reads as throttled, with
-// a reason from ThrottleReason, while
-//
-//   - its lag is at or above the tolerance;
-//   - replication is not flowing (a receiver or applier thread stopped or
-//     disconnected, an unknown lag, or the replica lost its source);
-//   - no measurement has succeeded for WithStaleAfter (a dead, hung or
-//     unreachable replica, a revoked grant): the last good verdict stands
-//     only that long.
-//
-// Close, or the end of Open's context, stops the monitor and releases the
-// throttler for good: IsThrottled then reports false and BlockWait returns at
-// once, so no caller can spin or hang on a throttler nobody updates.
+// The replica reads as throttled, with a reason from ThrottleReason, while
+// its lag is at or above the tolerance, while replication is not flowing (a
+// receiver or applier thread stopped or disconnected, an unknown lag, a
+// replica that lost its source, a Group Replication member that is not
+// ONLINE), with WithGroupApplierQueueLimit while a Group Replication member's
+// applier queue is at or above the limit, and while it cannot be measured
+// (see the package doc).
 //
 // Where the lag source sees the replica's backlog (what it has received but
 // not applied), the replica also throttles while the backlog's predicted lag
@@ -46,6 +37,7 @@ type Replication struct {
 	name      string
 	tolerance time.Duration
 	maxWait   time.Duration
+	queueMax  int64 // WithGroupApplierQueueLimit; 0: none
 	log       *slog.Logger
 	polling
 	lag   atomic.Int64 // nanoseconds; written by the probe
@@ -101,7 +93,7 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 		return nil, err
 	}
 	logger = o.logger(logger)
-	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, log: logger, source: source, configure: o.lagSource}
+	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: source, configure: o.lagSource}
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement"), r.probe), updating: "update lag"}
 	if o.pacing {
 		r.ctl = newPaceController(target)
@@ -113,14 +105,8 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	return r, nil
 }
 
-// Open chooses the lag source (unless WithLagSource gave one), measures once
-// and returns that measurement's error: a replica that cannot be measured, or
-// a server that is not a replica (ErrNotReplica), is a configuration error to
-// see at start. It then starts the monitor, which runs until Close or until
-// ctx is done: ctx bounds the monitor's whole life, so pass the job's
-// context, not a timeout meant for the first measurement (WithQueryTimeout
-// bounds that). A failed Open may be retried; a second Open returns
-// ErrAlreadyOpen, and Open after Close ErrClosed.
+// Open chooses the lag source (unless WithLagSource gave one) before it
+// measures; a server that is not a replica fails it with ErrNotReplica.
 func (r *Replication) Open(ctx context.Context) error {
 	if err := r.poll.Open(ctx); err != nil {
 		return fmt.Errorf("throttler: open: %w", err)
@@ -204,6 +190,8 @@ func (r *Replication) verdict(m Measurement) poller.Verdict {
 		return poller.Verdict{Throttled: true, Kind: "not flowing", Reason: "replication not flowing" + where + ": " + m.NotFlowing}
 	case m.Lag >= r.tolerance:
 		return poller.Verdict{Throttled: true, Kind: "lag", Reason: fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), r.tolerance, where)}
+	case r.queueMax > 0 && m.groupApplierQueue() >= r.queueMax:
+		return poller.Verdict{Throttled: true, Kind: "applier queue", Reason: fmt.Sprintf("group replication applier queue %d transactions >= %d", m.GroupReplication.ApplierQueue, r.queueMax)}
 	case predictionKnown(m) && m.Predicted >= r.tolerance:
 		return poller.Verdict{Throttled: true, Kind: "backlog", Reason: fmt.Sprintf("replica backlog: predicted lag %v >= %v (%s to apply%s)", roundLag(m.Predicted), r.tolerance, m.Backlog.size(), where)}
 	}
@@ -217,8 +205,6 @@ func roundLag(d time.Duration) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-// Close stops the monitor, waits for it to exit, and releases every blocked
-// BlockWait. It is idempotent and always returns nil.
 func (r *Replication) Close() error {
 	r.poll.Close()
 	r.stopSteering()
@@ -257,11 +243,8 @@ func (r *Replication) setSteering(on bool) {
 	}
 }
 
-// BlockWait returns at once when not throttled (and, with WithPacing, when
-// the pace allows). Otherwise it blocks until the throttle clears, ctx is
-// done, the throttler stops, or WithMaxWait elapses; then, with WithPacing,
-// until this call's turn at the paced rate. Callers that must know why it
-// returned use Wait.
+// BlockWait is the package doc's; with WithPacing it then also waits for this
+// call's turn at the paced rate.
 func (r *Replication) BlockWait(ctx context.Context) {
 	if r.poll.Throttled() {
 		_ = r.poll.Wait(ctx)
@@ -285,9 +268,8 @@ func (r *Replication) paceWait(ctx context.Context) error {
 	return paceError(r.pace.wait(ctx, r.maxWait), true)
 }
 
-// Wait is BlockWait that says why it returned: nil when clear (and paced),
-// ErrMaxWait when WithMaxWait elapsed while still throttled (or before this
-// call's paced turn), ErrClosed when the throttler stopped, or ctx's error.
+// Wait is BlockWait that says why it returned (see Waiter); with WithPacing,
+// ErrMaxWait also when the cap elapsed before this call's paced turn.
 func (r *Replication) Wait(ctx context.Context) error {
 	if err := r.polling.Wait(ctx); err != nil {
 		return err

@@ -40,6 +40,7 @@ func TestNewReplicationThrottlerRejectsBadInput(t *testing.T) {
 		{"query timeout past a week", true, time.Second, []Option{WithQueryTimeout(maxDuration)}, "the query timeout must be at most 168h0m0s"},
 		{"max wait past a week", true, time.Second, []Option{WithMaxWait(maxDuration)}, "WithMaxWait(2562047h47m16.854775807s): the maximum wait must be at most 168h0m0s"},
 		{"nil source", true, time.Second, []Option{WithLagSource(nil)}, "WithLagSource(nil)"},
+		{"negative applier queue limit", true, time.Second, []Option{WithGroupApplierQueueLimit(-1)}, "WithGroupApplierQueueLimit(-1): the applier queue limit must not be negative"},
 		{"nil option", true, time.Second, []Option{nil}, "option 0 is nil"},
 		{"two problems", false, 0, []Option{WithInterval(0)}, "WithInterval(0s)"},
 	}
@@ -158,6 +159,41 @@ func TestVerdicts(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r, _ := newFake(t, 10*time.Second, c.m, WithInterval(time.Hour))
+			require.NoError(t, r.Open(context.Background()))
+			defer r.Close()
+			assert.Equal(t, c.reason != "", r.IsThrottled())
+			assert.Equal(t, c.reason, r.ThrottleReason())
+		})
+	}
+}
+
+// WithGroupApplierQueueLimit throttles a Group Replication member on its
+// applier queue alone; replicas without one are not affected, nor members
+// whose applier channel does not count.
+func TestGroupApplierQueueLimit(t *testing.T) {
+	member := func(queue int64) Measurement {
+		return Measurement{Lag: time.Second, Channel: "group_replication_applier",
+			GroupReplication: &GroupReplicationStatus{MemberState: "ONLINE", ApplierQueue: queue, CertificationQueue: 0}}
+	}
+	cases := []struct {
+		name   string
+		limit  int64
+		m      Measurement
+		reason string // "" means not throttled
+	}{
+		{"under the limit", 1000, member(999), ""},
+		{"at the limit", 1000, member(1000), "group replication applier queue 1000 transactions >= 1000"},
+		{"unknown queue", 1000, member(-1), ""},
+		{"no limit", 0, member(1 << 40), ""},
+		{"not a member", 1000, lagOf(time.Second), ""},
+		{"lag first", 1000, Measurement{Lag: time.Minute, GroupReplication: member(5000).GroupReplication}, "replica lag 1m0s >= 10s"},
+		{"applier channel left out (WithChannels)", 1000, Measurement{Lag: time.Second, Channel: "from_dc1",
+			GroupReplication: member(5000).GroupReplication, Channels: []ChannelLag{
+				{Name: "from_dc1", Lag: time.Second}, {Name: "GROUP_REPLICATION_APPLIER", Ignored: true}}}, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, _ := newFake(t, 10*time.Second, c.m, WithInterval(time.Hour), WithGroupApplierQueueLimit(c.limit))
 			require.NoError(t, r.Open(context.Background()))
 			defer r.Close()
 			assert.Equal(t, c.reason != "", r.IsThrottled())

@@ -18,10 +18,9 @@ import (
 // time zone, for example 09:15–09:45 America/New_York on weekdays, around a
 // stock market's open, or a nightly batch window.
 //
-// It reads no signal and does not poll: Open computes the state at once, and
-// one monitor goroutine sleeps on a single timer set to the next boundary
-// (a window's start or end), where it publishes the new state and re-arms.
-// Waiters blocked in BlockWait wake the moment a window ends. The timer is
+// It reads no signal and does not poll: its monitor sleeps on a single timer
+// set to the next boundary (a window's start or end), where it publishes the
+// new state and re-arms, so waiters wake the moment a window ends. The timer is
 // also re-armed at least every hour, so that a wall-clock step or a suspended
 // host cannot delay a boundary by more than that; UpdateLag re-evaluates at
 // once.
@@ -47,10 +46,6 @@ type Schedule struct {
 	windows []scheduleWindow
 	maxWait time.Duration
 	log     *slog.Logger
-
-	// Injected by tests; time.Now and a real timer otherwise.
-	now      func() time.Time
-	newTimer func(time.Duration) (<-chan time.Time, func() bool)
 
 	gate gate.Gate
 	kick chan struct{} // UpdateLag asks the monitor to re-arm; buffered 1
@@ -145,22 +140,15 @@ func NewSchedule(cfg ScheduleConfig, logger *slog.Logger, opts ...Option) (*Sche
 		windows[i].text = scheduleWindowText(windows[i], loc)
 	}
 	s := &Schedule{
-		name:     o.name,
-		loc:      loc,
-		windows:  windows,
-		maxWait:  o.maxWait,
-		log:      logger,
-		now:      time.Now,
-		newTimer: scheduleRealTimer,
-		kick:     make(chan struct{}, 1),
+		name:    o.name,
+		loc:     loc,
+		windows: windows,
+		maxWait: o.maxWait,
+		log:     logger,
+		kick:    make(chan struct{}, 1),
 	}
 	s.life.Gate, s.life.Log = &s.gate, logger
 	return s, nil
-}
-
-func scheduleRealTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	t := time.NewTimer(d)
-	return t.C, t.Stop
 }
 
 func scheduleParseWindow(i int, w Window) (scheduleWindow, error) {
@@ -356,7 +344,7 @@ func scheduleWall(t time.Time, loc *time.Location) time.Time {
 func (s *Schedule) evaluate() time.Duration {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
-	now := s.now()
+	now := time.Now()
 	throttled, reason, next := s.StateAt(now)
 	s.gate.Set(throttled, reason)
 	if reason != s.last && !s.gate.Released() {
@@ -370,10 +358,8 @@ func (s *Schedule) evaluate() time.Duration {
 	return min(next.Sub(now), scheduleMaxArm)
 }
 
-// Open publishes the state at the current time and starts the monitor, which
-// runs until Close or until ctx is done. It fails only if ctx is already
-// done; a second Open returns ErrAlreadyOpen, and Open after Close
-// ErrClosed.
+// Open publishes the state at the current time; it fails only if ctx is
+// already done.
 func (s *Schedule) Open(ctx context.Context) error {
 	if _, err := s.life.Begin(ctx); err != nil {
 		return fmt.Errorf("throttler: open: %w", err)
@@ -394,24 +380,23 @@ func (s *Schedule) Open(ctx context.Context) error {
 // monitor sleeps until the next boundary, publishes, and re-arms: one timer,
 // no polling.
 func (s *Schedule) monitor(ctx context.Context, d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
 	for {
-		c, stop := s.newTimer(d)
 		select {
 		case <-ctx.Done():
-			stop()
 			return
 		case <-s.kick:
-			stop()
-		case <-c:
+		case <-timer.C:
 		}
-		d = s.evaluate()
+		timer.Reset(s.evaluate()) // since Go 1.23, Reset discards a stale firing
 	}
 }
 
 // UpdateLag re-evaluates the schedule at the current time, publishes the
-// result (waking waiters if a window has ended) and re-arms the timer, for
-// example after the host's clock was stepped. There is nothing to measure:
-// it returns nil, and does nothing unless the schedule is open.
+// result and re-arms the timer, for example after the host's clock was
+// stepped. There is nothing to measure: it returns nil, also before Open and
+// after Close, when it does nothing.
 func (s *Schedule) UpdateLag(context.Context) error {
 	if s.life.CheckOpen() != nil || s.gate.Released() {
 		return nil
@@ -424,29 +409,23 @@ func (s *Schedule) UpdateLag(context.Context) error {
 	return nil
 }
 
-// Close stops the monitor, waits for it to exit, and releases every blocked
-// BlockWait. It is idempotent and always returns nil.
 func (s *Schedule) Close() error {
 	s.life.Close()
 	return nil
 }
 
-// IsThrottled reports whether work should wait: one atomic load. It is false
-// before Open, after Close, and after Open's context ends.
+// IsThrottled reports whether work should wait now.
 func (s *Schedule) IsThrottled() bool { return s.gate.Throttled() }
 
-// BlockWait returns at once outside the windows. Inside one it blocks until
-// the window ends, ctx is done, the throttler stops, or WithMaxWait elapses.
-// Callers that must know why it returned use Wait.
+// BlockWait returns at once outside the windows; inside one it blocks until
+// the window ends, as the package doc says.
 func (s *Schedule) BlockWait(ctx context.Context) {
 	if s.gate.Throttled() {
 		_ = s.gate.Wait(ctx, s.maxWait)
 	}
 }
 
-// Wait is BlockWait that says why it returned: nil when clear, ErrMaxWait
-// when WithMaxWait elapsed while still throttled, ErrClosed when the
-// throttler stopped, or ctx's error.
+// Wait is BlockWait that says why it returned (see Waiter).
 func (s *Schedule) Wait(ctx context.Context) error {
 	return s.gate.Wait(ctx, s.maxWait)
 }

@@ -9,23 +9,45 @@
 //	}
 //
 // and the throttler decides, from a live signal such as replica lag, whether
-// the chunk may go now or must wait. Every implementation keeps one contract:
+// the chunk may go now or must wait. Every implementation keeps one contract,
+// stated here once; a type's documentation says only where it differs or
+// adds to it.
 //
-//   - Open takes one measurement synchronously and returns its error, then
-//     starts one monitor goroutine bound to Open's context.
-//   - IsThrottled and an unthrottled BlockWait are a single atomic load: no
-//     lock, no allocation, no clock read, no I/O. All I/O happens in the
-//     monitor. (With WithPacing, BlockWait also waits for the call's turn at
-//     the rate the replica applies: see WithPacing.)
+//   - Open does the first piece of work synchronously (one measurement, one
+//     reading, one request) and returns its error, so a server that cannot be
+//     watched is a configuration error seen at start. It then starts one
+//     monitor goroutine that repeats that work every WithInterval until Close
+//     or until Open's context ends: that context bounds the whole watch, so
+//     pass the job's context, not a timeout meant for the first measurement
+//     (WithQueryTimeout bounds each measurement). A failed Open may be
+//     retried; a second Open returns ErrAlreadyOpen, and Open after Close
+//     ErrClosed.
+//   - Each result is published to a gate. IsThrottled and an unthrottled
+//     BlockWait are a single atomic load: no lock, no allocation, no clock
+//     read, no I/O. (With WithPacing, BlockWait also waits for the call's
+//     turn at the rate the replica applies: see WithPacing.)
 //   - BlockWait is woken by the state change itself (a broadcast), never by a
 //     sleep loop, and returns when the throttle clears, its context is done,
 //     the throttler is closed or its Open context ends, or the per-call cap
-//     (WithMaxWait) elapses.
-//   - Once the monitor stops for any reason (Close, Open's context cancelled)
-//     the throttler is released: IsThrottled reports false and every waiter
-//     returns. A loop such as `for t.IsThrottled() {}` always terminates.
-//   - While open, a replica that cannot be observed is throttled, with a
-//     reason: a lag that cannot be measured is never read as zero.
+//     (WithMaxWait) elapses. Callers that must know which use Wait.
+//   - While open, a signal that cannot be observed throttles, with a reason:
+//     an answer that cannot be used (a value that is not a number, an unknown
+//     lag) throttles at once, and when no measurement has succeeded for
+//     WithStaleAfter (a dead, hung or unreachable server, a revoked grant)
+//     the last good verdict stands no longer. A lag that cannot be measured
+//     is never read as zero.
+//   - Once the monitor stops for any reason (Close, Open's context ended)
+//     the throttler is released for good: IsThrottled reports false, every
+//     waiter returns, and nothing measures, blocks or spins again. A loop
+//     such as `for t.IsThrottled() {}` always terminates. IsThrottled is
+//     also false before Open and after a failed Open.
+//   - Close stops the monitor, waits for it to exit and releases every
+//     waiter. It is idempotent and returns nil unless the type says
+//     otherwise.
+//   - UpdateLag measures once, synchronously, and publishes the result;
+//     callers that arrive while a measurement is in flight share it. It
+//     returns ErrNotOpen before Open and ErrClosed once the throttler
+//     stopped, at once and without I/O.
 //
 // Most callers want NewReplicationThrottler and BlockWait; a copier that can
 // run faster than its replicas apply wants WithPacing too. Tests of code that

@@ -118,76 +118,83 @@ func capsOf(g *Gate) int {
 	return len(s.ep.caps)
 }
 
-// TestCapIsNeverEarlyAndShared: a cap ends no earlier than asked; waiters
-// that arrive together share a timer; fired timers remove themselves.
+// TestCapIsNeverEarlyAndShared: a cap ends no earlier than asked and at most
+// a granule late; waiters that arrive together share a timer; fired timers
+// remove themselves.
 func TestCapIsNeverEarlyAndShared(t *testing.T) {
-	var g Gate
-	g.Set(true, "lag")
-	const n = 50
-	took := make(chan time.Duration, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), sentinel.ErrMaxWait)
-			took <- time.Since(start)
-		}()
-	}
-	require.Eventually(t, func() bool { return capsOf(&g) > 0 }, time.Second, time.Millisecond)
-	assert.Less(t, capsOf(&g), n, "waiters arriving together share cap timers")
-	wg.Wait()
-	close(took)
-	for d := range took {
-		assert.GreaterOrEqual(t, d, 30*time.Millisecond, "a cap ended early")
-	}
-	assert.Zero(t, capsOf(&g), "fired timers remove themselves")
-	assert.True(t, g.Throttled(), "a cap changes nothing")
+	synctest.Test(t, func(t *testing.T) {
+		var g Gate
+		g.Set(true, "lag")
+		const n = 50
+		took := make(chan time.Duration, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				start := time.Now()
+				assert.ErrorIs(t, g.Wait(context.Background(), 30*time.Millisecond), sentinel.ErrMaxWait)
+				took <- time.Since(start)
+			})
+		}
+		synctest.Wait()
+		assert.Equal(t, 1, capsOf(&g), "waiters arriving together share one cap timer")
+		wg.Wait()
+		close(took)
+		for d := range took {
+			assert.GreaterOrEqual(t, d, 30*time.Millisecond, "a cap ended early")
+			assert.LessOrEqual(t, d, 30*time.Millisecond+capGranule, "a cap ended more than a granule late")
+		}
+		assert.Zero(t, capsOf(&g), "fired timers remove themselves")
+		assert.True(t, g.Throttled(), "a cap changes nothing")
+	})
 }
 
 // TestEpochEndStopsCaps: clearing or releasing wakes capped waiters at once
 // (nil and sentinel.ErrClosed), and stops their timers.
 func TestEpochEndStopsCaps(t *testing.T) {
 	for _, release := range []bool{false, true} {
-		var g Gate
-		g.Set(true, "lag")
-		ep := g.cur.Load().ep
-		done := make(chan error)
-		go func() { done <- g.Wait(context.Background(), time.Hour) }()
-		require.Eventually(t, func() bool { return capsOf(&g) == 1 }, time.Second, time.Millisecond)
-		if release {
-			g.Release()
-			assert.ErrorIs(t, <-done, sentinel.ErrClosed)
-		} else {
-			g.Set(false, "")
-			assert.NoError(t, <-done)
-		}
-		ep.mu.Lock()
-		assert.Empty(t, ep.caps, "the epoch's timers are stopped")
-		assert.True(t, ep.ended)
-		ep.mu.Unlock()
-		// A waiter arriving at an epoch that has just ended is not stranded:
-		// its cap channel is already closed.
-		select {
-		case <-ep.capChan(time.Now().Add(time.Hour)):
-		default:
-			t.Fatal("a cap taken after the epoch ended is open")
-		}
+		synctest.Test(t, func(t *testing.T) {
+			var g Gate
+			g.Set(true, "lag")
+			ep := g.cur.Load().ep
+			done := make(chan error)
+			go func() { done <- g.Wait(context.Background(), time.Hour) }()
+			synctest.Wait()
+			require.Equal(t, 1, capsOf(&g), "the waiter's cap")
+			if release {
+				g.Release()
+				assert.ErrorIs(t, <-done, sentinel.ErrClosed)
+			} else {
+				g.Set(false, "")
+				assert.NoError(t, <-done)
+			}
+			ep.mu.Lock()
+			assert.Empty(t, ep.caps, "the epoch's timers are stopped")
+			assert.True(t, ep.ended)
+			ep.mu.Unlock()
+			// A waiter arriving at an epoch that has just ended is not stranded:
+			// its cap channel is already closed.
+			select {
+			case <-ep.capChan(time.Now().Add(time.Hour)):
+			default:
+				t.Fatal("a cap taken after the epoch ended is open")
+			}
+		})
 	}
 }
 
 // TestNewEpochAfterCapIsNotMaxWait: a cap that fires after its epoch ended
 // and a new one began reports the clear it missed, not ErrMaxWait.
 func TestNewEpochAfterCapIsNotMaxWait(t *testing.T) {
-	var g Gate
-	g.Set(true, "lag")
-	done := make(chan error)
-	go func() { done <- g.Wait(context.Background(), 0) }()
-	time.Sleep(5 * time.Millisecond)
-	g.Set(false, "")
-	g.Set(true, "lag again") // a new epoch before the waiter looks
-	assert.NoError(t, <-done, "the throttle cleared while it waited")
+	synctest.Test(t, func(t *testing.T) {
+		var g Gate
+		g.Set(true, "lag")
+		done := make(chan error)
+		go func() { done <- g.Wait(context.Background(), 0) }()
+		synctest.Wait() // the waiter is waiting
+		g.Set(false, "")
+		g.Set(true, "lag again") // a new epoch before the waiter looks
+		assert.NoError(t, <-done, "the throttle cleared while it waited")
+	})
 }
 
 // TestBindReleasesAtOnce: once the bound channel is closed the gate reads

@@ -7,11 +7,16 @@
 // holding MySQL 8.0's definitions of replication_connection_status (20
 // columns) and replication_applier_status_by_worker (24 columns), minus
 // ENGINE=PERFORMANCE_SCHEMA. Tests write the rows a real replica would show
-// (InsertConnection, InsertWorker) and measure.
+// (InsertConnection, InsertWorker) and measure. For Group Replication members
+// it also holds replication_group_members and replication_group_member_stats
+// (InsertGroupMember, InsertGroupMemberStats), and global_variables and
+// global_status, which hold only the rows a test sets (SetGlobalVariable,
+// SetGlobalStatus).
 //
 // What it emulates beyond the tables, per Emulator: @@performance_schema (1
 // unless SetPerformanceSchema(false)), @@version and @@version_comment
-// ("8.0.36", "MySQL Community Server - GPL" unless WithVersion), and the
+// ("8.0.36", "MySQL Community Server - GPL" unless WithVersion),
+// @@server_uuid (DefaultServerUUID unless WithServerUUID), and the
 // system time zone (time_zone=SYSTEM; the process's local zone unless
 // WithTimeZone): NOW() and its synonyms show the statement's start in it,
 // timestamps are written as wall clocks in it, and UNIX_TIMESTAMP converts
@@ -129,16 +134,69 @@ const (
 		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"
 )
 
+// The Group Replication tables, from the same manual and server: this
+// member and its peers (replication_group_members, MySQL 8.0.27's eight
+// columns), their certifier and applier statistics
+// (replication_group_member_stats), and performance_schema's variable
+// tables, which hold only what a test sets (SetGlobalVariable,
+// SetGlobalStatus).
+const (
+	createGroupMembers = "CREATE TABLE performance_schema.replication_group_members (\n" +
+		"  CHANNEL_NAME char(64) NOT NULL,\n" +
+		"  MEMBER_ID char(36) COLLATE utf8mb4_bin NOT NULL,\n" +
+		"  MEMBER_HOST char(255) CHARACTER SET ascii NOT NULL,\n" +
+		"  MEMBER_PORT int DEFAULT NULL,\n" +
+		"  MEMBER_STATE char(64) COLLATE utf8mb4_bin NOT NULL,\n" +
+		"  MEMBER_ROLE char(64) COLLATE utf8mb4_bin NOT NULL,\n" +
+		"  MEMBER_VERSION char(64) COLLATE utf8mb4_bin NOT NULL,\n" +
+		"  MEMBER_COMMUNICATION_STACK char(64) COLLATE utf8mb4_bin NOT NULL\n" +
+		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"
+
+	createGroupMemberStats = "CREATE TABLE performance_schema.replication_group_member_stats (\n" +
+		"  CHANNEL_NAME char(64) NOT NULL,\n" +
+		"  VIEW_ID char(60) COLLATE utf8mb4_bin NOT NULL,\n" +
+		"  MEMBER_ID char(36) COLLATE utf8mb4_bin NOT NULL,\n" +
+		"  COUNT_TRANSACTIONS_IN_QUEUE bigint unsigned NOT NULL,\n" +
+		"  COUNT_TRANSACTIONS_CHECKED bigint unsigned NOT NULL,\n" +
+		"  COUNT_CONFLICTS_DETECTED bigint unsigned NOT NULL,\n" +
+		"  COUNT_TRANSACTIONS_ROWS_VALIDATING bigint unsigned NOT NULL,\n" +
+		"  TRANSACTIONS_COMMITTED_ALL_MEMBERS longtext NOT NULL,\n" +
+		"  LAST_CONFLICT_FREE_TRANSACTION text NOT NULL,\n" +
+		"  COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE bigint unsigned NOT NULL,\n" +
+		"  COUNT_TRANSACTIONS_REMOTE_APPLIED bigint unsigned NOT NULL,\n" +
+		"  COUNT_TRANSACTIONS_LOCAL_PROPOSED bigint unsigned NOT NULL,\n" +
+		"  COUNT_TRANSACTIONS_LOCAL_ROLLBACK bigint unsigned NOT NULL\n" +
+		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"
+
+	createGlobalVariables = "CREATE TABLE performance_schema.global_variables (\n" +
+		"  VARIABLE_NAME varchar(64) NOT NULL,\n" +
+		"  VARIABLE_VALUE varchar(1024) DEFAULT NULL,\n" +
+		"  PRIMARY KEY (VARIABLE_NAME)\n" +
+		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"
+
+	createGlobalStatus = "CREATE TABLE performance_schema.global_status (\n" +
+		"  VARIABLE_NAME varchar(64) NOT NULL,\n" +
+		"  VARIABLE_VALUE varchar(1024) DEFAULT NULL,\n" +
+		"  PRIMARY KEY (VARIABLE_NAME)\n" +
+		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"
+)
+
 // Table names, for DropTable.
 const (
 	ConnectionStatusTable = "replication_connection_status"
 	WorkerStatusTable     = "replication_applier_status_by_worker"
+	GroupMembersTable     = "replication_group_members"
+	GroupMemberStatsTable = "replication_group_member_stats"
+	GlobalVariablesTable  = "global_variables"
+	GlobalStatusTable     = "global_status"
 )
 
-// Defaults an Emulator reports unless WithVersion says otherwise.
+// Defaults an Emulator reports unless WithVersion (or WithServerUUID) says
+// otherwise.
 const (
 	DefaultVersion        = "8.0.36"
 	DefaultVersionComment = "MySQL Community Server - GPL"
+	DefaultServerUUID     = "8a94f357-aab4-11df-86ab-c80aa9429562"
 )
 
 // Connection is one row of performance_schema.replication_connection_status:
@@ -196,11 +254,45 @@ type Worker struct {
 	ApplyingTransientErrorTime       time.Time
 }
 
+// GroupMember is one row of performance_schema.replication_group_members.
+// An empty Channel is group_replication_applier, an empty State ONLINE; Role
+// is written as given ("" as on an OFFLINE member).
+type GroupMember struct {
+	Channel            string
+	MemberID           string // the member's @@server_uuid
+	Host               string
+	Port               int
+	State              string // ONLINE, RECOVERING, OFFLINE, ERROR, UNREACHABLE
+	Role               string // PRIMARY, SECONDARY
+	Version            string
+	CommunicationStack string // XCOM, MYSQL
+}
+
+// GroupMemberStats is one row of
+// performance_schema.replication_group_member_stats. An empty Channel is
+// group_replication_applier.
+type GroupMemberStats struct {
+	Channel              string
+	ViewID               string
+	MemberID             string
+	InQueue              uint64 // COUNT_TRANSACTIONS_IN_QUEUE: waiting for certification
+	Checked              uint64
+	ConflictsDetected    uint64
+	RowsValidating       uint64
+	CommittedAllMembers  string
+	LastConflictFree     string
+	RemoteInApplierQueue uint64 // COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE
+	RemoteApplied        uint64
+	LocalProposed        uint64
+	LocalRollback        uint64
+}
+
 // Option configures Start.
 type Option func(*config)
 
 type config struct {
 	version, comment string
+	serverUUID       string
 	perfSchema       bool
 	loc              *time.Location
 }
@@ -209,6 +301,11 @@ type config struct {
 // @@version_comment, and in the protocol handshake.
 func WithVersion(version, comment string) Option {
 	return func(c *config) { c.version, c.comment = version, comment }
+}
+
+// WithServerUUID sets @@server_uuid (default DefaultServerUUID).
+func WithServerUUID(uuid string) Option {
+	return func(c *config) { c.serverUUID = uuid }
 }
 
 // WithPerformanceSchema sets @@performance_schema at start (default ON).
@@ -232,6 +329,9 @@ type Emulator struct {
 	// DB is an admin pool for writing rows (default database
 	// performance_schema, interpolateParams=true).
 	DB *sql.DB
+
+	// ServerUUID is what @@server_uuid reports.
+	ServerUUID string
 
 	version, comment string
 	perfSchema       atomic.Bool
@@ -269,7 +369,7 @@ func Start(tb testing.TB, opts ...Option) *Emulator {
 
 // New starts an emulator; the caller must Close it. Most tests want Start.
 func New(opts ...Option) (*Emulator, error) {
-	cfg := config{version: DefaultVersion, comment: DefaultVersionComment, perfSchema: true, loc: time.Local}
+	cfg := config{version: DefaultVersion, comment: DefaultVersionComment, serverUUID: DefaultServerUUID, perfSchema: true, loc: time.Local}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -280,7 +380,7 @@ func New(opts ...Option) (*Emulator, error) {
 	if cfg.loc == nil {
 		cfg.loc = time.Local
 	}
-	e := &Emulator{version: cfg.version, comment: cfg.comment, loc: cfg.loc, served: make(chan struct{})}
+	e := &Emulator{ServerUUID: cfg.serverUUID, version: cfg.version, comment: cfg.comment, loc: cfg.loc, served: make(chan struct{})}
 	e.perfSchema.Store(cfg.perfSchema)
 
 	pro := memory.NewDBProvider(memory.NewDatabase("performance_schema"))
@@ -323,7 +423,8 @@ func New(opts ...Option) (*Emulator, error) {
 	e.DB, err = sql.Open("mysql", e.DSN+"performance_schema?interpolateParams=true")
 	if err == nil {
 		e.dbs = append(e.dbs, e.DB)
-		for _, q := range []string{createConnectionStatus, createApplierStatusByWorker} {
+		for _, q := range []string{createConnectionStatus, createApplierStatusByWorker,
+			createGroupMembers, createGroupMemberStats, createGlobalVariables, createGlobalStatus} {
 			if _, err = e.DB.Exec(q); err != nil {
 				break
 			}
@@ -410,12 +511,13 @@ func (e *Emulator) Exec(tb testing.TB, query string, args ...any) {
 	}
 }
 
-// Clear deletes every row of both tables (the state of a server that is not a
-// replica, or of performance_schema=OFF).
+// Clear deletes every row of the replication tables (the state of a server
+// that is not a replica, or of performance_schema=OFF).
 func (e *Emulator) Clear(tb testing.TB) {
 	tb.Helper()
-	e.Exec(tb, "DELETE FROM performance_schema."+ConnectionStatusTable)
-	e.Exec(tb, "DELETE FROM performance_schema."+WorkerStatusTable)
+	for _, table := range []string{ConnectionStatusTable, WorkerStatusTable, GroupMembersTable, GroupMemberStatsTable} {
+		e.Exec(tb, "DELETE FROM performance_schema."+table)
+	}
 }
 
 // DropTable drops one of the tables (for example ConnectionStatusTable, as
@@ -454,6 +556,47 @@ func (e *Emulator) InsertWorker(tb testing.TB, w Worker) {
 		e.Timestamp(w.LastAppliedTransientErrorTime),
 		w.ApplyingRetries, w.ApplyingTransientErrorNumber, w.ApplyingTransientErrorMessage,
 		e.Timestamp(w.ApplyingTransientErrorTime))
+}
+
+// InsertGroupMember writes one replication_group_members row.
+func (e *Emulator) InsertGroupMember(tb testing.TB, m GroupMember) {
+	tb.Helper()
+	var port any
+	if m.Port != 0 {
+		port = m.Port
+	}
+	e.Exec(tb, "INSERT INTO performance_schema."+GroupMembersTable+" VALUES ("+placeholders(8)+")",
+		orDefault(m.Channel, "group_replication_applier"), m.MemberID, m.Host, port,
+		orDefault(m.State, "ONLINE"), m.Role, orDefault(m.Version, e.version),
+		orDefault(m.CommunicationStack, "MYSQL"))
+}
+
+// InsertGroupMemberStats writes one replication_group_member_stats row.
+func (e *Emulator) InsertGroupMemberStats(tb testing.TB, s GroupMemberStats) {
+	tb.Helper()
+	e.Exec(tb, "INSERT INTO performance_schema."+GroupMemberStatsTable+" VALUES ("+placeholders(13)+")",
+		orDefault(s.Channel, "group_replication_applier"), s.ViewID, s.MemberID,
+		s.InQueue, s.Checked, s.ConflictsDetected, s.RowsValidating,
+		s.CommittedAllMembers, s.LastConflictFree,
+		s.RemoteInApplierQueue, s.RemoteApplied, s.LocalProposed, s.LocalRollback)
+}
+
+// SetGlobalVariable sets a row of performance_schema.global_variables.
+func (e *Emulator) SetGlobalVariable(tb testing.TB, name, value string) {
+	tb.Helper()
+	e.setVariableRow(tb, GlobalVariablesTable, name, value)
+}
+
+// SetGlobalStatus sets a row of performance_schema.global_status.
+func (e *Emulator) SetGlobalStatus(tb testing.TB, name, value string) {
+	tb.Helper()
+	e.setVariableRow(tb, GlobalStatusTable, name, value)
+}
+
+func (e *Emulator) setVariableRow(tb testing.TB, table, name, value string) {
+	tb.Helper()
+	e.Exec(tb, "DELETE FROM performance_schema."+table+" WHERE VARIABLE_NAME = ?", name)
+	e.Exec(tb, "INSERT INTO performance_schema."+table+" VALUES (?, ?)", name, value)
 }
 
 // ZeroTimestamp is how an unset timestamp is written. MySQL shows
@@ -530,7 +673,7 @@ func registerVariables() {
 		// queries and its start-up advice at Warn.
 		logrus.SetLevel(logrus.ErrorLevel)
 		var vars []gms.SystemVariable
-		for _, name := range []string{"performance_schema", "version", "version_comment"} {
+		for _, name := range []string{"performance_schema", "version", "version_comment", "server_uuid"} {
 			v, _, ok := gms.SystemVariables.GetGlobal(name)
 			msv, isMySQL := v.(*gms.MysqlSystemVariable)
 			if !ok || !isMySQL {
@@ -574,6 +717,8 @@ func (e *Emulator) variable(name string) (any, bool) {
 		return e.version, true
 	case "version_comment":
 		return e.comment, true
+	case "server_uuid":
+		return e.ServerUUID, true
 	}
 	return nil, false
 }

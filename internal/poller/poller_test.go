@@ -95,17 +95,28 @@ func TestStaleReasonNamesWhatAndLastError(t *testing.T) {
 }
 
 func TestMonitorPollsAndStops(t *testing.T) {
-	s := &script{}
-	s.set(Verdict{}, nil)
-	p := newPoller(s, time.Millisecond)
-	ctx, cancel := context.WithCancel(context.Background())
-	require.NoError(t, p.Open(ctx))
-	require.Eventually(t, func() bool { return s.n.Load() > 5 }, 2*time.Second, time.Millisecond)
-	s.set(Verdict{Throttled: true, Reason: "x"}, nil)
-	require.Eventually(t, p.Throttled, 2*time.Second, time.Millisecond)
-	cancel()
-	require.Eventually(t, func() bool { return !p.Throttled() }, 2*time.Second, time.Millisecond, "released when ctx ends")
-	p.Close() // joins the monitor before goleak looks
+	synctest.Test(t, func(t *testing.T) {
+		s := &script{}
+		s.set(Verdict{}, nil)
+		p := newPoller(s, time.Millisecond)
+		ctx, cancel := context.WithCancel(context.Background())
+		require.NoError(t, p.Open(ctx))
+		time.Sleep(5 * time.Millisecond)
+		synctest.Wait()
+		require.EqualValues(t, 1+5, s.n.Load(), "Open's probe, then one every interval")
+		s.set(Verdict{Throttled: true, Reason: "x"}, nil)
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		require.True(t, p.Throttled(), "the next probe publishes")
+		cancel()
+		synctest.Wait()
+		require.False(t, p.Throttled(), "released when ctx ends")
+		n := s.n.Load()
+		time.Sleep(5 * time.Millisecond)
+		synctest.Wait()
+		assert.Equal(t, n, s.n.Load(), "no probe after ctx ended")
+		p.Close() // joins the monitor
+	})
 }
 
 // A Fast verdict brings the next probe forward to FastInterval; a failed
