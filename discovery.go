@@ -41,6 +41,20 @@ import (
 //     membership may be out of date: Discovery throttles until it can ask
 //     again. Shorter failures keep the last membership.
 //
+// A replica with a configured delay (MASTER_DELAY, SOURCE_DELAY) on a
+// channel that counts is behind by design: it is left out by default (see
+// DiscoveryConfig.IncludeDelayed), logged once, and still listed by
+// Replicas (Excluded says why). The delay is what the member's lag source
+// reads (Measurement.Channels): ReplicaStatusSource and
+// PerformanceSchemaSource, the defaults, read it; with another source, list
+// a delayed replica in DiscoveryConfig.Exclude. It is read again at every
+// listing, so a delay set or removed while the job runs takes effect within
+// DiscoveryConfig.Every. Every member measures its lag beyond its
+// configured delay where its source can (WithLagBeyondDelay), so an
+// included delayed replica throttles only on lag beyond its delay; on MySQL
+// its monitoring user then needs SELECT on
+// performance_schema.replication_applier_configuration as well.
+//
 // The Discovery opens (and owns) one *sql.DB per replica, from
 // DiscoveryConfig.DSNTemplate; the primary's *sql.DB stays the caller's.
 //
@@ -110,9 +124,14 @@ type DiscoveryConfig struct {
 	// OpenDB opens a replica's *sql.DB from its rendered DSN (default
 	// sql.Open("mysql", dsn)). The Discovery closes the DBs it opened.
 	OpenDB func(dsn string) (*sql.DB, error)
-	// Exclude lists server ids never to watch (for example a delayed
-	// replica kept for backups, or an analytics replica nobody waits for).
+	// Exclude lists server ids never to watch (for example an analytics
+	// replica nobody waits for).
 	Exclude []uint32
+	// IncludeDelayed watches replicas with a configured delay too, on their
+	// lag beyond the delay (WithLagBeyondDelay). By default they are left
+	// out: a replica kept an hour behind for backups is nothing a job
+	// waits for.
+	IncludeDelayed bool
 	// ForgetAfter drops a replica the primary stopped listing once it has
 	// been unlisted this long, even if it still cannot be seen healthy (a
 	// replica decommissioned while the job runs). 0, the default, never
@@ -187,10 +206,12 @@ func NewDiscovery(primary *sql.DB, lagTolerance time.Duration, cfg DiscoveryConf
 	if d.name == "" {
 		d.name = "replica discovery"
 	}
+	d.opts = append(d.opts, withBeyondDelayWhereRead())
 	if o.pacing {
 		d.pace = newPacer()
-		d.opts = slices.Clip(append(d.opts, withSharedPacer(d.pace))) // members append to it concurrently
+		d.opts = append(d.opts, withSharedPacer(d.pace))
 	}
+	d.opts = slices.Clip(d.opts) // members append to it concurrently
 	d.log = o.logger(logger)
 	if o.name == "" {
 		d.log = d.log.With("throttler", d.name)
@@ -208,7 +229,13 @@ type discoverySet struct {
 	failed   bool           // a member cannot be watched (or the list is stale): throttled
 	entries  []discoveryEntry
 	names    []string
+	excluded []excludedMember // open members left out (a configured delay), by name
 	released bool
+}
+
+type excludedMember struct {
+	name, why string
+	r         *Replication
 }
 
 type discoveryEntry struct {
@@ -435,8 +462,17 @@ func (d *Discovery) UpdateLag(ctx context.Context) error {
 			}
 		})
 	}
+	for _, e := range s.excluded {
+		// Not counted, but measured, so that a delay removed shows below.
+		wg.Go(func() { _ = e.r.UpdateLag(ctx) })
+	}
 	wg.Wait()
 	errs = append(errs, merrs...)
+	d.opMu.Lock()
+	if mctx.Err() == nil {
+		d.publish() // a delay set or removed, as just measured
+	}
+	d.opMu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("throttler: update lag: %w", err)
 	}
@@ -490,15 +526,31 @@ func (d *Discovery) Lag() time.Duration {
 	return worst
 }
 
-// Replicas names the current members, watched or failed, as host:port
-// ("server_id N" for one listed without a host), sorted. It is empty before
-// Open and after the Discovery stopped.
+// Replicas names the current members, watched, failed or left out for a
+// configured delay (Excluded), as host:port ("server_id N" for one listed
+// without a host), sorted. It is empty before Open and after the Discovery
+// stopped.
 func (d *Discovery) Replicas() []string {
 	s := d.cur.Load()
 	if s == nil {
 		return nil
 	}
 	return slices.Clone(s.names)
+}
+
+// Excluded maps each member of Replicas that is left out, and so never
+// throttles, to why (a configured delay, without
+// DiscoveryConfig.IncludeDelayed); nil when none is.
+func (d *Discovery) Excluded() map[string]string {
+	s := d.cur.Load()
+	if s == nil || len(s.excluded) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(s.excluded))
+	for _, e := range s.excluded {
+		out[e.name] = e.why
+	}
+	return out
 }
 
 // String is the name given with WithName, or "replica discovery".

@@ -114,17 +114,19 @@ func TestIntegrationDiscoveryLaggingReplica(t *testing.T) {
 	d := openDiscovery(t, p, throttler.DiscoveryConfig{}, time.Second)
 	require.False(t, d.IsThrottled(), d.ThrottleReason())
 
-	require.NoError(t, second.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 3*time.Second))
+	// A stalled applier (a delay would leave the replica out: see
+	// TestIntegrationDiscoveryDelayedReplica).
+	unlock := stallApplier(t, second)
 	want := second.Addr() + " (server_id 3): replica lag "
-	eventually(t, "throttled by the second replica's delay", 15*time.Second, func() bool {
+	eventually(t, "throttled by the second replica's stalled applier", 15*time.Second, func() bool {
 		return strings.HasPrefix(d.ThrottleReason(), want)
 	})
 	reason := d.ThrottleReason()
 	t.Logf("reason: %s", reason)
 	assert.NotContains(t, reason, first.Addr(), "the healthy replica is not named")
 
-	require.NoError(t, second.Replication().SetDelay(ctxTimeout(t, 10*time.Second), 0))
-	eventually(t, "clear once the delay is removed", 15*time.Second, func() bool { return !d.IsThrottled() })
+	unlock()
+	eventually(t, "clear once the applier resumes", 15*time.Second, func() bool { return !d.IsThrottled() })
 }
 
 // A killed or frozen replica fails closed and is never dropped, although the

@@ -29,6 +29,7 @@ type discoveryMember struct {
 	open     bool         // r is open
 	err      error        // why it cannot be watched; nil when open
 	warned   bool         // the current failure has been logged
+	excluded string       // why it is left out (a configured delay); "" while it counts
 	vanished time.Time    // when the primary stopped listing it; zero while listed
 }
 
@@ -295,6 +296,10 @@ func (d *Discovery) publish() {
 	for _, k := range keys {
 		m := d.members[k]
 		s.names = append(s.names, m.host.name())
+		if m.open && d.exclude(m) {
+			s.excluded = append(s.excluded, excludedMember{m.host.name(), m.excluded, m.r})
+			continue
+		}
 		if m.open {
 			s.watched = append(s.watched, m.r)
 			s.entries = append(s.entries, discoveryEntry{label: m.label(), r: m.r})
@@ -348,7 +353,38 @@ func (d *Discovery) judge(s *discoverySet) {
 // sameAs reports whether t shows the same members in the same states.
 func (s *discoverySet) sameAs(t *discoverySet) bool {
 	return !s.released && s.failed == t.failed &&
-		slices.Equal(s.entries, t.entries) && slices.Equal(s.names, t.names)
+		slices.Equal(s.entries, t.entries) && slices.Equal(s.names, t.names) &&
+		slices.Equal(s.excluded, t.excluded)
+}
+
+// exclude decides, from its last measurement, whether an open member is
+// left out for a configured delay on a channel that counts, and logs a
+// change of that once. A member not yet measured, or whose source reads no
+// delay, counts. The caller holds opMu.
+func (d *Discovery) exclude(m *discoveryMember) bool {
+	why := ""
+	if meas, _, ok := m.r.LastMeasurement(); ok && !d.cfg.IncludeDelayed {
+		var delay time.Duration
+		for _, c := range meas.Channels {
+			if !c.Ignored {
+				delay = max(delay, c.Delay)
+			}
+		}
+		if delay > 0 {
+			why = fmt.Sprintf("configured delay %v (MASTER_DELAY): left out; DiscoveryConfig.IncludeDelayed watches it beyond its delay", delay)
+		}
+	}
+	switch {
+	case why != "" && m.excluded == "":
+		d.log.Info("throttler: replica left out: it has a configured delay", "replica", m.label(), "why", why)
+	case why == "" && m.excluded != "":
+		d.log.Info("throttler: replica watched now: its configured delay was removed", "replica", m.label())
+	}
+	if (why != "") != (m.excluded != "") {
+		m.r.setSteering(why == "") // a replica left out does not pace the callers either
+	}
+	m.excluded = why
+	return why != ""
 }
 
 // shutdown releases, then closes every member and DB.

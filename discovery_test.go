@@ -649,3 +649,44 @@ func TestDiscoveryUpdateLagAfterCloseListsNoMore(t *testing.T) {
 	assert.Equal(t, int64(1), answered.Load(), "Open's listing only")
 	assert.Len(t, f.primary.hung(), 1, "no listing after Close")
 }
+
+// TestDiscoveryLeavesDelayedReplicasOut: a member with a configured delay
+// on a channel that counts is listed but left out, logged once, and watched
+// again once the delay is removed; IncludeDelayed watches it.
+func TestDiscoveryLeavesDelayedReplicasOut(t *testing.T) {
+	delayed := Measurement{Lag: time.Hour, Channels: []ChannelLag{{Name: "", Lag: time.Hour, Delay: time.Hour}}}
+	var logs syncBuffer
+	f := newFleet(hostA, hostB)
+	f.set(hostB, delayed, nil)
+	d := newDisco(t, f, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.NoError(t, d.Open(context.Background()))
+	defer d.Close()
+	assert.Equal(t, []string{"10.0.0.1:3306", "10.0.0.2:3306"}, d.Replicas(), "listed")
+	assert.Equal(t, map[string]string{"10.0.0.2:3306": "configured delay 1h0m0s (MASTER_DELAY): left out; DiscoveryConfig.IncludeDelayed watches it beyond its delay"}, d.Excluded())
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+	update(t, d)
+	update(t, d)
+	assert.Equal(t, 1, strings.Count(logs.String(), "replica left out: it has a configured delay"), logs.String())
+	assert.False(t, d.IsThrottled(), d.ThrottleReason())
+
+	// A delay on an ignored channel does not count.
+	f.set(hostB, Measurement{Channels: []ChannelLag{{Name: ""}, {Name: "old", Delay: time.Hour, Ignored: true}}}, nil)
+	update(t, d)
+	update(t, d) // the member measured on the first, the Discovery looks on the second
+	assert.Nil(t, d.Excluded())
+	assert.Equal(t, 1, strings.Count(logs.String(), "replica watched now: its configured delay was removed"), logs.String())
+
+	// Left out, it does not pace the callers either.
+	f.set(hostB, delayed, nil)
+	paced := openDisco(t, f, nil, WithPacing(0))
+	require.Equal(t, map[string]string{"10.0.0.2:3306": "configured delay 1h0m0s (MASTER_DELAY): left out; DiscoveryConfig.IncludeDelayed watches it beyond its delay"}, paced.Excluded())
+	paced.pace.mu.Lock()
+	assert.Len(t, paced.pace.ctrls, 1, "only the watched member steers")
+	paced.pace.mu.Unlock()
+
+	// Included: watched, and throttles on what its source reads.
+	in := openDisco(t, f, func(c *DiscoveryConfig) { c.IncludeDelayed = true })
+	assert.Nil(t, in.Excluded())
+	assert.True(t, in.IsThrottled())
+	assert.Equal(t, "10.0.0.2:3306 (server_id 3): replica lag 1h0m0s >= 1s", in.ThrottleReason())
+}

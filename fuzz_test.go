@@ -62,10 +62,18 @@ func FuzzReplicaStatus(f *testing.F) {
 			r["Retrieved_Gtid_Set"] = sql.NullString{String: received, Valid: true}
 			r["Executed_Gtid_Set"] = sql.NullString{String: applied, Valid: true}
 		}
-		m, err := replicaStatusLag([]statusRow{r})
+		m, err := replicaStatusLag(channelConfig{}, []statusRow{r})
 		if err != nil {
 			return
 		}
+		// Beyond a configured delay (any text in SQL_Delay): never
+		// negative, never more than the whole lag.
+		r["SQL_Delay"] = sql.NullString{String: space, Valid: true}
+		beyond, err := replicaStatusLag(channelConfig{beyondDelay: true}, []statusRow{r})
+		require.NoError(t, err, "SQL_Delay never makes a reading fail")
+		assert.Equal(t, m.NotFlowing, beyond.NotFlowing)
+		assert.GreaterOrEqual(t, beyond.Lag, time.Duration(0))
+		assert.LessOrEqual(t, beyond.Lag, m.Lag)
 		b := m.Backlog
 		if b.Known {
 			assert.GreaterOrEqual(t, b.Transactions, int64(-1))
@@ -129,7 +137,7 @@ func FuzzPerformanceSchemaLag(f *testing.F) {
 			HasWorker: true, WorkerState: worker, LastApplied: applied, LastAppliedAt: ts[3].t,
 			Applying: applying, ApplyingStarted: ts[4].t,
 		}
-		m, err := performanceSchemaLag([]performanceSchemaRow{row}, nil)
+		m, err := performanceSchemaLag(channelConfig{}, []performanceSchemaRow{row}, nil)
 		require.NoError(t, err, "one channel is a replica")
 		assert.GreaterOrEqual(t, m.Lag, time.Duration(0), "a lag is never negative")
 		if m.NotFlowing == "" {

@@ -30,7 +30,9 @@ type LagSource interface {
 
 // Measurement is one reading of a replica.
 type Measurement struct {
-	// Lag is the worst lag over the replica's flowing channels.
+	// Lag is the worst lag over the replica's flowing channels that count
+	// (WithChannels); with WithLagBeyondDelay, the worst lag beyond each
+	// channel's configured delay.
 	Lag time.Duration
 	// Channel names the channel that Lag (or NotFlowing) is about; "" is
 	// the default channel.
@@ -54,6 +56,36 @@ type Measurement struct {
 	// GroupReplication is set when the replica is a Group Replication
 	// (InnoDB Cluster) member, and nil otherwise.
 	GroupReplication *GroupReplicationStatus
+	// Channels is every channel the source read, in the source's order
+	// (ReplicaStatusSource, PerformanceSchemaSource; nil for the other
+	// sources), after any channel named in WithChannels Only that the
+	// replica lacks. Ignored channels are here, and only here.
+	Channels []ChannelLag
+
+	// channelProblem says what in WithChannels does not fit the replica's
+	// channels; the first measurement (Open) refuses it.
+	channelProblem string
+}
+
+// ChannelLag is one channel's part of a Measurement.
+type ChannelLag struct {
+	// Name is the channel's name; "" is the default channel.
+	Name string
+	// Lag is the channel's lag: with WithLagBeyondDelay, beyond its
+	// configured delay. Meaningless while NotFlowing is set.
+	Lag time.Duration
+	// NotFlowing says why the channel's replication does not flow; empty
+	// while it does.
+	NotFlowing string
+	// Delay is the channel's configured delay (MASTER_DELAY, SOURCE_DELAY):
+	// SQL_Delay, which ReplicaStatusSource always reads, or DESIRED_DELAY,
+	// which PerformanceSchemaSource reads with WithLagBeyondDelay; 0
+	// otherwise.
+	Delay time.Duration
+	// Ignored is set for a channel that does not count: one WithChannels
+	// leaves out, or a Group Replication member's recovery channel while
+	// the member is ONLINE. It never throttles.
+	Ignored bool
 }
 
 // Backlog is what a replica has received (in its relay log) but not applied.

@@ -192,3 +192,19 @@ func (g *groupMember) backlog() (pending, applied int64, ok bool) {
 	}
 	return g.ApplierQueue, g.RemoteApplied, true
 }
+
+// groupApplierQueue is the member's applier queue where it counts toward the
+// verdict: -1 on a replica that is not a Group Replication member, and on a
+// member whose group_replication_applier channel WithChannels leaves out (the
+// queue is that channel's backlog).
+func (m *Measurement) groupApplierQueue() int64 {
+	if m.GroupReplication == nil {
+		return -1
+	}
+	for _, c := range m.Channels {
+		if c.Ignored && strings.EqualFold(c.Name, groupApplierChannel) {
+			return -1
+		}
+	}
+	return m.GroupReplication.ApplierQueue
+}

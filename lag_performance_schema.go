@@ -86,33 +86,52 @@ import (
 // a restart of the applier, until it applies one). performance_schema has no
 // byte positions: Bytes is -1.
 //
+// With WithLagBeyondDelay, a channel's applier and queue latencies are read
+// beyond its configured delay (DESIRED_DELAY, from
+// replication_applier_configuration), and a delayed channel's backlog,
+// which holds the delay's worth of transactions by design, is left out of
+// Backlog; the receiver latency is not delayed and counts whole.
+//
 // On a Group Replication (InnoDB Cluster) member, recognised by its
 // group_replication_applier and group_replication_recovery channels, it
 // also reads this member's row (MEMBER_ID = @@server_uuid) of
 // replication_group_members and replication_group_member_stats, and the
-// flow control variables, into Measurement.GroupReplication. A member that
-// is not ONLINE (RECOVERING, OFFLINE, ERROR, UNREACHABLE, or absent from
-// the table) reads as not flowing, naming its state. On an ONLINE member the
-// lag of group_replication_applier is measured as above without the
-// receiver checks: the group communication layer feeds that channel, so it
-// has no source connection and no heartbeats. The recovery channel, which
+// flow control variables, into Measurement.GroupReplication. The member's
+// state is the state of both of its Group Replication channels: on a member
+// that is not ONLINE (RECOVERING, OFFLINE, ERROR, UNREACHABLE, or absent
+// from the table) they read as not flowing, naming the state. On an ONLINE
+// member the lag of group_replication_applier is measured as above without
+// the receiver checks: the group communication layer feeds that channel, so
+// it has no source connection and no heartbeats. The recovery channel, which
 // runs only during distributed recovery and is OFF on every ONLINE member,
-// is not measured. The applier channel's backlog is the member's applier
-// queue (COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE), not GTID arithmetic:
-// the group's transactions come from several members, each numbering its
-// own block of GTIDs. Channels of ordinary replication on the same member
-// are measured as on any replica. WithGroupApplierQueueLimit throttles on
-// the applier queue.
+// is then not measured and never throttles (Ignored in
+// Measurement.Channels). The applier channel's backlog is the member's
+// applier queue (COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE), not GTID
+// arithmetic: the group's transactions come from several members, each
+// numbering its own block of GTIDs. Channels of ordinary replication on the
+// same member are measured as on any replica. WithGroupApplierQueueLimit
+// throttles on the applier queue.
+//
+// WithChannels selects among the Group Replication channels as among any
+// others: leaving them out (Ignore both, or Only the member's ordinary
+// channels) leaves the member's state, its applier lag and queue, and
+// WithGroupApplierQueueLimit out of the verdict, which then rests on the
+// channels that count.
 //
 // It needs SELECT on performance_schema.replication_connection_status and
-// performance_schema.replication_applier_status_by_worker, and on a Group
-// Replication member on replication_group_members,
+// performance_schema.replication_applier_status_by_worker, with
+// WithLagBeyondDelay on performance_schema.replication_applier_configuration,
+// and on a Group Replication member on replication_group_members,
 // replication_group_member_stats, global_variables and global_status.
 func PerformanceSchemaSource() LagSource { return performanceSchemaSource{} }
 
-type performanceSchemaSource struct{}
+type performanceSchemaSource struct{ cfg channelConfig }
 
-func (performanceSchemaSource) String() string { return "performance_schema" }
+func (s performanceSchemaSource) String() string { return "performance_schema" + s.cfg.describe() }
+
+func (s performanceSchemaSource) configured(cfg channelConfig) LagSource {
+	return performanceSchemaSource{cfg: cfg}
+}
 
 // performanceSchemaQuery returns one row per channel and worker. The lag is
 // computed in Go (performanceSchemaLag) so that every case can be tested from
@@ -135,11 +154,21 @@ const performanceSchemaQuery = `SELECT UNIX_TIMESTAMP() * 1000000 + MICROSECOND(
   c.QUEUEING_TRANSACTION, UNIX_TIMESTAMP(c.QUEUEING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
   w.WORKER_ID, w.SERVICE_STATE, w.LAST_ERROR_NUMBER, w.LAST_ERROR_MESSAGE,
   w.LAST_APPLIED_TRANSACTION, UNIX_TIMESTAMP(w.LAST_APPLIED_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
-  w.APPLYING_TRANSACTION, UNIX_TIMESTAMP(w.APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP)
+  w.APPLYING_TRANSACTION, UNIX_TIMESTAMP(w.APPLYING_TRANSACTION_IMMEDIATE_COMMIT_TIMESTAMP),
+  %s
 FROM performance_schema.replication_connection_status c
 LEFT JOIN performance_schema.replication_applier_status_by_worker w
-  ON w.CHANNEL_NAME = c.CHANNEL_NAME
+  ON w.CHANNEL_NAME = c.CHANNEL_NAME%s
 ORDER BY c.CHANNEL_NAME, w.WORKER_ID`
+
+// The query as sent: without the delay (whose table needs a grant of its
+// own), and with it for WithLagBeyondDelay.
+var (
+	performanceSchemaPlainQuery = fmt.Sprintf(performanceSchemaQuery, "NULL", "")
+	performanceSchemaDelayQuery = fmt.Sprintf(performanceSchemaQuery, "a.DESIRED_DELAY", `
+LEFT JOIN performance_schema.replication_applier_configuration a
+  ON a.CHANNEL_NAME = c.CHANNEL_NAME`)
+)
 
 // performanceSchemaRow is one row of the performance_schema lag query: a
 // channel's connection status joined with one of its applier workers; the
@@ -174,6 +203,10 @@ type performanceSchemaRow struct {
 	LastAppliedAt   time.Time `json:"last_applied_immediate_commit"`
 	Applying        string    `json:"applying"`
 	ApplyingStarted time.Time `json:"applying_immediate_commit"`
+
+	// DesiredDelay is the channel's DESIRED_DELAY in seconds, read with
+	// WithLagBeyondDelay only.
+	DesiredDelay int64 `json:"desired_delay,omitempty"`
 }
 
 // receiverSilenceLimit is how long a connected receiver may go without
@@ -186,12 +219,16 @@ const receiverSilenceLimit = 2 * time.Minute
 // whose workers have applied nothing since they started to read as idle.
 const idleAfter = time.Minute
 
-func (performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
-	return onSession(ctx, db, measurePerformanceSchema)
+func (s performanceSchemaSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
+	return onSession(ctx, db, s.measure)
 }
 
-func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, error) {
-	rows, err := db.QueryContext(ctx, performanceSchemaQuery)
+func (s performanceSchemaSource) measure(ctx context.Context, db querier) (Measurement, error) {
+	query := performanceSchemaPlainQuery
+	if s.cfg.beyondDelay {
+		query = performanceSchemaDelayQuery
+	}
+	rows, err := db.QueryContext(ctx, query)
 	if err != nil {
 		return Measurement{}, performanceSchemaError(err)
 	}
@@ -199,12 +236,12 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 	var recs []performanceSchemaRow
 	for rows.Next() {
 		var r performanceSchemaRow
-		var nowMicros, cErrNo, wID, wErrNo sql.NullInt64
+		var nowMicros, cErrNo, wID, wErrNo, delay sql.NullInt64
 		var hb, qCommit, qImmediate, qEnd, queueing, applied, applying unixTime
 		var cErr, lastQueued, queueingTrx, wState, wErr, lastApplied, applyingTrx sql.NullString
 		if err := rows.Scan(&nowMicros, &r.Channel, &r.ReceiverState, &cErrNo, &cErr,
 			&hb, &lastQueued, &qCommit, &qImmediate, &qEnd, &queueingTrx, &queueing,
-			&wID, &wState, &wErrNo, &wErr, &lastApplied, &applied, &applyingTrx, &applying); err != nil {
+			&wID, &wState, &wErrNo, &wErr, &lastApplied, &applied, &applyingTrx, &applying, &delay); err != nil {
 			return Measurement{}, fmt.Errorf("read row: %w", err)
 		}
 		if nowMicros.Int64 <= 0 {
@@ -218,6 +255,7 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 		r.WorkerErrNo, r.WorkerError = wErrNo.Int64, wErr.String
 		r.LastApplied, r.LastAppliedAt = lastApplied.String, applied.t
 		r.Applying, r.ApplyingStarted = applyingTrx.String, applying.t
+		r.DesiredDelay = delay.Int64
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -237,23 +275,23 @@ func measurePerformanceSchema(ctx context.Context, db querier) (Measurement, err
 			return Measurement{}, err
 		}
 	}
-	return performanceSchemaLag(recs, member)
+	return performanceSchemaLag(s.cfg, recs, member)
 }
 
 func performanceSchemaError(err error) error {
 	switch mysqlErrorNumber(err) {
 	case erTableAccessDenied, erColumnAccessDenied, erDBAccessDenied:
-		return fmt.Errorf("%w: grant SELECT ON performance_schema.* (or on replication_connection_status and replication_applier_status_by_worker) to the monitoring user: %w", ErrAccessDenied, err)
+		return fmt.Errorf("%w: grant SELECT ON performance_schema.* (or on replication_connection_status and replication_applier_status_by_worker, and replication_applier_configuration for WithLagBeyondDelay) to the monitoring user: %w", ErrAccessDenied, err)
 	case erNoSuchTable, erBadField:
 		return fmt.Errorf("%w: the server lacks MySQL 8.0's replication tables or columns (MariaDB and MySQL 5.7 need ReplicaStatusSource): %w", ErrUnavailable, err)
 	}
 	return err
 }
 
-// performanceSchemaLag computes a measurement from the query's rows, and on a
-// Group Replication member (member not nil) from its member row. It does no
-// I/O, so recorded rows test every case.
-func performanceSchemaLag(rows []performanceSchemaRow, member *groupMember) (Measurement, error) {
+// performanceSchemaLag computes a measurement from the query's rows, with
+// cfg's channels and delay, and on a Group Replication member (member not
+// nil) from its member row. It does no I/O, so recorded rows test every case.
+func performanceSchemaLag(cfg channelConfig, rows []performanceSchemaRow, member *groupMember) (Measurement, error) {
 	if len(rows) == 0 {
 		return Measurement{}, fmt.Errorf("%w: performance_schema.replication_connection_status has no channel", ErrNotReplica)
 	}
@@ -266,42 +304,36 @@ func performanceSchemaLag(rows []performanceSchemaRow, member *groupMember) (Mea
 		byChannel[r.Channel] = append(byChannel[r.Channel], r)
 	}
 	sort.Strings(names)
-	var m Measurement
-	lagChannel, lagFound := "", false
+	readings := make([]channelReading, 0, len(names))
+	for _, name := range names {
+		ws := byChannel[name]
+		r := channelReading{name: name, delay: delaySeconds(ws[0].DesiredDelay), undelayed: receiverLatency(ws[0])}
+		group := member != nil && isGroupChannel(name)
+		switch {
+		case group && member.notFlowing() != "":
+			r.notFlowing = member.notFlowing()
+		case group && !strings.EqualFold(name, groupApplierChannel):
+			r.standby = true // the recovery channel of an ONLINE member
+		default:
+			r.lag, r.notFlowing = channelLag(ws, group)
+		}
+		readings = append(readings, r)
+	}
+	m, counted := combineChannels(cfg, readings)
 	if member != nil {
 		m.GroupReplication = member.status()
-		if why := member.notFlowing(); why != "" {
-			m.NotFlowing, m.Channel = why, groupApplierChannel
+	}
+	var backlog []string
+	for _, r := range readings {
+		if counted[r.name] && !(cfg.beyondDelay && r.delay > 0) {
+			backlog = append(backlog, r.name)
 		}
 	}
-	for _, name := range names {
-		if member != nil && isGroupChannel(name) && !measureGroupChannel(name, member) {
-			continue
-		}
-		lag, why := channelLag(byChannel[name], member != nil && isGroupChannel(name))
-		if why != "" {
-			if m.NotFlowing == "" {
-				m.NotFlowing, m.Channel = why, name
-			}
-			continue
-		}
-		if !lagFound || lag > m.Lag {
-			m.Lag, lagChannel, lagFound = lag, name, true
-		}
+	m.Backlog = unknownBacklog()
+	if len(backlog) > 0 {
+		m.Backlog = performanceSchemaBacklog(byChannel, backlog, member)
 	}
-	if m.NotFlowing == "" {
-		m.Channel = lagChannel
-	}
-	m.Backlog = performanceSchemaBacklog(byChannel, names, member)
 	return m, nil
-}
-
-// measureGroupChannel says whether a Group Replication channel is measured as
-// a channel: only the applier's, and only on an ONLINE member (the member
-// state is the verdict otherwise). The recovery channel is OFF on every
-// ONLINE member and is not a reason to throttle.
-func measureGroupChannel(name string, member *groupMember) bool {
-	return strings.EqualFold(name, groupApplierChannel) && member.notFlowing() == ""
 }
 
 // performanceSchemaBacklog sums the channels' pending transactions (see
@@ -462,11 +494,7 @@ func channelLag(ws []performanceSchemaRow, group bool) (time.Duration, string) {
 		return 0, "lag unknown: the source sends no commit timestamps (a source older than MySQL 8.0?); use ReplicaStatusSource or HeartbeatSource"
 	}
 
-	// Receiver latency: a transaction still in transfer from the source.
-	var receiving time.Duration
-	if c.Queueing != "" && !c.QueueingImmediateCommit.IsZero() {
-		receiving = since(now, c.QueueingImmediateCommit)
-	}
+	receiving := receiverLatency(c)
 
 	var queue time.Duration // queue latency: queued but neither applied nor being applied
 	switch {
@@ -508,6 +536,15 @@ func channelLag(ws []performanceSchemaRow, group bool) (time.Duration, string) {
 		}
 	}
 	return lag, ""
+}
+
+// receiverLatency is the age of a transaction still in transfer from the
+// source; 0 when none is.
+func receiverLatency(c performanceSchemaRow) time.Duration {
+	if c.Queueing != "" && !c.QueueingImmediateCommit.IsZero() {
+		return since(c.Now, c.QueueingImmediateCommit)
+	}
+	return 0
 }
 
 // applyingWithoutTime reports whether a running worker applies a transaction

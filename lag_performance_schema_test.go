@@ -17,6 +17,7 @@ import (
 type psFixture struct {
 	Description string                 `json:"description"`
 	Rows        []performanceSchemaRow `json:"rows"`
+	Config      fixtureConfig          `json:"config"`
 	// Group is this member's row of the Group Replication query, for a
 	// server with the Group Replication channels.
 	Group *groupMember `json:"group"`
@@ -25,7 +26,7 @@ type psFixture struct {
 
 func TestPerformanceSchemaFixtures(t *testing.T) {
 	eachFixture(t, "testdata/performance_schema", 20, func(t *testing.T, fx *psFixture) {
-		m, err := performanceSchemaLag(fx.Rows, fx.Group)
+		m, err := performanceSchemaLag(fx.Config.channels(t), fx.Rows, fx.Group)
 		fx.Want.check(t, fx.Description, m, err)
 	})
 }
@@ -114,9 +115,9 @@ func TestPerformanceSchemaMeasureGroupMember(t *testing.T) {
 	channel := func(name, state string, queued string, worker string) []driver.Value {
 		return []driver.Value{[]byte("1795435200000000"), []byte(name), []byte(state), []byte("0"), []byte(""),
 			[]byte("0.000000"), []byte(queued), now, now, now, []byte(""), []byte("0.000000"),
-			[]byte("1"), []byte(worker), []byte("0"), []byte(""), []byte(queued), now, []byte(""), []byte("0.000000")}
+			[]byte("1"), []byte(worker), []byte("0"), []byte(""), []byte(queued), now, []byte(""), []byte("0.000000"), nil}
 	}
-	psCols := make([]string, 20)
+	psCols := make([]string, 21)
 	for i := range psCols {
 		psCols[i] = fmt.Sprintf("c%d", i)
 	}
@@ -124,7 +125,7 @@ func TestPerformanceSchemaMeasureGroupMember(t *testing.T) {
 		[]byte("1234"), []byte("QUOTA"), []byte("25000"), []byte("25000"), nil}
 	answer := func(q string, _ []driver.NamedValue) fakedbResult {
 		switch q {
-		case performanceSchemaQuery:
+		case performanceSchemaPlainQuery:
 			return fakedbResult{cols: psCols, rows: [][]driver.Value{
 				channel(groupApplierChannel, "ON", group+":10", "ON"),
 				channel(groupRecoveryChannel, "OFF", "", "OFF"),
@@ -143,7 +144,7 @@ func TestPerformanceSchemaMeasureGroupMember(t *testing.T) {
 		ApplierQueue: math.MaxInt64, CertificationQueue: 2, // a count past int64 saturates toward throttled
 		FlowControl: GroupFlowControl{Mode: "QUOTA", ApplierThreshold: 25000, CertifierThreshold: 25000, Triggered: true, ThrottledSessions: -1}},
 		m.GroupReplication)
-	assert.Equal(t, []string{performanceSchemaQuery, groupMemberQuery}, f.log())
+	assert.Equal(t, []string{performanceSchemaPlainQuery, groupMemberQuery}, f.log())
 
 	// No row for @@server_uuid: not running, not an error.
 	member = nil
@@ -159,7 +160,7 @@ func TestPerformanceSchemaMeasureGroupMember(t *testing.T) {
 
 	// An ordinary replica is not asked.
 	db, f = newFakedbAnswering(t, func(q string, args []driver.NamedValue) fakedbResult {
-		if q == performanceSchemaQuery {
+		if q == performanceSchemaPlainQuery {
 			return fakedbResult{cols: psCols, rows: [][]driver.Value{channel("", "ON", group+":10", "ON")}}
 		}
 		return answer(q, args)
@@ -167,5 +168,5 @@ func TestPerformanceSchemaMeasureGroupMember(t *testing.T) {
 	m, err = PerformanceSchemaSource().Measure(context.Background(), db)
 	require.NoError(t, err)
 	assert.Nil(t, m.GroupReplication)
-	assert.Equal(t, []string{performanceSchemaQuery}, f.log())
+	assert.Equal(t, []string{performanceSchemaPlainQuery}, f.log())
 }

@@ -56,13 +56,24 @@ import (
 // that does not parse makes the whole backlog unknown (Known false), never
 // an error and never 0; counts that overflow saturate at math.MaxInt64.
 //
+// It reports every channel's SQL_Delay (Measurement.Channels). With
+// WithLagBeyondDelay a channel's lag is Seconds_Behind_Source minus its
+// SQL_Delay, never below 0: Seconds_Behind_Source counts the delay (it is the
+// age of the event the applier waits on, at most the delay while the applier
+// keeps up; MariaDB then shows the SQL thread running, "Waiting until
+// MASTER_DELAY seconds after master executed event"), and a delayed
+// channel's backlog is left out of Backlog.
+//
 // It needs REPLICATION CLIENT on MySQL, and SLAVE MONITOR (or SUPER) on
 // MariaDB 10.5 and later, where REPLICATION CLIENT is not enough.
 func ReplicaStatusSource() LagSource {
 	return &replicaStatusSource{stmts: spellings{stmts: replicaStatusStatements}}
 }
 
-type replicaStatusSource struct{ stmts spellings }
+type replicaStatusSource struct {
+	stmts spellings
+	cfg   channelConfig
+}
 
 // replicaStatusStatements are tried in order until one parses: MariaDB's
 // multi-source form first (MySQL rejects it as a syntax error), then MySQL
@@ -73,7 +84,11 @@ var replicaStatusStatements = []string{
 	"SHOW SLAVE STATUS",
 }
 
-func (s *replicaStatusSource) String() string { return "replica status" }
+func (s *replicaStatusSource) String() string { return "replica status" + s.cfg.describe() }
+
+func (s *replicaStatusSource) configured(cfg channelConfig) LagSource {
+	return &replicaStatusSource{stmts: spellings{stmts: replicaStatusStatements}, cfg: cfg}
+}
 
 func (s *replicaStatusSource) Measure(ctx context.Context, db *sql.DB) (Measurement, error) {
 	return onSession(ctx, db, s.measure)
@@ -84,7 +99,7 @@ func (s *replicaStatusSource) measure(ctx context.Context, db querier) (Measurem
 	if err != nil {
 		return Measurement{}, replicaStatusError(stmt, err)
 	}
-	return replicaStatusLag(rows)
+	return replicaStatusLag(s.cfg, rows)
 }
 
 func replicaStatusError(stmt string, err error) error {
@@ -96,13 +111,13 @@ func replicaStatusError(stmt string, err error) error {
 }
 
 // replicaStatusLag turns SHOW REPLICA STATUS rows (one per channel) into a
-// measurement. It does no I/O, so recorded outputs test it.
-func replicaStatusLag(rows []statusRow) (Measurement, error) {
+// measurement, with cfg's channels and delay. It does no I/O, so recorded
+// outputs test it.
+func replicaStatusLag(cfg channelConfig, rows []statusRow) (Measurement, error) {
 	if len(rows) == 0 {
 		return Measurement{}, fmt.Errorf("%w: replica status has no rows", ErrNotReplica)
 	}
-	var m Measurement
-	lagChannel, lagFound := "", false
+	readings := make([]channelReading, 0, len(rows))
 	for _, r := range rows {
 		channel := r.text("Channel_Name", "Connection_name")
 		io, ok1 := r.first("Replica_IO_Running", "Slave_IO_Running")
@@ -111,6 +126,7 @@ func replicaStatusLag(rows []statusRow) (Measurement, error) {
 		if !ok1 || !ok2 || !ok3 {
 			return Measurement{}, fmt.Errorf("unrecognised replica status: no IO/SQL running or Seconds_Behind column among %d columns", len(r))
 		}
+		reading := channelReading{name: channel, delay: sqlDelay(r)}
 		var why []string
 		if io.String != "Yes" {
 			why = append(why, threadState("receiver (IO) thread", io, r.text("Last_IO_Errno"), r.text("Last_IO_Error")))
@@ -122,9 +138,8 @@ func replicaStatusLag(rows []statusRow) (Measurement, error) {
 			why = append(why, "lag unknown (Seconds_Behind_Source is NULL)")
 		}
 		if len(why) > 0 {
-			if m.NotFlowing == "" { // the first channel that stopped names the reason
-				m.NotFlowing, m.Channel = strings.Join(why, "; "), channel
-			}
+			reading.notFlowing = strings.Join(why, "; ")
+			readings = append(readings, reading)
 			continue
 		}
 		secs, err := strconv.ParseUint(behind.String, 10, 64)
@@ -134,15 +149,37 @@ func replicaStatusLag(rows []statusRow) (Measurement, error) {
 			secs = math.MaxUint64
 		}
 		// Saturating: 9223372037s and more would wrap to a negative lag.
-		if lag := satMul(time.Second, saturate(secs)); !lagFound || lag > m.Lag {
-			m.Lag, lagChannel, lagFound = lag, channel, true
+		reading.lag = satMul(time.Second, saturate(secs))
+		readings = append(readings, reading)
+	}
+	m, counted := combineChannels(cfg, readings)
+	var backlog []statusRow
+	for _, r := range rows {
+		if counted[r.text("Channel_Name", "Connection_name")] && !(cfg.beyondDelay && sqlDelay(r) > 0) {
+			backlog = append(backlog, r)
 		}
 	}
-	if m.NotFlowing == "" {
-		m.Channel = lagChannel
+	m.Backlog = unknownBacklog()
+	if len(backlog) > 0 {
+		m.Backlog = replicaStatusBacklog(backlog)
 	}
-	m.Backlog = replicaStatusBacklog(rows)
 	return m, nil
+}
+
+// sqlDelay is the channel's configured delay, SQL_Delay (MASTER_DELAY,
+// SOURCE_DELAY). A value that is missing, not a number, or too large for a
+// time.Duration reads as no delay, which leaves the lag whole: toward
+// throttled.
+func sqlDelay(r statusRow) time.Duration {
+	v, ok := r.first("SQL_Delay")
+	if !ok || !v.Valid {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(v.String), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return delaySeconds(saturate(n))
 }
 
 // replicaStatusBacklog sums the channels' backlogs (see ReplicaStatusSource).

@@ -17,6 +17,7 @@ type rsFixture struct {
 	Description string               `json:"description"`
 	Statement   string               `json:"statement"`
 	Rows        []map[string]*string `json:"rows"` // null is SQL NULL
+	Config      fixtureConfig        `json:"config"`
 	Want        lagWant              `json:"want"`
 }
 
@@ -33,7 +34,7 @@ func TestReplicaStatusFixtures(t *testing.T) {
 				}
 			}
 		}
-		m, err := replicaStatusLag(rows)
+		m, err := replicaStatusLag(fx.Config.channels(t), rows)
 		fx.Want.check(t, fx.Description, m, err)
 	})
 }

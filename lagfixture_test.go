@@ -22,9 +22,76 @@ type lagWant struct {
 	Err        string `json:"err"`         // "not_replica", or a substring of the error
 	// Backlog, when present, is the backlog the measurement must carry.
 	Backlog *backlogWant `json:"backlog"`
+	// Channels, when present, is Measurement.Channels: each channel's
+	// name, lag, delay and Ignored exactly, and a substring of its
+	// not-flowing reason.
+	Channels []channelWant `json:"channels"`
+	// ChannelProblem, when present, is a substring of what the first
+	// measurement refuses (a name WithChannels gave that the replica
+	// lacks); when absent there must be none.
+	ChannelProblem string `json:"channel_problem"`
 	// Group, when present, is the Group Replication status the measurement
 	// must carry (and absent, that it carries none).
 	Group *GroupReplicationStatus `json:"group"`
+}
+
+// channelWant is one entry of Measurement.Channels.
+type channelWant struct {
+	Name       string `json:"name"`
+	Lag        string `json:"lag"`   // a time.Duration; "" is 0
+	Delay      string `json:"delay"` // a time.Duration; "" is 0
+	NotFlowing string `json:"not_flowing"`
+	Ignored    bool   `json:"ignored"`
+}
+
+// fixtureConfig is the WithChannels and WithLagBeyondDelay a fixture is
+// read with; empty, the defaults.
+type fixtureConfig struct {
+	Only        []string `json:"only"`
+	Ignore      []string `json:"ignore"`
+	BeyondDelay bool     `json:"beyond_delay"`
+}
+
+func (c fixtureConfig) channels(t *testing.T) channelConfig {
+	t.Helper()
+	sel, errs := Channels{Only: c.Only, Ignore: c.Ignore}.check()
+	require.Empty(t, errs, "fixture's channels")
+	return channelConfig{sel: sel, beyondDelay: c.BeyondDelay}
+}
+
+func (w lagWant) checkChannels(t *testing.T, desc string, m Measurement) {
+	t.Helper()
+	if w.ChannelProblem == "" {
+		assert.Empty(t, m.channelProblem, desc)
+	} else {
+		assert.Contains(t, m.channelProblem, w.ChannelProblem, desc)
+	}
+	if w.Channels == nil {
+		return
+	}
+	dur := func(s string) time.Duration {
+		if s == "" {
+			return 0
+		}
+		d, err := time.ParseDuration(s)
+		require.NoError(t, err, "fixture's duration %q", s)
+		return d
+	}
+	if !assert.Len(t, m.Channels, len(w.Channels), desc) {
+		return
+	}
+	for i, c := range w.Channels {
+		got := m.Channels[i]
+		assert.Equal(t, c.Name, got.Name, "%s: channel %d", desc, i)
+		assert.Equal(t, c.Ignored, got.Ignored, "%s: channel %q ignored", desc, c.Name)
+		assert.Equal(t, dur(c.Delay), got.Delay, "%s: channel %q delay", desc, c.Name)
+		if c.NotFlowing != "" {
+			assert.Contains(t, got.NotFlowing, c.NotFlowing, "%s: channel %q", desc, c.Name)
+		} else {
+			assert.Empty(t, got.NotFlowing, "%s: channel %q", desc, c.Name)
+			assert.Equal(t, dur(c.Lag), got.Lag, "%s: channel %q lag", desc, c.Name)
+		}
+	}
 }
 
 // backlogWant is a measurement's backlog, exactly; with Known false only
@@ -74,6 +141,7 @@ func (w lagWant) check(t *testing.T, desc string, m Measurement, err error) {
 
 func (w lagWant) checkBacklog(t *testing.T, desc string, m Measurement) {
 	t.Helper()
+	w.checkChannels(t, desc, m)
 	if w.Backlog != nil {
 		w.Backlog.check(t, desc, m.Backlog)
 	}

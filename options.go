@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/throttlekit/throttler/internal/poller"
@@ -18,10 +19,10 @@ var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 // to it, and rejects any other by name: the timing options (WithInterval,
 // WithStaleAfter, WithQueryTimeout) apply to the throttlers that poll
 // (NewReplicationThrottler, NewReplicasThrottler, NewDiscovery, NewLoad,
-// NewPurgeLag, NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource and
-// WithPacing to the replication throttlers only, and WithMaxWait and
-// WithName to every throttler; WithGroupApplierQueueLimit to the replication
-// throttlers.
+// NewPurgeLag, NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource,
+// WithPacing, WithChannels, WithLagBeyondDelay and WithGroupApplierQueueLimit
+// to the replication throttlers only, and WithMaxWait and WithName to every
+// throttler.
 type Option func(*options)
 
 // optionSet is a set of options, by what they set: which a caller gave, and
@@ -36,6 +37,8 @@ const (
 	optName
 	optLagSource
 	optPacing
+	optChannels
+	optBeyondDelay
 	optGroupQueue
 	optOnChange
 
@@ -43,7 +46,7 @@ const (
 	// the replication ones a lag source and pacing as well.
 	commonOptions      = optMaxWait | optName | optOnChange
 	pollingOptions     = commonOptions | optInterval | optStaleAfter | optQueryTimeout
-	replicationOptions = pollingOptions | optLagSource | optPacing | optGroupQueue
+	replicationOptions = pollingOptions | optLagSource | optPacing | optChannels | optBeyondDelay | optGroupQueue
 )
 
 var optionNames = []struct {
@@ -52,7 +55,8 @@ var optionNames = []struct {
 }{
 	{optInterval, "WithInterval"}, {optStaleAfter, "WithStaleAfter"}, {optQueryTimeout, "WithQueryTimeout"},
 	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
-	{optGroupQueue, "WithGroupApplierQueueLimit"}, {optOnChange, "WithOnChange"},
+	{optChannels, "WithChannels"}, {optBeyondDelay, "WithLagBeyondDelay"}, {optGroupQueue, "WithGroupApplierQueueLimit"},
+	{optOnChange, "WithOnChange"},
 }
 
 type options struct {
@@ -65,10 +69,15 @@ type options struct {
 	pacing       bool
 	pacingTarget time.Duration // 0: half the tolerance
 	sharedPacer  *pacer        // set by NewReplicasThrottler and NewDiscovery for their members
-	groupQueue   int64         // WithGroupApplierQueueLimit; 0: none
-	onChange     func(Change)
-	given        optionSet
-	errs         []error
+	channels     channelConfig // WithChannels, WithLagBeyondDelay
+	// beyondDelayWhereRead measures beyond the delay with the sources
+	// that read it, and leaves the others as they are (NewDiscovery's
+	// members).
+	beyondDelayWhereRead bool
+	groupQueue           int64 // WithGroupApplierQueueLimit; 0: none
+	onChange             func(Change)
+	given                optionSet
+	errs                 []error
 }
 
 const (
@@ -150,6 +159,68 @@ func WithPacing(target time.Duration) Option {
 	}
 }
 
+// WithChannels says which channels of a multi-source replica count (see
+// Channels); by default every channel does. It applies to the replication
+// throttlers whose lag source reads channels: ReplicaStatusSource and
+// PerformanceSchemaSource, given or chosen by Open (on Aurora, Open fails
+// with it). Bad names (empty, listed twice, Only and Ignore both given) are
+// an error wrapping ErrInvalidConfig; names the replica lacks fail Open.
+func WithChannels(c Channels) Option {
+	return func(o *options) {
+		sel, errs := c.check()
+		o.errs = append(o.errs, errs...)
+		o.channels.sel, o.given = sel, o.given|optChannels
+	}
+}
+
+// WithLagBeyondDelay measures lag beyond each channel's configured delay
+// (MASTER_DELAY, SOURCE_DELAY): a replica kept an hour behind on purpose
+// reads 0 while it applies each transaction an hour after its commit, and
+// its lag beyond that hour otherwise (never below 0). Without it such a
+// replica reads its delay as lag and throttles for ever. A delayed
+// channel's backlog, which holds the delay's worth of transactions by
+// design, is then left out of Measurement.Backlog, so the backlog does not
+// predict the delay as lag either.
+//
+// It applies with ReplicaStatusSource (which subtracts SQL_Delay from
+// Seconds_Behind_Source) and PerformanceSchemaSource (DESIRED_DELAY from the
+// applier's and the queue's latency), given or chosen by Open. It does not
+// apply to HeartbeatSource: a heartbeat measures what readers of the replica
+// see, delay included, and through a chain the delay may be any upstream
+// server's; watch a delayed replica with a channel source instead.
+func WithLagBeyondDelay() Option {
+	return func(o *options) { o.channels.beyondDelay, o.given = true, o.given|optBeyondDelay }
+}
+
+// withBeyondDelayWhereRead is WithLagBeyondDelay where the lag source reads
+// the delay, and nothing otherwise (NewDiscovery's members).
+func withBeyondDelayWhereRead() Option {
+	return func(o *options) { o.beyondDelayWhereRead = true }
+}
+
+// lagSource applies WithChannels and WithLagBeyondDelay to src: a source
+// that reads channels gets them, any other is an error when they were given.
+func (o options) lagSource(src LagSource) (LagSource, error) {
+	cfg := o.channels
+	cs, ok := src.(channelSource)
+	if ok && o.beyondDelayWhereRead {
+		cfg.beyondDelay = true
+	}
+	switch {
+	case ok && !cfg.isZero():
+		return cs.configured(cfg), nil
+	case !ok && o.given&(optChannels|optBeyondDelay) != 0:
+		var names []string
+		for _, on := range optionNames {
+			if o.given&on.o&(optChannels|optBeyondDelay) != 0 {
+				names = append(names, on.name)
+			}
+		}
+		return nil, fmt.Errorf("%s applies to ReplicaStatusSource and PerformanceSchemaSource, not to the lag source %s", strings.Join(names, " and "), src)
+	}
+	return src, nil
+}
+
 // WithGroupApplierQueueLimit makes a replication throttler also throttle a
 // Group Replication (InnoDB Cluster) member while its applier queue
 // (Measurement.GroupReplication.ApplierQueue: transactions certified but not
@@ -159,7 +230,8 @@ func WithPacing(target time.Duration) Option {
 // below the group's flow control applier threshold (25,000 by default)
 // keeps the bulk job, not the group's flow control, the one that slows
 // down. Replicas that are not Group Replication members have no such queue
-// and are not affected. A negative limit is an error.
+// and are not affected, nor is a member whose group_replication_applier
+// channel WithChannels leaves out. A negative limit is an error.
 func WithGroupApplierQueueLimit(transactions int64) Option {
 	return func(o *options) {
 		if transactions < 0 {

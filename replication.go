@@ -46,6 +46,9 @@ type Replication struct {
 
 	mu     sync.Mutex // guards source, and pacing's registration
 	source LagSource  // nil until Open chooses one, unless WithLagSource gave it
+	// configure applies WithChannels and WithLagBeyondDelay to the source
+	// Open chooses.
+	configure func(LagSource) (LagSource, error)
 
 	// Pacing, with WithPacing: ctl steers pace from this replica's
 	// measurements; paces is set when this throttler's own callers are
@@ -80,11 +83,17 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	if o.pacing && err != nil {
 		errs = append(errs, err)
 	}
+	source := o.source
+	if len(errs) == 0 && source != nil {
+		if source, err = o.lagSource(source); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := configError(errs); err != nil {
 		return nil, err
 	}
 	logger = o.logger(logger)
-	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: o.source}
+	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: source, configure: o.lagSource}
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement", "replication"), r.probe), updating: "update lag"}
 	if o.pacing {
 		r.ctl = newPaceController(target)
@@ -123,7 +132,9 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 		if err != nil {
 			return poller.Verdict{}, err
 		}
-		src = DefaultLagSource(f)
+		if src, err = r.configure(DefaultLagSource(f)); err != nil {
+			return poller.Verdict{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
 		r.mu.Lock()
 		r.source = src
 		r.mu.Unlock()
@@ -138,6 +149,13 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 			return poller.Verdict{Throttled: true, Kind: "not a replica", Reason: "replica lost its source: " + err.Error()}, err
 		}
 		return poller.Verdict{}, err
+	}
+	if m.channelProblem != "" && r.last.Load() == nil {
+		// The first measurement is where the channels are first known: a
+		// name that fits none of them is the caller's mistake, not a
+		// replica to throttle on for ever (later, a channel that went away
+		// reads as not flowing: see Channels).
+		return poller.Verdict{}, fmt.Errorf("%s: %w: WithChannels: %s", src, ErrInvalidConfig, m.channelProblem)
 	}
 	r.rates.update(&m, at)
 	r.lag.Store(int64(m.Lag))
@@ -172,7 +190,7 @@ func (r *Replication) verdict(m Measurement) poller.Verdict {
 		return poller.Verdict{Throttled: true, Kind: "not flowing", Reason: "replication not flowing" + where + ": " + m.NotFlowing}
 	case m.Lag >= r.tolerance:
 		return poller.Verdict{Throttled: true, Kind: "lag", Reason: fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), r.tolerance, where)}
-	case r.queueMax > 0 && m.GroupReplication != nil && m.GroupReplication.ApplierQueue >= r.queueMax:
+	case r.queueMax > 0 && m.groupApplierQueue() >= r.queueMax:
 		return poller.Verdict{Throttled: true, Kind: "applier queue", Reason: fmt.Sprintf("group replication applier queue %d transactions >= %d", m.GroupReplication.ApplierQueue, r.queueMax)}
 	case predictionKnown(m) && m.Predicted >= r.tolerance:
 		return poller.Verdict{Throttled: true, Kind: "backlog", Reason: fmt.Sprintf("replica backlog: predicted lag %v >= %v (%s to apply%s)", roundLag(m.Predicted), r.tolerance, m.Backlog.size(), where)}
@@ -204,6 +222,25 @@ func (r *Replication) stopSteering() {
 	r.unpace()
 	r.unpace = nil
 	r.pace.remove(r.ctl)
+}
+
+// setSteering takes this replica out of its pacer (false), or puts it back
+// (true), while it is open: Discovery's members left out for a configured
+// delay do not pace the callers.
+func (r *Replication) setSteering(on bool) {
+	if r.ctl == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.unpace == nil {
+		return // not steering: not open, or stopped
+	}
+	if on {
+		r.pace.add(r.ctl)
+	} else {
+		r.pace.remove(r.ctl)
+	}
 }
 
 // BlockWait is the package doc's; with WithPacing it then also waits for this

@@ -168,7 +168,8 @@ func TestVerdicts(t *testing.T) {
 }
 
 // WithGroupApplierQueueLimit throttles a Group Replication member on its
-// applier queue alone; replicas without one are not affected.
+// applier queue alone; replicas without one are not affected, nor members
+// whose applier channel does not count.
 func TestGroupApplierQueueLimit(t *testing.T) {
 	member := func(queue int64) Measurement {
 		return Measurement{Lag: time.Second, Channel: "group_replication_applier",
@@ -186,6 +187,9 @@ func TestGroupApplierQueueLimit(t *testing.T) {
 		{"no limit", 0, member(1 << 40), ""},
 		{"not a member", 1000, lagOf(time.Second), ""},
 		{"lag first", 1000, Measurement{Lag: time.Minute, GroupReplication: member(5000).GroupReplication}, "replica lag 1m0s >= 10s"},
+		{"applier channel left out (WithChannels)", 1000, Measurement{Lag: time.Second, Channel: "from_dc1",
+			GroupReplication: member(5000).GroupReplication, Channels: []ChannelLag{
+				{Name: "from_dc1", Lag: time.Second}, {Name: "GROUP_REPLICATION_APPLIER", Ignored: true}}}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

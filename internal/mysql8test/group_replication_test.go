@@ -315,3 +315,55 @@ func TestGroupReplicationThrottler(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond, "last reason: %q", thr.ThrottleReason())
 	require.NoError(t, thr.Close())
 }
+
+// TestGroupReplicationWithChannels: the Group Replication channels are
+// selected like any other. A RECOVERING member with a long applier queue
+// that is also a replica of an outside source throttles by default; with
+// WithChannels Only that source's channel, neither its state nor its queue
+// (WithGroupApplierQueueLimit) counts, and both are still reported.
+func TestGroupReplicationWithChannels(t *testing.T) {
+	e := Start(t)
+	now := time.Now()
+	rc, rw := groupRecovery("ON")
+	rc.LastHeartbeat = now.Add(-time.Second)
+	commit := now.Add(-5 * time.Second)
+	writeChannels(t, e)(
+		[]Connection{groupApplier("", time.Time{}), rc, receiver("from_dc1", gtid(101), commit, now.Add(-time.Second))},
+		[]Worker{worker(applierCh, 1, "", time.Time{}), rw,
+			worker("from_dc1", 1, gtid(100), commit.Add(-time.Second)).applying(gtid(101), commit, commit.Add(time.Millisecond))})
+	writeGroup(t, e, groupState{state: "RECOVERING", role: "SECONDARY", applierQueue: 5000})
+	db := e.Open(t, "parseTime=true")
+	measure := func(opts ...throttler.Option) (*throttler.Replication, throttler.Measurement) {
+		t.Helper()
+		opts = append(opts, throttler.WithInterval(time.Hour), throttler.WithQueryTimeout(2*time.Second),
+			throttler.WithGroupApplierQueueLimit(1000))
+		thr, err := throttler.NewReplicationThrottler(db, 10*time.Second, nil, opts...)
+		require.NoError(t, err)
+		require.NoError(t, thr.Open(context.Background()))
+		t.Cleanup(func() { _ = thr.Close() })
+		m, _, ok := thr.LastMeasurement()
+		require.True(t, ok)
+		return thr, m
+	}
+
+	thr, _ := measure()
+	assert.True(t, thr.IsThrottled())
+	assert.Contains(t, thr.ThrottleReason(), "Group Replication member is RECOVERING")
+
+	thr, m := measure(throttler.WithChannels(throttler.Channels{Only: []string{"from_dc1"}}))
+	assert.False(t, thr.IsThrottled(), thr.ThrottleReason())
+	assert.Equal(t, "from_dc1", m.Channel)
+	assert.InDelta(t, 5*time.Second, m.Lag, float64(time.Second))
+	require.NotNil(t, m.GroupReplication)
+	assert.Equal(t, "RECOVERING", m.GroupReplication.MemberState)
+	assert.Equal(t, int64(5000), m.GroupReplication.ApplierQueue)
+	require.Len(t, m.Channels, 3)
+	for _, c := range m.Channels {
+		if c.Name == "from_dc1" {
+			assert.False(t, c.Ignored)
+			continue
+		}
+		assert.True(t, c.Ignored, c.Name)
+		assert.Contains(t, c.NotFlowing, "RECOVERING", c.Name)
+	}
+}
