@@ -147,6 +147,19 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}},
+		{name: "Galera", build: func(t *testing.T, maxWait time.Duration) contractSubject {
+			g, f := newFakeGalera(t, GaleraConfig{RecvQueue: 10}, galeraSynced(0), contractOpts(maxWait)...)
+			return contractSubject{th: g, throttle: func(on bool) {
+				f.setStatus(with(galeraSynced(0), "wsrep_local_recv_queue", map[bool]string{false: "0", true: "10"}[on]))
+				_ = g.UpdateLag(context.Background())
+			}, failOpen: func(on bool) {
+				if on {
+					f.setResult(fakedbResult{err: errBoom})
+				} else {
+					f.setStatus(galeraSynced(0))
+				}
+			}, openErr: errBoom}
+		}},
 		{name: "Query", build: func(t *testing.T, maxWait time.Duration) contractSubject {
 			q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), contractOpts(maxWait)...)
 			return contractSubject{th: q, throttle: func(on bool) {
