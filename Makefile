@@ -1,5 +1,6 @@
 # make test: vet, the race-enabled unit and integration tests (against a real
-# local MariaDB primary + replica that it starts), the MySQL 8
+# local MariaDB primary + replica and a 3-node Galera cluster that it
+# starts), the MySQL 8
 # performance_schema emulation tests of the nested module, and a short fuzzing
 # pass over every parser of server output (make fuzz FUZZTIME=5m for longer).
 # make demo: the example copier, throttled by real replica lag.
@@ -16,7 +17,7 @@ REPLICAPAIR := $(GO) run ./internal/testenv/cmd/replicapair
 
 # The fuzz targets (fuzz_test.go); go test -fuzz takes one per run.
 FUZZ_TARGETS := FuzzParseFlavor FuzzReplicaStatus FuzzGTIDSets FuzzPerformanceSchemaLag \
-	FuzzHeartbeat FuzzAuroraLag FuzzParseReplicaHosts FuzzLoadParseValue FuzzQueryNumber
+	FuzzHeartbeat FuzzAuroraLag FuzzParseReplicaHosts FuzzLoadParseValue FuzzQueryNumber FuzzGaleraStatus
 FUZZTIME ?= 2s
 
 test: vet replica-up
@@ -61,8 +62,10 @@ bench:
 bench-pacing:
 	$(GO) run ./internal/benchpacing -dir "$(THROTTLER_TESTENV_DIR)" $(BENCH_PACING_FLAGS)
 
+# The pair, and the 3-node Galera cluster the Galera tests use (about 12s
+# more the first time; reused while it runs). replica-down stops both.
 replica-up:
-	$(REPLICAPAIR) up -dir "$(THROTTLER_TESTENV_DIR)"
+	$(REPLICAPAIR) up -galera -dir "$(THROTTLER_TESTENV_DIR)"
 
 replica-down:
 	$(REPLICAPAIR) down -dir "$(THROTTLER_TESTENV_DIR)"

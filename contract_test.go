@@ -207,6 +207,19 @@ func contractRows() []contractRow {
 				}
 			}, openErr: errBoom}
 		}},
+		{name: "Galera", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			g, f := newFakeGalera(t, GaleraConfig{RecvQueue: 10}, galeraSynced(0), append(contractOpts(maxWait), more...)...)
+			return contractSubject{th: g, throttle: func(on bool) {
+				f.setStatus(with(galeraSynced(0), "wsrep_local_recv_queue", map[bool]string{false: "0", true: "10"}[on]))
+				_ = g.UpdateLag(context.Background())
+			}, failOpen: func(on bool) {
+				if on {
+					f.setResult(fakedbResult{err: errBoom})
+				} else {
+					f.setStatus(galeraSynced(0))
+				}
+			}, openErr: errBoom}
+		}},
 		{name: "Query", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			q, f := newFakeQuery(t, QueryConfig{Threshold: 1}, int64(0), append(contractOpts(maxWait), more...)...)
 			return contractSubject{th: q, throttle: func(on bool) {

@@ -255,3 +255,46 @@ func FuzzQueryNumber(f *testing.F) {
 		assert.False(t, math.IsNaN(v) || math.IsInf(v, 0), "%q read as %v", s, v)
 	})
 }
+
+// FuzzGaleraStatus feeds the wsrep status variables through the parser and
+// the verdict: whatever the text, a reading is either an error or a status
+// whose clear verdict means a Synced, ready, Primary node with a queue
+// below the threshold.
+func FuzzGaleraStatus(f *testing.F) {
+	f.Add("Galera", "4", "Synced", "ON", "Primary", "0", "0", "0")
+	f.Add("Galera", "2", "Donor/Desynced", "ON", "Primary", "69", "123456789", "123456790")
+	f.Add("Galera", "0", "Initialized", "OFF", "non-Primary", "0", "18446744073709551615", "3")
+	f.Add("", "", "", "OFF", "Disconnected", "", "", "")
+	f.Add("Galera", "4", "Synced", "ON", "Primary", "-1", "99999999999999999999", "1e9")
+	f.Fuzz(func(t *testing.T, provider, state, comment, ready, cluster, queue, paused1, paused2 string) {
+		vals := map[string]string{"wsrep_provider_name": provider, "wsrep_local_state_comment": comment,
+			"wsrep_ready": ready, "wsrep_cluster_status": cluster, "wsrep_local_recv_queue": queue}
+		if state != "" {
+			vals["wsrep_local_state"] = state
+		}
+		g := &Galera{cfg: GaleraConfig{RecvQueue: DefaultGaleraRecvQueue, FlowControl: DefaultGaleraFlowControl}}
+		at := time.Unix(0, 0)
+		for i, p := range []string{paused1, paused2} {
+			vals["wsrep_flow_control_paused_ns"] = p
+			r, err := parseGaleraStatus(vals)
+			if err != nil {
+				return
+			}
+			st := g.judgeFlowControl(r, at.Add(time.Duration(i)*time.Second))
+			require.False(t, math.IsNaN(st.FlowControl))
+			assert.True(t, st.FlowControl >= 0 && st.FlowControl <= 1, "share %v", st.FlowControl)
+			assert.GreaterOrEqual(t, st.RecvQueue, int64(0))
+			v := g.verdict(st)
+			if v.Throttled {
+				assert.True(t, strings.HasPrefix(v.Reason, "galera: "), v.Reason)
+				continue
+			}
+			assert.Equal(t, "4", state, "only state 4 is synced")
+			assert.True(t, strings.EqualFold(ready, "ON"))
+			assert.Equal(t, "Primary", cluster)
+			q, err := strconv.ParseInt(queue, 10, 64)
+			require.NoError(t, err, "a clear verdict read the queue %q as a number", queue)
+			assert.Less(t, q, int64(DefaultGaleraRecvQueue))
+		}
+	})
+}

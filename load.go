@@ -298,7 +298,7 @@ func (l *Load) Open(ctx context.Context) error {
 func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
 	vals, err := l.read(ctx)
 	if err != nil {
-		var bad *loadReadingError
+		var bad *statusReadingError
 		if errors.As(err, &bad) {
 			// The server answered, and its answer cannot be used: that
 			// is a new reading of "unknown", not a missing one, so the
@@ -336,17 +336,18 @@ func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
 	return poller.Verdict{Throttled: true, Kind: "load", Reason: strings.Join(reason, ", ")}, nil
 }
 
-// loadReadingError is a reading the server gave that cannot be used: a
-// missing variable or counter (which unwraps to ErrUnavailable, whose own
-// text, about lag sources, would mislead here) or a value that is not a
-// number. Load and PurgeLag throttle on it at once.
-type loadReadingError struct {
+// statusReadingError is a reading the server gave that cannot be used
+// (Load's, PurgeLag's, Galera's): a missing variable or counter (which
+// unwraps to ErrUnavailable, whose own text, about lag sources, would
+// mislead here) or a value that is not a number. They throttle on it at
+// once.
+type statusReadingError struct {
 	msg   string
 	cause error // nil or a sentinel
 }
 
-func (e *loadReadingError) Error() string { return e.msg }
-func (e *loadReadingError) Unwrap() error { return e.cause }
+func (e *statusReadingError) Error() string { return e.msg }
+func (e *statusReadingError) Unwrap() error { return e.cause }
 
 // loadValue is one status value as read: its text, its float64 value, and,
 // for a non-negative integer that fits, its exact value, so that the
@@ -383,7 +384,7 @@ func (l *Load) readOn(ctx context.Context, db querier) ([]loadValue, error) {
 			}
 			v, err := loadParseValue(value)
 			if err != nil {
-				return nil, &loadReadingError{msg: fmt.Sprintf("status variable %s = %q: %v", name, loadTruncate(value), err)}
+				return nil, &statusReadingError{msg: fmt.Sprintf("status variable %s = %q: %v", name, loadTruncate(value), err)}
 			}
 			vals[i], found[i] = v, true
 		}
@@ -393,7 +394,7 @@ func (l *Load) readOn(ctx context.Context, db querier) ([]loadValue, error) {
 	}
 	for i, ok := range found {
 		if !ok {
-			return nil, &loadReadingError{
+			return nil, &statusReadingError{
 				msg:   fmt.Sprintf("the server has no global status variable %q (see SHOW GLOBAL STATUS)", l.limits[i].Variable),
 				cause: ErrUnavailable,
 			}

@@ -10,6 +10,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/go-sql-driver/mysql"
@@ -176,4 +177,24 @@ func (s *spellings) queryRows(ctx context.Context, q querier) (string, []statusR
 		}
 		return s.stmts[i], rows, err
 	}
+}
+
+// showStatus runs a SHOW STATUS or SHOW VARIABLES statement and returns its
+// values by lower-case name: the server compares names case-insensitively,
+// and so do its readers.
+func showStatus(ctx context.Context, db querier, stmt string) (map[string]string, error) {
+	rows, err := db.QueryContext(ctx, stmt)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	vals := make(map[string]string)
+	for rows.Next() {
+		var name, value sql.NullString
+		if err := rows.Scan(&name, &value); err != nil {
+			return nil, err
+		}
+		vals[strings.ToLower(name.String)] = value.String
+	}
+	return vals, rows.Err()
 }

@@ -86,7 +86,7 @@ func (p *PurgeLag) Open(ctx context.Context) error {
 func (p *PurgeLag) probe(ctx context.Context) (poller.Verdict, error) {
 	n, err := onSession(ctx, p.db, p.read)
 	if err != nil {
-		var bad *loadReadingError
+		var bad *statusReadingError
 		if errors.As(err, &bad) {
 			return poller.Verdict{Throttled: true, Kind: "unreadable", Reason: "history list length unknown: " + err.Error()}, err
 		}
@@ -108,18 +108,18 @@ func (p *PurgeLag) read(ctx context.Context, q querier) (int64, error) {
 		return 0, fmt.Errorf("INNODB_METRICS: %w", err)
 	}
 	if len(rows) != 1 {
-		return 0, &loadReadingError{msg: fmt.Sprintf("information_schema.INNODB_METRICS has %d rows for %s, want 1 (is InnoDB the storage engine?)", len(rows), purgeCounter), cause: ErrUnavailable}
+		return 0, &statusReadingError{msg: fmt.Sprintf("information_schema.INNODB_METRICS has %d rows for %s, want 1 (is InnoDB the storage engine?)", len(rows), purgeCounter), cause: ErrUnavailable}
 	}
 	r := rows[0]
 	enabled, ok := r.first("ENABLED", "STATUS", "enabled", "status")
 	if !ok || !(enabled.String == "1" || strings.EqualFold(enabled.String, "enabled")) {
-		return 0, &loadReadingError{msg: fmt.Sprintf("the InnoDB monitor counter %s is disabled (ENABLED/STATUS %q): its value is stale; enable it with SET GLOBAL innodb_monitor_enable = '%s' (and innodb_monitor_enable=%s in the server's configuration to keep it across restarts)",
+		return 0, &statusReadingError{msg: fmt.Sprintf("the InnoDB monitor counter %s is disabled (ENABLED/STATUS %q): its value is stale; enable it with SET GLOBAL innodb_monitor_enable = '%s' (and innodb_monitor_enable=%s in the server's configuration to keep it across restarts)",
 			purgeCounter, enabled.String, purgeCounter, purgeCounter)}
 	}
 	count, _ := r.first("COUNT", "count")
 	n, err := strconv.ParseInt(count.String, 10, 64)
 	if !count.Valid || err != nil || n < 0 {
-		return 0, &loadReadingError{msg: fmt.Sprintf("%s COUNT %q is not a length", purgeCounter, loadTruncate(count.String))}
+		return 0, &statusReadingError{msg: fmt.Sprintf("%s COUNT %q is not a length", purgeCounter, loadTruncate(count.String))}
 	}
 	return n, nil
 }

@@ -98,3 +98,76 @@ func ensureMariaDB(ctx context.Context, logf func(string, ...any)) (binaries, er
 	logf("testenv: installed MariaDB (%.0fs)", time.Since(t0).Seconds())
 	return b, nil
 }
+
+// galeraProviders are where Debian's galera-4 (and other distributions'
+// packages) put the provider library.
+var galeraProviders = []string{"/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so",
+	"/usr/lib/galera-4/libgalera_smm.so", "/usr/lib64/galera-4/libgalera_smm.so", "/usr/lib64/galera/libgalera_smm.so"}
+
+// galeraHint is what a person has to run when testenv cannot install the
+// Galera provider itself.
+const galeraHint = "sudo apt-get install -y --no-install-recommends galera-4 rsync socat"
+
+// findGalera returns the provider library, and an error naming what is
+// missing: the library, or rsync (the state transfers the nodes use).
+func findGalera() (string, error) {
+	var missing []string
+	provider := ""
+	for _, p := range galeraProviders {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			provider = p
+			break
+		}
+	}
+	if provider == "" {
+		missing = append(missing, "the Galera provider (libgalera_smm.so in "+strings.Join(galeraProviders, ", ")+")")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		missing = append(missing, "rsync")
+	}
+	if len(missing) > 0 {
+		return "", fmt.Errorf("%s not found", strings.Join(missing, " and "))
+	}
+	return provider, nil
+}
+
+// ensureGalera returns the Galera provider library, installing Debian's
+// galera-4 and rsync when they are missing and we are root (mariadb-server
+// depends on both, so a machine where ensureMariaDB installed the server
+// has them).
+func ensureGalera(ctx context.Context) (string, error) {
+	provider, err := findGalera()
+	if err == nil {
+		return provider, nil
+	}
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("testenv: %v and only root can install it; run: %s", err, galeraHint)
+	}
+	if _, lerr := exec.LookPath("apt-get"); lerr != nil {
+		return "", fmt.Errorf("testenv: %v and apt-get is not available: install Galera 4 and rsync with this system's package manager", err)
+	}
+	unlock, lerr := lockFile(ctx, filepath.Join(os.TempDir(), "throttler-testenv-install.lock"))
+	if lerr != nil {
+		return "", fmt.Errorf("testenv: install galera-4: %w", lerr)
+	}
+	defer unlock()
+	for _, args := range [][]string{
+		{"update"},
+		{"install", "-y", "--no-install-recommends", "galera-4", "rsync", "socat"},
+	} {
+		if _, ferr := findGalera(); ferr == nil { // installed while we waited
+			break
+		}
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("testenv: install galera-4: apt-get %s: %w\n%s\n(to install by hand: %s)",
+				args[0], err, tailLines(out, 20), galeraHint)
+		}
+	}
+	provider, err = findGalera()
+	if err != nil {
+		return "", fmt.Errorf("testenv: apt-get installed galera-4 but %w", err)
+	}
+	return provider, nil
+}

@@ -317,7 +317,9 @@ func (n *Node) signal(what string, sig syscall.Signal) (Server, error) {
 // Restart starts n again with the same config and port, stopping it first
 // if it still runs, and returns once it accepts connections and, for a
 // replica, its default channel runs (replication resumes from its GTID
-// position; a MASTER_DELAY set before persists).
+// position; a MASTER_DELAY set before persists). A Galera node rejoins its
+// cluster by IST and accepts connections once the transfer is done; it
+// may still be Joining then (Cluster.WaitHealthy waits for Synced).
 func (n *Node) Restart(ctx context.Context) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultStartTimeout)
 	defer cancel()
@@ -329,6 +331,9 @@ func (n *Node) Restart(ctx context.Context) error {
 
 // restart does Restart; held says the caller holds the dir lock.
 func (n *Node) restart(ctx context.Context, held bool) error {
+	if n.spec.role == roleGalera {
+		return n.p.locked(ctx, held, func() error { return n.restartGalera(ctx) })
+	}
 	err := n.p.locked(ctx, held, func() error {
 		s, err := n.server() // read under the lock: what we write back is current
 		if err != nil {
@@ -570,9 +575,19 @@ func (p *Pair) Reset(ctx context.Context) error {
 }
 
 func (p *Pair) reset(ctx context.Context, held bool) error {
+	galera := false
 	for _, s := range p.Servers() {
+		if specOf(s.Name).role == roleGalera {
+			galera = true // repaired as one cluster, below
+			continue
+		}
 		if err := p.node(s.Name).repair(ctx, held); err != nil {
 			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+	}
+	if galera {
+		if err := (&Cluster{p: p}).ensure(ctx, held); err != nil {
+			return fmt.Errorf("galera: %w", err)
 		}
 	}
 	return nil
@@ -593,8 +608,10 @@ func (p *Pair) Healthy(ctx context.Context) error {
 			return fmt.Errorf("%s (pid %d, port %d) does not answer: %w", s.Name, s.PID, s.Port, err)
 		}
 	}
+	galera := false
 	for _, s := range servers {
 		n := p.node(s.Name)
+		galera = galera || n.spec.role == roleGalera
 		if n.spec.role != roleReplica {
 			continue
 		}
@@ -608,6 +625,9 @@ func (p *Pair) Healthy(ctx context.Context) error {
 		if err := ping(ctx, n.DSN(), 3*time.Second); err != nil {
 			return fmt.Errorf("monitor user cannot connect to the %s: %w", s.Name, err)
 		}
+	}
+	if galera {
+		return (&Cluster{p: p}).waitHealthy(ctx)
 	}
 	return nil
 }

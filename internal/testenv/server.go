@@ -61,7 +61,11 @@ func (s Server) config(sp spec) string {
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	w("%s", configMarker)
 	w("[mysqld]")
-	if os.Geteuid() == 0 {
+	switch {
+	case os.Geteuid() != 0:
+	case sp.role == roleGalera:
+		w("user=%s", galeraUser) // see galeraUser: not root
+	default:
 		w("user=root") // mariadbd refuses to run as root without it
 	}
 	w("datadir=%s", s.DataDir)
@@ -77,7 +81,11 @@ func (s Server) config(sp spec) string {
 	w("collation-server=utf8mb4_general_ci")
 	w("max-connections=200")
 	w("performance-schema=OFF")
-	w("innodb-buffer-pool-size=16M")
+	if sp.role == roleGalera {
+		w("innodb-buffer-pool-size=32M") // the size measured in notes/galera.md
+	} else {
+		w("innodb-buffer-pool-size=16M")
+	}
 	w("innodb-log-file-size=16M")
 	w("innodb-log-buffer-size=2M")
 	w("innodb-flush-log-at-trx-commit=2")
@@ -93,6 +101,8 @@ func (s Server) config(sp spec) string {
 		w("log-bin=mysql-bin")
 		w("binlog-format=ROW")
 		w("sync-binlog=0")
+	case roleGalera:
+		s.galeraConfig(w)
 	case roleReplica:
 		w("relay-log=relay-bin")
 		w("relay-log-recovery=ON")
@@ -141,10 +151,19 @@ func initServer(ctx context.Context, bins binaries, s Server, sp spec) error {
 	if err := writeConfig(s, sp); err != nil {
 		return fmt.Errorf("init %s: %w", s.Name, err)
 	}
-	cmd := exec.CommandContext(ctx, bins.installDB,
-		"--defaults-file="+s.DefaultsFile,
-		"--auth-root-authentication-method=normal",
-		"--skip-test-db")
+	args := []string{"--defaults-file=" + s.DefaultsFile, "--auth-root-authentication-method=normal", "--skip-test-db"}
+	if sp.role == roleGalera {
+		if err := galeraOwn(s.Dir); err != nil {
+			return fmt.Errorf("init %s: %w", s.Name, err)
+		}
+		if sp.galera != 1 {
+			return nil // a joiner's datadir comes from its donor (SST)
+		}
+		if os.Geteuid() == 0 {
+			args = append(args, "--user="+galeraUser)
+		}
+	}
+	cmd := exec.CommandContext(ctx, bins.installDB, args...)
 	out, err := cmd.CombinedOutput()
 	_ = os.WriteFile(filepath.Join(s.Dir, "install-db.log"), out, 0o640)
 	if err != nil {
@@ -157,12 +176,13 @@ func writeConfig(s Server, sp spec) error {
 	return os.WriteFile(s.DefaultsFile, []byte(s.config(sp)), 0o640)
 }
 
-// startServer starts mariadbd for s and waits until readyDSN answers.
-func startServer(ctx context.Context, mariadbd string, s Server, readyDSN string) (int, error) {
+// startServer starts mariadbd for s, with extra arguments after its
+// defaults file, and waits until readyDSN answers.
+func startServer(ctx context.Context, mariadbd string, s Server, readyDSN string, extra ...string) (int, error) {
 	if s.Socket != "" {
 		_ = os.Remove(s.Socket) // a stale socket from a killed server stops mariadbd
 	}
-	pid, err := startDetached(ctx, s.ConsoleLog, mariadbd, "--defaults-file="+s.DefaultsFile)
+	pid, err := startDetached(ctx, s.ConsoleLog, append([]string{mariadbd, "--defaults-file=" + s.DefaultsFile}, extra...)...)
 	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", s.Name, err)
 	}

@@ -2,10 +2,11 @@
 // integration tests, demo and pacing bench, and drives real replication lag
 // and faults on them. The servers are described as data (topology): a
 // primary and a replica, which Up starts, and on-demand ones a test asks
-// for (SecondReplica, SecondSource). A Node drives one server (start, stop,
-// kill, freeze, grants, admin statements, DSNs); a Channel drives one
-// replication channel of a replica (delay, threads, catch-up, status), the
-// default one and named multi-source ones alike.
+// for (SecondReplica, SecondSource, and Galera: a 3-node Galera cluster). A
+// Node drives one server (start, stop, kill, freeze, grants, admin
+// statements, DSNs; desync and flow control on a Galera node); a Channel
+// drives one replication channel of a replica (delay, threads, catch-up,
+// status), the default one and named multi-source ones alike.
 //
 // The pair is plain mariadbd processes owned by this package: each server has
 // its own datadir, tmpdir, socket, port and server_id under one state
@@ -101,6 +102,9 @@ const (
 	// roleReplica is read-only and replicates from its source on the
 	// default channel.
 	roleReplica
+	// roleGalera is one node of the Galera cluster (galera.go): no binary
+	// log, no replication channel; it replicates write sets with its peers.
+	roleGalera
 )
 
 // spec describes one server this package can run.
@@ -116,8 +120,12 @@ type spec struct {
 	// would stop their applier with Error 1396.
 	localUsers bool
 	// onDemand servers are started by Pair.start when a test first asks
-	// (SecondReplica, SecondSource), not by Up.
+	// (SecondReplica, SecondSource), not by Up; the Galera nodes by
+	// Pair.Galera, all three together.
 	onDemand bool
+	// galera is a Galera node's place in the cluster, 1 to 3: node 1
+	// bootstraps it, the others join by state transfer.
+	galera int
 }
 
 // topology is every server the package knows, in the order they are
@@ -130,6 +138,9 @@ var topology = []spec{
 	// GTID domain 1, so that its GTIDs never collide with the primary's
 	// domain 0 in a replica's shared gtid_slave_pos.
 	{name: "source2", role: rolePrimary, serverID: 4, domainID: 1, database: Source2Database, localUsers: true, onDemand: true},
+	{name: "galera1", role: roleGalera, serverID: 11, database: GaleraDatabase, onDemand: true, galera: 1},
+	{name: "galera2", role: roleGalera, serverID: 12, database: GaleraDatabase, onDemand: true, galera: 2},
+	{name: "galera3", role: roleGalera, serverID: 13, database: GaleraDatabase, onDemand: true, galera: 3},
 }
 
 func specOf(name string) spec {
@@ -143,7 +154,7 @@ func specOf(name string) spec {
 
 // Server is one mariadbd instance, as recorded in the state file.
 type Server struct {
-	Name         string `json:"name"` // the topology's name: "primary", "replica", "replica2", "source2"
+	Name         string `json:"name"` // the topology's name: "primary", "replica", "replica2", "source2", "galera1".."galera3"
 	ServerID     int    `json:"server_id"`
 	Port         int    `json:"port"` // TCP port on 127.0.0.1
 	PID          int    `json:"pid"`  // 0 when stopped by Down
@@ -155,6 +166,8 @@ type Server struct {
 	ErrorLog     string `json:"error_log"`
 	ConsoleLog   string `json:"console_log"` // stdout/stderr of mariadbd
 	GTIDDomainID int    `json:"gtid_domain_id,omitempty"`
+	// Galera is a Galera node's cluster settings; nil for the others.
+	Galera *GaleraNode `json:"galera,omitempty"`
 }
 
 // Addr is the server's TCP address.

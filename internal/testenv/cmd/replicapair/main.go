@@ -1,7 +1,7 @@
 // Command replicapair starts, stops and describes the local MariaDB primary
 // and replica that the integration tests and the demo use.
 //
-//	replicapair up     [-dir DIR] [-second]   start (or reuse) the pair; print its environment
+//	replicapair up     [-dir DIR] [-second] [-galera]   start (or reuse) the pair; print its environment
 //	replicapair down   [-dir DIR] [-purge]
 //	replicapair status [-dir DIR]
 //	replicapair env    [-dir DIR]   print the environment of a running pair
@@ -35,7 +35,8 @@ const usage = `usage: replicapair up|down|status|env [-dir DIR]
 
   up      start the local MariaDB primary+replica (or reuse a healthy one) and
           print THROTTLER_TESTENV_DIR, PRIMARY_DSN and REPLICA_DSN as shell lines
-          (-second: also a second replica, and REPLICA2_DSN)
+          (-second: also a second replica, and REPLICA2_DSN; -galera: also a
+          3-node Galera cluster, about 12s, and GALERA1_DSN..GALERA3_DSN)
   down    stop the pair's servers (-purge also deletes their data)
   status  say whether the pair is running and healthy (exit 1 if not)
   env     print the shell lines of a running pair (exit 1 if not running)
@@ -58,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defaultDir = testenv.DefaultDir()
 	}
 	dir := fs.String("dir", defaultDir, "state directory of the pair")
-	purge, second := false, false
+	purge, second, galera := false, false, false
 	timeout := 10 * time.Minute
 	switch cmd {
 	case "down":
@@ -66,6 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "up":
 		fs.DurationVar(&timeout, "timeout", timeout, "give up after this long (includes installing MariaDB)")
 		fs.BoolVar(&second, "second", false, "also start (or reuse) a second replica of the primary")
+		fs.BoolVar(&galera, "galera", false, "also start (or reuse) a 3-node Galera cluster")
 	case "status", "env":
 	case "help":
 		fmt.Fprint(stdout, usage)
@@ -102,6 +104,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if _, err := p.SecondReplica(ctx); err != nil {
 				return fail(err)
 			}
+		}
+		if galera {
+			t1 := time.Now()
+			if _, err := p.Galera(ctx); err != nil {
+				return fail(err)
+			}
+			logf("testenv: galera cluster ready in %.1fs (3 nodes Synced)", time.Since(t1).Seconds())
 		}
 		logf("replicapair: up in %v; stop it with: go run ./internal/testenv/cmd/replicapair down -dir %s", time.Since(t0).Round(time.Millisecond), p.Dir)
 		printEnv(stdout, p)
@@ -146,6 +155,9 @@ func printEnv(w io.Writer, p *testenv.Pair) {
 	fmt.Fprintf(w, "REPLICA_DSN=%s\n", shellQuote(p.Replica().DSN()))
 	if dsn := p.SecondReplicaDSN(); dsn != "" {
 		fmt.Fprintf(w, "REPLICA2_DSN=%s\n", shellQuote(dsn))
+	}
+	for i, dsn := range p.GaleraDSNs() {
+		fmt.Fprintf(w, "GALERA%d_DSN=%s\n", i+1, shellQuote(dsn))
 	}
 }
 
