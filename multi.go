@@ -557,6 +557,10 @@ func (m *Multi) Lag() time.Duration {
 	return worst
 }
 
+// String is the Multi's name in Changes and metrics: "multi", "replicas"
+// for NewReplicasThrottler's, or the name given to SetOnChange.
+func (m *Multi) String() string { return m.name }
+
 // Throttlers returns the children, in the order given.
 func (m *Multi) Throttlers() []Throttler { return append([]Throttler(nil), m.children...) }
 

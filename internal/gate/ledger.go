@@ -122,15 +122,20 @@ func (g *Gate) transition(kind, reason string, released bool, now time.Time) {
 }
 
 // CountWait books one wait that blocked from start until now and ended
-// with err.
+// with err. A wait the release ended is booked up to the release: it
+// belongs to the throttler's life, however late its goroutine runs.
 func (g *Gate) CountWait(start time.Time, err error) {
-	d := time.Since(start)
+	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	a := &g.acct
-	if !a.started || a.frozen {
+	if !a.started || a.frozen && !start.Before(a.since) {
 		return
 	}
+	if a.frozen {
+		now = a.since // the release
+	}
+	d := now.Sub(start)
 	a.waits++
 	a.waited += d
 	if errors.Is(err, sentinel.ErrMaxWait) {

@@ -116,3 +116,20 @@ func TestChangesAreLoggedOncePerKindAndNotifiedInOrder(t *testing.T) {
 		assert.True(t, got[3].Released)
 	})
 }
+
+func TestLedgerCountsAWaitTheReleaseEnded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g Gate
+		g.Account()
+		g.Set(true, "lag", "lag")
+		done := make(chan error)
+		go func() { done <- g.Wait(context.Background(), 0) }()
+		time.Sleep(2 * time.Second)
+		g.Release()
+		time.Sleep(time.Second) // the waiter's goroutine runs late
+		assert.ErrorIs(t, <-done, sentinel.ErrClosed)
+		l := g.Ledger()
+		assert.Equal(t, int64(1), l.Waits)
+		assert.Equal(t, 2*time.Second, l.WaitedTotal, "booked up to the release")
+	})
+}
