@@ -102,7 +102,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (sum summary, err error
 		final = "stopped"
 	}
 	sum.WorstLag = stopStatus(final)
-	sum.Copied, sum.Pauses, sum.Throttled = c.copied.Load(), c.pauses, c.throttled
+	sum.Copied, sum.Throttle = c.copied.Load(), t.Stats()
 	sum.CopyTime = time.Since(copyStart)
 	if err := errors.Join(copyErr, faultErr); err != nil {
 		return sum, err
@@ -115,9 +115,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (sum summary, err error
 	switch {
 	case !sum.Verified:
 		return sum, fmt.Errorf("verification failed: %s and %s differ", tb.src, tb.dst)
-	case cfg.Faults && sum.Pauses == 0 && sum.Faults == 0:
+	case cfg.Faults && sum.Throttle.Waits == 0 && sum.Faults == 0:
 		return sum, fmt.Errorf("%w: the copy ended before the first fault (raise -rows or -pace)", errNeverPaused)
-	case cfg.Faults && sum.Pauses == 0:
+	case cfg.Faults && sum.Throttle.Waits == 0:
 		return sum, fmt.Errorf("%w, although the replica was made to lag %s", errNeverPaused, plural(sum.Faults, "time"))
 	}
 	return sum, nil
@@ -150,18 +150,15 @@ type copier struct {
 	chunk int
 	pace  time.Duration
 
-	copied  atomic.Int64 // rows; read by the status line
-	waiting atomic.Bool  // in BlockWait; read by the status line
-
-	// Written by run only, read after it returns.
-	pauses    int
-	throttled time.Duration
+	copied atomic.Int64 // rows; read by the status line
 }
 
 func (c *copier) run(ctx context.Context) error {
 	var after int64 // the last id copied
 	for {
-		c.wait(ctx)
+		// Paced to the replica's apply rate, and stopped while it lags.
+		// The throttler counts the waits for the summary (Stats).
+		c.t.BlockWait(ctx)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -179,21 +176,6 @@ func (c *copier) run(ctx context.Context) error {
 			return err
 		}
 	}
-}
-
-// wait is the throttle: it paces the chunks to the replica's apply rate and
-// stops them while the replica lags, and counts the pauses.
-func (c *copier) wait(ctx context.Context) {
-	if !c.t.IsThrottled() {
-		c.t.BlockWait(ctx) // paced
-		return
-	}
-	c.waiting.Store(true)
-	defer c.waiting.Store(false)
-	t0 := time.Now()
-	c.t.BlockWait(ctx)
-	c.pauses++
-	c.throttled += time.Since(t0)
 }
 
 // copyChunk copies up to c.chunk rows with ids above after and returns the

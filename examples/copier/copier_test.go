@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/throttlekit/throttler"
 	"github.com/throttlekit/throttler/internal/testenv"
 )
 
@@ -48,8 +49,12 @@ func TestQuickRunPausesAndVerifies(t *testing.T) {
 	assert.EqualValues(t, cfg.Rows, sum.Rows)
 	assert.EqualValues(t, cfg.Rows, sum.Copied)
 	assert.Equal(t, len(quickSchedule), sum.Faults)
-	assert.GreaterOrEqual(t, sum.Pauses, 1, "the replica lagged but the copier never paused")
-	assert.Positive(t, sum.Throttled)
+	// The summary is the throttler's Stats.
+	assert.GreaterOrEqual(t, sum.Throttle.Waits, int64(1), "the replica lagged but the copier never paused")
+	assert.Positive(t, sum.Throttle.WaitedTotal)
+	assert.GreaterOrEqual(t, sum.Throttle.Episodes, int64(1))
+	assert.Positive(t, sum.Throttle.ThrottledByKind["not flowing"], "the SQL thread was stopped")
+	assert.Positive(t, sum.Throttle.Measurements)
 	assert.Contains(t, out.String(), "throttled: replication not flowing")
 	assert.Contains(t, out.String(), "throttler: resumed")
 
@@ -101,7 +106,10 @@ func TestInterruptedRunStopsAndRestores(t *testing.T) {
 	require.ErrorIs(t, res.err, context.Canceled)
 	assert.False(t, res.sum.Checked)
 	assert.Less(t, res.sum.Copied, res.sum.Rows)
-	assert.GreaterOrEqual(t, res.sum.Pauses, 1)
+	// Not Waits: a wait that the end of Open's context ends may not be
+	// counted, as the throttler is released at the same moment.
+	assert.GreaterOrEqual(t, res.sum.Throttle.Episodes, int64(1))
+	assert.Positive(t, res.sum.Throttle.ThrottledByKind["not flowing"])
 	assert.Contains(t, out.String(), "restoring the replica: starting its SQL thread")
 	st, err := p.Replication().Status(ctx)
 	require.NoError(t, err)
@@ -183,18 +191,26 @@ func TestOnlyCanceled(t *testing.T) {
 }
 
 func TestSummary(t *testing.T) {
+	byKind := map[string]time.Duration{"lag": 4960 * time.Millisecond, "not flowing": 4080 * time.Millisecond}
 	s := summary{Rows: 300000, Copied: 300000, Checked: true, Verified: true, Checksum: "300,000 rows, CRC32 sum 42",
-		Elapsed: 25 * time.Second, CopyTime: 23 * time.Second, Throttled: 9 * time.Second, Pauses: 1,
-		WorstLag: 3 * time.Second, Tolerance: time.Second, Faults: 2}
+		Elapsed: 25 * time.Second, CopyTime: 23 * time.Second, WorstLag: 3 * time.Second, Tolerance: time.Second, Faults: 2,
+		Throttle: throttler.Stats{Episodes: 2, ThrottledTotal: 9040 * time.Millisecond, ThrottledByKind: byKind,
+			Waits: 1, WaitedTotal: 8990 * time.Millisecond, Measurements: 251}}
 	assert.Equal(t, `summary: 300,000 of 300,000 rows copied and verified (300,000 rows, CRC32 sum 42 in both tables)
   elapsed    25s (copy 23s)
-  throttled  9s in 1 pause
+  throttled  9s in 2 episodes: lag 5s, not flowing 4.1s
+  blocked    9s in 1 BlockWait call
+  measured   251 lag readings, 0 errors
   worst lag  3s (tolerance 1s)
   faults     2 injected
 `, s.String())
-	s = summary{Rows: 300000, Copied: 70000, Pauses: 3, Tolerance: time.Second}
+	s = summary{Rows: 300000, Copied: 70000, Tolerance: time.Second,
+		Throttle: throttler.Stats{Episodes: 1, ThrottledTotal: time.Second, ThrottledByKind: map[string]time.Duration{"not flowing": time.Second},
+			Waits: 3, Measurements: 1234, Errors: 1}}
 	assert.Contains(t, s.String(), "70,000 of 300,000 rows copied; not verified (the copy did not finish)")
-	assert.Contains(t, s.String(), "in 3 pauses")
+	assert.Contains(t, s.String(), "throttled  1s in 1 episode (not flowing)\n")
+	assert.Contains(t, s.String(), "in 3 BlockWait calls")
+	assert.Contains(t, s.String(), "1,234 lag readings, 1 error\n")
 	assert.NotContains(t, s.String(), "faults")
 }
 

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -129,11 +132,11 @@ func startStatus(con *console, c *copier, t *throttler.Replication, total int64)
 			rate = float64(rows-old.rows) / now.Sub(old.at).Seconds()
 		}
 		state := "copying"
-		switch {
+		switch st := t.Stats(); { // one snapshot: never throttled with no reason
 		case final != "":
 			state = final
-		case c.waiting.Load():
-			state = "throttled: " + t.ThrottleReason()
+		case st.Throttled:
+			state = "throttled: " + st.Reason
 		}
 		all := thousands(total)
 		con.Status(fmt.Sprintf("%*s/%s rows %3d%%  %7s rows/s  lag %-3s  paced %5.1f chunks/s  %s",
@@ -183,18 +186,17 @@ func startStatus(con *console, c *copier, t *throttler.Replication, total int64)
 
 // summary is what a run did, as far as it got.
 type summary struct {
-	Rows      int64         // in the source table
-	Copied    int64         // rows copied
-	Checked   bool          // the copy was verified (it was not if the run ended early)
-	Verified  bool          // the source and the copy have the same rows
-	Checksum  string        // the source's row count and checksum
-	Elapsed   time.Duration // the whole run
-	CopyTime  time.Duration // the copy, pauses included
-	Throttled time.Duration // time spent paused
-	Pauses    int           // times the copier paused
-	WorstLag  time.Duration // the worst replica lag seen
-	Tolerance time.Duration // the lag tolerance
-	Faults    int           // faults injected
+	Rows      int64           // in the source table
+	Copied    int64           // rows copied
+	Checked   bool            // the copy was verified (it was not if the run ended early)
+	Verified  bool            // the source and the copy have the same rows
+	Checksum  string          // the source's row count and checksum
+	Elapsed   time.Duration   // the whole run
+	CopyTime  time.Duration   // the copy, pauses included
+	Throttle  throttler.Stats // the throttler's, at the end of the copy
+	WorstLag  time.Duration   // the worst replica lag seen
+	Tolerance time.Duration   // the lag tolerance
+	Faults    int             // faults injected
 }
 
 func (s summary) String() string {
@@ -208,8 +210,11 @@ func (s summary) String() string {
 	default:
 		w("summary: %s of %s rows copied; not verified (the copy did not finish)", thousands(s.Copied), thousands(s.Rows))
 	}
+	st := s.Throttle
 	w("  elapsed    %v (copy %v)", s.Elapsed.Round(100*time.Millisecond), s.CopyTime.Round(100*time.Millisecond))
-	w("  throttled  %v in %s", s.Throttled.Round(100*time.Millisecond), plural(s.Pauses, "pause"))
+	w("  throttled  %v in %s%s", st.ThrottledTotal.Round(100*time.Millisecond), plural(st.Episodes, "episode"), byKind(st.ThrottledByKind))
+	w("  blocked    %v in %s", st.WaitedTotal.Round(100*time.Millisecond), plural(st.Waits, "BlockWait call"))
+	w("  measured   %s lag readings, %s", thousands(st.Measurements), plural(st.Errors, "error"))
 	w("  worst lag  %v (tolerance %v)", s.WorstLag, s.Tolerance)
 	if s.Faults > 0 {
 		w("  faults     %d injected", s.Faults)
@@ -217,8 +222,26 @@ func (s summary) String() string {
 	return b.String()
 }
 
-// plural is "1 pause", "3 pauses".
-func plural(n int, noun string) string {
+// byKind splits the time throttled by kind, longest first: ": not flowing
+// 4.1s, lag 3.2s"; " (lag)" for one kind, whose time is the total.
+func byKind(d map[string]time.Duration) string {
+	if len(d) < 2 {
+		for k := range d {
+			return " (" + k + ")"
+		}
+		return ""
+	}
+	kinds := slices.Collect(maps.Keys(d))
+	slices.SortFunc(kinds, func(a, b string) int { return cmp.Or(cmp.Compare(d[b], d[a]), cmp.Compare(a, b)) })
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s %v", k, d[k].Round(100*time.Millisecond))
+	}
+	return ": " + strings.Join(parts, ", ")
+}
+
+// plural is "1 episode", "3 episodes".
+func plural[N int | int64](n N, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
