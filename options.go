@@ -21,7 +21,8 @@ var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 // NewPurgeLag, NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource and
 // WithPacing to the replication throttlers only, and WithMaxWait and
 // WithName to every throttler; WithGroupApplierQueueLimit to the replication
-// throttlers.
+// throttlers; WithTolerateMembers to the replica sets (NewReplicasThrottler,
+// NewDiscovery).
 type Option func(*options)
 
 // optionSet is a set of options, by what they set: which a caller gave, and
@@ -38,6 +39,7 @@ const (
 	optPacing
 	optGroupQueue
 	optOnChange
+	optTolerate
 
 	// Every throttler has a wait and a name; the polling ones a timing;
 	// the replication ones a lag source and pacing as well.
@@ -53,6 +55,7 @@ var optionNames = []struct {
 	{optInterval, "WithInterval"}, {optStaleAfter, "WithStaleAfter"}, {optQueryTimeout, "WithQueryTimeout"},
 	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
 	{optGroupQueue, "WithGroupApplierQueueLimit"}, {optOnChange, "WithOnChange"},
+	{optTolerate, "WithTolerateMembers"},
 }
 
 type options struct {
@@ -67,6 +70,7 @@ type options struct {
 	sharedPacer  *pacer        // set by NewReplicasThrottler and NewDiscovery for their members
 	groupQueue   int64         // WithGroupApplierQueueLimit; 0: none
 	onChange     func(Change)
+	tolerate     int // WithTolerateMembers
 	given        optionSet
 	errs         []error
 }
