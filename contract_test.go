@@ -119,6 +119,22 @@ func contractRows() []contractRow {
 			closeAtEnd(t, m)
 			return contractSubject{th: m, throttle: lagLever(srcA, m), failOpen: errLever(srcB), openErr: errBoom}
 		}},
+		{name: "Multi.Only", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
+			// A view of an open Multi on one of its children; the other
+			// throttles throughout, and the view pays it no heed.
+			a, srcA := newFake(t, time.Second, Measurement{}, append(contractOpts(maxWait), WithName("lag"))...)
+			b, srcB := newFake(t, time.Second, Measurement{}, append(contractOpts(maxWait), WithName("other"))...)
+			m := NewMulti(a, b)
+			closeAtEnd(t, m)
+			srcB.set(lagOf(time.Minute), nil)
+			require.NoError(t, m.Open(context.Background()))
+			require.True(t, b.IsThrottled())
+			v, err := m.Only("lag")
+			require.NoError(t, err)
+			v.SetOnChange("", onChangeOf(more))
+			closeAtEnd(t, v)
+			return contractSubject{th: v, throttle: lagLever(srcA, a)}
+		}},
 		{name: "NewReplicasThrottler", build: func(t *testing.T, maxWait time.Duration, more ...Option) contractSubject {
 			src := &fakeSource{}
 			m, err := NewReplicasThrottler(map[string]*sql.DB{"r1": fakeDB, "r2": fakeDB}, time.Second, nil,

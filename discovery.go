@@ -1,14 +1,12 @@
 package throttler
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"text/template"
@@ -19,7 +17,8 @@ import (
 )
 
 // Discovery throttles while any replica of a primary lags, or cannot be
-// watched. It asks the primary which replicas it has (SHOW REPLICAS, or SHOW
+// watched (more of them than WithTolerateMembers tolerates; Skip sets one
+// aside for a while). It asks the primary which replicas it has (SHOW REPLICAS, or SHOW
 // SLAVE HOSTS on MariaDB and MySQL before 8.0.22), watches each with its own
 // Replication throttler, and asks again every DiscoveryConfig.Every, so that
 // replicas added while a long job runs are watched too.
@@ -105,6 +104,9 @@ type Discovery struct {
 	// pace, with WithPacing, paces callers once no member throttles; every
 	// watched member steers it, so the rate is the slowest replica's.
 	pace *pacer
+
+	// rule is how the members count: WithTolerateMembers, and Skip.
+	rule *memberRule
 }
 
 // DiscoveryConfig configures NewDiscovery.
@@ -183,7 +185,7 @@ func NewDiscovery(primary *sql.DB, lagTolerance time.Duration, cfg DiscoveryConf
 		cfg.OpenDB = func(dsn string) (*sql.DB, error) { return sql.Open("mysql", dsn) }
 	}
 	cfg.Exclude = slices.Clone(cfg.Exclude)
-	o, problems := buildOptions(opts, "a replica discovery", replicationOptions) // the options apply to every replica's throttler
+	o, problems := buildOptions(opts, "a replica discovery", replicationOptions|optTolerate) // the options apply to every replica's throttler, but the set's
 	errs = append(errs, problems...)
 	if _, err := o.paceTarget(lagTolerance); o.pacing && err != nil {
 		errs = append(errs, err) // the members would fail at Open with it
@@ -196,13 +198,15 @@ func NewDiscovery(primary *sql.DB, lagTolerance time.Duration, cfg DiscoveryConf
 		cfg:       cfg,
 		tmpl:      tmpl,
 		tolerance: lagTolerance,
-		opts:      slices.Clip(slices.Clone(opts)),
+		opts:      slices.Clip(append(slices.Clone(opts), withoutSetOptions())),
 		o:         o,
 		name:      o.name,
 		baseLog:   logger,
 		members:   make(map[replicaKey]*discoveryMember),
 		stmts:     spellings{stmts: discoveryStatements},
+		rule:      newMemberRule(o.tolerate),
 	}
+	d.rule.watch(d.refresh)
 	if d.name == "" {
 		d.name = "replica discovery"
 	}
@@ -240,8 +244,10 @@ type excludedMember struct {
 
 type discoveryEntry struct {
 	label   string
+	name    string       // host:port, as Replicas and Skip name it
 	r       *Replication // nil for a failed member
 	failure string       // why it cannot be watched
+	always  bool         // not a member but the stale list: never tolerated nor skipped
 }
 
 // releasedSet is what a stopped Discovery reads: nothing throttles.
@@ -325,25 +331,35 @@ func (d *Discovery) Close() error {
 	if d.life.Close() {
 		d.shutdown() // after a failed Open, or one Close overtook
 	}
+	d.rule.stop() // not at every release: a failed Open may be retried
 	return nil
 }
 
 // IsThrottled reports whether any member throttles or cannot be watched: one
 // atomic load for the snapshot, then one per watched member.
 func (d *Discovery) IsThrottled() bool {
-	return d.cur.Load().throttled() && !d.gate.Released()
+	return d.cur.Load().throttled(d.rule) && !d.gate.Released()
 }
 
-func (s *discoverySet) throttled() bool {
+// throttled counts the members that throttle or cannot be watched, but for
+// the skipped ones, up to one more than r tolerates; a stale listing
+// throttles whatever the count.
+func (s *discoverySet) throttled(r *memberRule) bool {
 	if s == nil {
 		return false
 	}
-	if s.failed {
-		return true
-	}
-	for _, r := range s.watched {
-		if r.IsThrottled() {
+	sk := r.skips.Load()
+	n := 0
+	for i := range s.entries {
+		e := &s.entries[i]
+		switch {
+		case e.always:
 			return true
+		case sk.has(e.name):
+		case e.r == nil || e.r.IsThrottled():
+			if n++; n > r.tolerate {
+				return true
+			}
 		}
 	}
 	return false
@@ -376,7 +392,7 @@ func (d *Discovery) paceWait(ctx context.Context) error {
 }
 
 func (d *Discovery) waitClear(ctx context.Context) (err error) {
-	if s := d.cur.Load(); s == nil || !s.released && !s.throttled() {
+	if s := d.cur.Load(); s == nil || !s.released && !s.throttled(d.rule) {
 		return nil
 	}
 	start := time.Now()
@@ -394,27 +410,38 @@ func (d *Discovery) waitClear(ctx context.Context) (err error) {
 		case s.released || d.gate.Released():
 			return ErrClosed
 		}
-		// Wait on every throttling member at once, and on the failed
-		// snapshot's end; members' own caps play no part.
+		// Wait on every throttling member at once, on the failed
+		// snapshot's end, and on a change of the skips; members' own caps
+		// play no part.
+		sk := d.rule.skips.Load()
+		if !s.throttled(d.rule) {
+			return nil
+		}
 		gates = gates[:0]
 		if s.failed {
 			gates = append(gates, &d.gate)
 		}
-		for _, r := range s.watched {
-			if r.IsThrottled() {
-				gates = append(gates, r.poll.Gate())
+		for _, e := range s.entries {
+			if e.r != nil && !sk.has(e.name) && e.r.IsThrottled() {
+				gates = append(gates, e.r.poll.Gate())
 			}
 		}
 		if len(gates) == 0 {
 			return nil
 		}
-		switch err := gate.WaitAny(ctx, deadline, gates...); {
+		wctx, cancel := context.WithCancel(ctx)
+		unskip := context.AfterFunc(sk.changed, cancel)
+		err := gate.WaitAny(wctx, deadline, gates...)
+		unskip()
+		cancel()
+		switch {
 		case errors.Is(err, ErrMaxWait):
 			return fmt.Errorf("%w: %s", ErrMaxWait, d.ThrottleReason())
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		// One cleared, or was released (a member dropped): look again.
+		// One cleared, or was released (a member dropped), or the skips
+		// changed: look again.
 	}
 }
 
@@ -487,16 +514,20 @@ func (d *Discovery) ThrottleReason() string {
 	if s == nil || s.released || d.gate.Released() {
 		return ""
 	}
-	_, reason := s.verdict()
+	_, reason, _ := s.verdict(d.rule)
 	return reason
 }
 
-// verdict names every throttling member of s and its reason, each member's
-// state read at once; kind is the first one's ("cannot be watched" for a
-// failed member), "" when none throttles.
-func (s *discoverySet) verdict() (kind, reason string) {
-	var b strings.Builder
+// verdict is r's verdict on s (see memberRule.judge): every throttling
+// member that is not skipped and its reason, each member's state read at
+// once; kind is the first one's ("cannot be watched" for a failed member).
+func (s *discoverySet) verdict(r *memberRule) (kind, reason string, tolerated []string) {
+	sk := r.skips.Load()
+	var vs []memberVerdict
 	for _, e := range s.entries {
+		if !e.always && sk.has(e.name) {
+			continue
+		}
 		k, why := "cannot be watched", e.failure
 		if e.r != nil {
 			var throttled bool
@@ -504,15 +535,9 @@ func (s *discoverySet) verdict() (kind, reason string) {
 				continue
 			}
 		}
-		kind = cmp.Or(kind, k)
-		if b.Len() > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(e.label)
-		b.WriteString(": ")
-		b.WriteString(why)
+		vs = append(vs, memberVerdict{kind: k, text: e.label + ": " + why, always: e.always})
 	}
-	return kind, b.String()
+	return r.judge(vs)
 }
 
 // Lag is the largest lag last measured on a watched member; 0 when none.
@@ -570,7 +595,12 @@ func (d *Discovery) Stats() Stats {
 			}
 		}
 	}
-	return statsOf(d.gate.Ledger(), ok, failed, last)
+	st := statsOf(d.gate.Ledger(), ok, failed, last)
+	if s := d.cur.Load(); s != nil && !s.released && !st.Released {
+		_, _, st.Tolerated = s.verdict(d.rule)
+		st.Skipped = d.rule.skipped()
+	}
+	return st
 }
 
 func (d *Discovery) stateGate() *gate.Gate { return &d.gate }

@@ -302,17 +302,17 @@ func (d *Discovery) publish() {
 		}
 		if m.open {
 			s.watched = append(s.watched, m.r)
-			s.entries = append(s.entries, discoveryEntry{label: m.label(), r: m.r})
+			s.entries = append(s.entries, discoveryEntry{label: m.label(), name: m.host.name(), r: m.r})
 			continue
 		}
 		s.failed = true
 		// Replication.Open's errors start with "throttler: open: ".
 		why := strings.TrimPrefix(m.err.Error(), "throttler: open: ")
-		s.entries = append(s.entries, discoveryEntry{label: m.label(), failure: "cannot be watched: " + why})
+		s.entries = append(s.entries, discoveryEntry{label: m.label(), name: m.host.name(), failure: "cannot be watched: " + why})
 	}
 	if d.listStale {
 		s.failed = true
-		s.entries = append(s.entries, discoveryEntry{label: d.name, failure: fmt.Sprintf(
+		s.entries = append(s.entries, discoveryEntry{label: d.name, always: true, failure: fmt.Sprintf(
 			"the primary could not be asked for its replicas for %v, so replicas may be unwatched: %v",
 			time.Since(d.lastListed).Round(time.Second), d.listErr)})
 	}
@@ -344,10 +344,11 @@ func (d *Discovery) refresh() {
 }
 
 // judge publishes snapshot s's state to the gate: throttled while a member
-// cannot be watched or any watched member throttles. Caller holds pubMu.
+// cannot be watched or any watched member throttles (more than the set
+// tolerates, skips aside). Caller holds pubMu.
 func (d *Discovery) judge(s *discoverySet) {
-	kind, reason := s.verdict()
-	d.gate.Set(kind != "", kind, reason)
+	kind, reason, _ := s.verdict(d.rule)
+	d.gate.Set(reason != "", kind, reason)
 }
 
 // sameAs reports whether t shows the same members in the same states.

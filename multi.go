@@ -11,15 +11,18 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/throttlekit/throttler/internal/gate"
 	"github.com/throttlekit/throttler/internal/lifecycle"
 )
 
-// Multi combines throttlers: it is throttled while any of them is. Use it to
-// watch several replicas, or several signals (lag, load, a schedule), with
-// one BlockWait per chunk.
+// Multi combines throttlers: it is throttled while any of them is (skipped
+// ones aside, see Skip; more than WithTolerateMembers, for a replica set).
+// Use it to watch several replicas, or several signals (lag, load, a
+// schedule), with one BlockWait per chunk; Only gives a view that waits on
+// some of them.
 //
 // Multi adds no goroutine of its own while clear: IsThrottled asks each child
 // in turn (each an atomic load), and an unthrottled BlockWait does the same.
@@ -74,6 +77,16 @@ type Multi struct {
 	pace        *pacer
 	paceMaxWait time.Duration // the replicas' WithMaxWait, for pace
 	pacedKids   []pacedThrottler
+
+	// rule is how the children count: the ones skipped (Skip) and, for a
+	// replica set, how many throttling ones are tolerated. A view (Only)
+	// shares its parent's.
+	rule *memberRule
+	// parent is the Multi a view (Only) looks at, nil for a Multi;
+	// unparent stops the view's following its parent's release.
+	parent   *Multi
+	unparent func() bool
+	viewOpen atomic.Bool // a view's Open succeeded
 }
 
 // multiKid is one child's Open state.
@@ -104,9 +117,13 @@ type pacedThrottler interface {
 // ErrInvalidConfig; such a Multi is never throttled, and Close closes the
 // others.
 func NewMulti(ts ...Throttler) *Multi {
-	m := &Multi{children: ts, names: make([]string, len(ts)), kids: make([]multiKid, len(ts))}
+	m := &Multi{children: ts, names: make([]string, len(ts)), kids: make([]multiKid, len(ts)), rule: newMemberRule(0)}
 	m.kidsCtx, m.kidsCancel = context.WithCancel(context.Background())
-	m.life.Gate, m.life.OnEnd = &m.gate, m.kidsCancel
+	m.life.Gate = &m.gate
+	m.life.OnEnd = func() {
+		m.kidsCancel()
+		m.rule.stop()
+	}
 	seen := make(map[string]int, len(ts))
 	for i, t := range ts {
 		if isNil(t) {
@@ -135,6 +152,7 @@ func NewMulti(ts ...Throttler) *Multi {
 				o.stateGate().Watch(m.refresh)
 			}
 		}
+		m.rule.watch(m.refresh)
 	}
 	m.name = "multi"
 	return m
@@ -160,32 +178,34 @@ func (m *Multi) SetOnChange(name string, f func(Change)) {
 func (m *Multi) refresh() {
 	m.refreshMu.Lock()
 	defer m.refreshMu.Unlock()
-	if m.ended() {
+	if m.idle() {
 		return
 	}
-	// Each child's state is read at once, so that a child clearing
-	// meanwhile is either throttled with its reason or clear.
-	kind := ""
-	var b strings.Builder
+	kind, reason, _ := m.rule.judge(m.verdicts())
+	m.gate.Set(reason != "", kind, reason)
+}
+
+// verdicts are the throttling children the rule counts (not skipped), each
+// child's state read at once, so that a child clearing meanwhile is either
+// throttled with its reason or clear.
+func (m *Multi) verdicts() []memberVerdict {
+	sk := m.rule.skips.Load()
+	var vs []memberVerdict
 	for i, t := range m.children {
+		if sk.has(m.names[i]) {
+			continue
+		}
 		throttled, k, reason := false, "throttled", ""
 		if o, ok := t.(observable); ok {
 			throttled, k, reason = o.stateGate().State()
 		} else if throttled = t.IsThrottled(); throttled {
 			reason = reasonOf(t)
 		}
-		if !throttled {
-			continue
+		if throttled {
+			vs = append(vs, memberVerdict{kind: k, text: m.names[i] + ": " + cmp.Or(reason, "throttled")})
 		}
-		kind = cmp.Or(kind, k)
-		if b.Len() > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(m.names[i])
-		b.WriteString(": ")
-		b.WriteString(cmp.Or(reason, "throttled"))
 	}
-	m.gate.Set(kind != "", kind, b.String())
+	return vs
 }
 
 // reasonOf is t's ThrottleReason, or "" when it has none.
@@ -204,6 +224,10 @@ func (m *Multi) Stats() Stats {
 	}
 	m.refresh()
 	st := statsOf(m.gate.Ledger(), 0, 0, time.Time{})
+	if !m.idle() {
+		_, _, st.Tolerated = m.rule.judge(m.verdicts())
+		st.Skipped = m.rule.skipped()
+	}
 	for _, t := range m.children {
 		if r, ok := t.(StatsReporter); ok {
 			c := r.Stats()
@@ -269,6 +293,9 @@ func (e *multiChildError) Unwrap() error { return e.err }
 func (m *Multi) Open(ctx context.Context) error {
 	if err := m.check(); err != nil {
 		return err
+	}
+	if m.parent != nil {
+		return m.openView(ctx)
 	}
 	life, err := m.life.Begin(ctx)
 	if err != nil {
@@ -364,7 +391,12 @@ func (m *Multi) Close() error {
 	if !m.life.Close() {
 		return nil
 	}
-	m.kidsCancel() // also when no Open succeeded
+	m.kidsCancel()       // also when no Open succeeded
+	if m.parent != nil { // a view: the children are its parent's
+		m.unparent()
+		return nil
+	}
+	m.rule.stop()
 	m.opens.Wait()
 	errs := make([]error, len(m.children))
 	m.each(func(i int, t Throttler) {
@@ -381,21 +413,34 @@ func (m *Multi) Close() error {
 // ended reports whether the Multi is released for good: Close was called or
 // the context of the Open that succeeded is done. It takes no lock and
 // allocates nothing.
-func (m *Multi) ended() bool { return m.gate.Released() }
+func (m *Multi) ended() bool { return m.gate.Released() || m.parent != nil && m.parent.ended() }
 
-// IsThrottled reports whether any child is throttled. It asks each child's
+// idle reports whether the Multi has nothing to say: released, or a view
+// not yet open (its children may be throttled for its parent).
+func (m *Multi) idle() bool { return m.ended() || m.parent != nil && !m.viewOpen.Load() }
+
+// IsThrottled reports whether any child is throttled (more than a replica
+// set tolerates; a skipped child does not count). It asks each child's
 // IsThrottled, so it does no I/O and no allocation when they do none; it is
 // false for a Multi holding a nil child.
 func (m *Multi) IsThrottled() bool {
-	if m.invalid != nil || m.ended() {
+	if m.invalid != nil || m.idle() {
 		return false
 	}
-	for _, t := range m.children {
-		if t.IsThrottled() {
-			return true
+	return m.count(m.rule.skips.Load(), m.rule.tolerate+1) > m.rule.tolerate
+}
+
+// count counts the throttled children that sk does not skip, up to limit.
+func (m *Multi) count(sk *skipSet, limit int) int {
+	n := 0
+	for i, t := range m.children {
+		if !sk.has(m.names[i]) && t.IsThrottled() {
+			if n++; n >= limit {
+				break
+			}
 		}
 	}
-	return false
+	return n
 }
 
 // BlockWait waits on every throttled child at once, and again on any child
@@ -452,9 +497,17 @@ func (m *Multi) waitClear(ctx context.Context) (err error) {
 			m.gate.CountWait(start, err)
 		}
 	}()
+	switch {
+	case m.ended():
+		return ErrClosed
+	case m.parent != nil && !m.viewOpen.Load():
+		return nil
+	}
+	tolerate := m.rule.tolerate
 	for {
-		throttled := m.throttledChildren()
-		if len(throttled) == 0 {
+		sk := m.rule.skips.Load()
+		throttled := m.throttledChildren(sk)
+		if len(throttled) <= tolerate {
 			return nil
 		}
 		if !blocked {
@@ -464,18 +517,29 @@ func (m *Multi) waitClear(ctx context.Context) (err error) {
 			return ErrClosed
 		}
 		wctx, cancel := context.WithCancel(ctx)
-		// AfterFunc starts no goroutine unless Close is called.
+		// AfterFunc starts no goroutine unless Close is called, or a skip
+		// changes what counts.
+		var woke atomic.Bool // the count may be low enough: look again
+		wake := func() {
+			woke.Store(true)
+			cancel()
+		}
 		unwatch := context.AfterFunc(m.kidsCtx, cancel)
+		unskip := context.AfterFunc(sk.changed, wake)
 		var wg sync.WaitGroup
 		for _, i := range throttled {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				m.children[i].BlockWait(wctx)
-			}()
+				// Tolerating some, the set may clear while others
+				// still throttle.
+				if tolerate > 0 && wctx.Err() == nil && m.count(sk, tolerate+1) <= tolerate {
+					wake()
+				}
+			})
 		}
 		wg.Wait()
 		unwatch()
+		unskip()
 		cancel()
 		if err := ctx.Err(); err != nil {
 			return err
@@ -483,18 +547,25 @@ func (m *Multi) waitClear(ctx context.Context) (err error) {
 		if m.ended() {
 			return ErrClosed
 		}
-		for _, i := range throttled {
-			if m.children[i].IsThrottled() {
-				return fmt.Errorf("%w: %s", ErrMaxWait, m.ThrottleReason())
+		if woke.Load() {
+			continue
+		}
+		// Every wait ended on its own: a child's cap, if it still throttles.
+		if sk = m.rule.skips.Load(); m.count(sk, tolerate+1) > tolerate {
+			for _, i := range throttled {
+				if !sk.has(m.names[i]) && m.children[i].IsThrottled() {
+					return fmt.Errorf("%w: %s", ErrMaxWait, m.ThrottleReason())
+				}
 			}
 		}
 	}
 }
 
-func (m *Multi) throttledChildren() []int {
+// throttledChildren are the throttled children sk does not skip.
+func (m *Multi) throttledChildren(sk *skipSet) []int {
 	var out []int
 	for i, t := range m.children {
-		if t.IsThrottled() {
+		if !sk.has(m.names[i]) && t.IsThrottled() {
 			out = append(out, i)
 		}
 	}
@@ -507,6 +578,11 @@ func (m *Multi) UpdateLag(ctx context.Context) error {
 	if err := m.check(); err != nil {
 		return err
 	}
+	if m.parent != nil {
+		if err := m.checkView(); err != nil {
+			return err
+		}
+	}
 	errs := make([]error, len(m.children))
 	m.each(func(i int, t Throttler) {
 		if err := t.UpdateLag(ctx); err != nil {
@@ -517,30 +593,14 @@ func (m *Multi) UpdateLag(ctx context.Context) error {
 }
 
 // ThrottleReason names every throttling child and its reason, separated by
-// "; ", or "" when none is throttled.
+// "; ", or "" when the Multi is not throttled (none is, or no more than a
+// replica set tolerates: Stats.Tolerated names those).
 func (m *Multi) ThrottleReason() string {
-	if m.invalid != nil || m.ended() {
+	if m.invalid != nil || m.idle() {
 		return ""
 	}
-	var b strings.Builder
-	for i, t := range m.children {
-		if !t.IsThrottled() {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(m.names[i])
-		if r, ok := t.(Reasoner); ok {
-			if reason := r.ThrottleReason(); reason != "" {
-				b.WriteString(": ")
-				b.WriteString(reason)
-			}
-		} else {
-			b.WriteString(": throttled")
-		}
-	}
-	return b.String()
+	_, reason, _ := m.rule.judge(m.verdicts())
+	return reason
 }
 
 // Lag is the largest Lag of the children that report one.
@@ -575,7 +635,8 @@ var (
 // Replication per replica, named by its key (WithName), under one Multi. Each
 // replica is polled by its own monitor, so a slow or hung replica never
 // delays the verdict on the others, and it fails closed on its own. The
-// options apply to every replica.
+// options apply to every replica, but for WithTolerateMembers, which is the
+// set's; Skip skips a replica by its key.
 func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duration, logger *slog.Logger, opts ...Option) (*Multi, error) {
 	if len(replicas) == 0 {
 		return nil, fmt.Errorf("%w: NewReplicasThrottler: no replicas", ErrInvalidConfig)
@@ -588,7 +649,14 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 	ts := make([]Throttler, 0, len(names))
 	var errs []error
 	var pace *pacer
-	o, _ := buildOptions(opts, "a replication throttler", replicationOptions) // its problems: each replica's below
+	o, problems := buildOptions(opts, "a replica set", replicationOptions|optTolerate)
+	if o.given&optTolerate != 0 && o.tolerate >= len(replicas) {
+		problems = append(problems, fmt.Errorf("WithTolerateMembers(%d) tolerates every one of the %d replicas: the set would never throttle", o.tolerate, len(replicas)))
+	}
+	if err := configError(problems); err != nil {
+		return nil, err
+	}
+	opts = append(opts[:len(opts):len(opts)], withoutSetOptions())
 	if o.pacing {
 		// One rate for the set, the slowest replica's: every replica
 		// steers the same pacer, and the Multi paces the callers.
@@ -611,6 +679,7 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 	}
 	m := NewMulti(ts...)
 	m.pace, m.paceMaxWait = pace, o.maxWait
+	m.rule.tolerate = o.tolerate
 	if o.onChange != nil {
 		m.SetOnChange("replicas", o.onChange)
 	}

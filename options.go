@@ -22,7 +22,8 @@ var ErrInvalidConfig = errors.New("throttler: invalid configuration")
 // NewPurgeLag, NewQuery, NewHTTP, and NewPause with a flag file), WithLagSource,
 // WithPacing, WithChannels, WithLagBeyondDelay and WithGroupApplierQueueLimit
 // to the replication throttlers only, and WithMaxWait and WithName to every
-// throttler.
+// throttler; WithTolerateMembers to the replica sets (NewReplicasThrottler,
+// NewDiscovery).
 type Option func(*options)
 
 // optionSet is a set of options, by what they set: which a caller gave, and
@@ -41,6 +42,7 @@ const (
 	optBeyondDelay
 	optGroupQueue
 	optOnChange
+	optTolerate
 
 	// Every throttler has a wait and a name; the polling ones a timing;
 	// the replication ones a lag source and pacing as well.
@@ -57,6 +59,7 @@ var optionNames = []struct {
 	{optMaxWait, "WithMaxWait"}, {optName, "WithName"}, {optLagSource, "WithLagSource"}, {optPacing, "WithPacing"},
 	{optChannels, "WithChannels"}, {optBeyondDelay, "WithLagBeyondDelay"}, {optGroupQueue, "WithGroupApplierQueueLimit"},
 	{optOnChange, "WithOnChange"},
+	{optTolerate, "WithTolerateMembers"},
 }
 
 type options struct {
@@ -76,6 +79,7 @@ type options struct {
 	beyondDelayWhereRead bool
 	groupQueue           int64 // WithGroupApplierQueueLimit; 0: none
 	onChange             func(Change)
+	tolerate             int // WithTolerateMembers
 	given                optionSet
 	errs                 []error
 }

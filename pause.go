@@ -119,10 +119,7 @@ func (p *Pause) Pause(reason string) {
 // nothing. Before Open the time already counts.
 func (p *Pause) PauseFor(d time.Duration, reason string) error {
 	if err := checkSpan(fmt.Sprintf("PauseFor(%v): the pause", d), d, ""); err != nil {
-		return configError([]error{err})
-	}
-	if d <= 0 {
-		return configError([]error{fmt.Errorf("PauseFor(%v): the pause must be positive", d)})
+		return configError([]error{err}) // checkSpan without a zero: d must be positive
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

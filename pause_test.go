@@ -2,11 +2,13 @@ package throttler
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -195,4 +197,148 @@ func pauseMonitors() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	return strings.Count(string(buf), "internal/poller.(*Poller).monitor")
+}
+
+// changeLog collects WithOnChange's changes.
+type changeLog struct {
+	mu  sync.Mutex
+	got []Change
+}
+
+func (l *changeLog) add(c Change) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.got = append(l.got, c)
+}
+
+// sleepWait moves the fake clock by d and lets every goroutine that woke
+// (a timer's) run until it blocks.
+func sleepWait(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// throttled is the Throttled of every change so far, once delivered.
+func (l *changeLog) throttled() []bool {
+	synctest.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []bool
+	for _, c := range l.got {
+		out = append(out, c.Throttled)
+	}
+	return out
+}
+
+// TestPauseFor: an expiring pause ends by itself exactly at its end, waking
+// the waiters; its time counts before Open; it names its end; Stats and
+// OnChange see the pause and the expiry as changes.
+func TestPauseFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		var changes changeLog
+		p := newTestPause(t, PauseConfig{}, WithOnChange(changes.add))
+
+		require.NoError(t, p.PauseFor(time.Hour, "migration window"))
+		until := time.Now().Add(time.Hour)
+		assert.Equal(t, until, p.PausedUntil())
+		assert.True(t, p.Paused())
+		sleepWait(30 * time.Minute) // before Open, the time counts
+		require.NoError(t, p.Open(ctx))
+		require.True(t, p.IsThrottled())
+		assert.Equal(t, "paused manually: migration window (until "+until.Format(time.RFC3339)+")", p.ThrottleReason())
+		assert.Equal(t, p.ThrottleReason(), p.Stats().Reason)
+
+		done := contractWaiters(ctx, p, 20)
+		sleepWait(30*time.Minute - time.Nanosecond)
+		assert.False(t, returned(done), "not before its end")
+		assert.True(t, p.IsThrottled())
+		sleepWait(time.Nanosecond)
+		assert.True(t, returned(done), "its end wakes every waiter")
+		assert.False(t, p.IsThrottled())
+		assert.False(t, p.Paused())
+		assert.True(t, p.PausedUntil().IsZero())
+		assert.Empty(t, p.ThrottleReason())
+
+		st := p.Stats()
+		assert.False(t, st.Throttled)
+		assert.Equal(t, int64(1), st.Episodes)
+		assert.Equal(t, 30*time.Minute, st.ThrottledTotal, "from Open to the end")
+		assert.Equal(t, []bool{true, false}, changes.throttled(), "the pause and its end, each one change")
+	})
+}
+
+func TestPauseForEndedBeforeOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newTestPause(t, PauseConfig{})
+		require.NoError(t, p.PauseFor(time.Minute, ""))
+		sleepWait(time.Minute)
+		assert.False(t, p.Paused(), "ended before Open")
+		require.NoError(t, p.Open(context.Background()))
+		assert.False(t, p.IsThrottled())
+	})
+}
+
+// TestPauseForIsReplaced: Pause, Resume and another PauseFor replace an
+// expiring pause, and the replaced one's end changes nothing.
+func TestPauseForIsReplaced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newTestPause(t, PauseConfig{})
+		require.NoError(t, p.Open(context.Background()))
+
+		require.NoError(t, p.PauseFor(time.Hour, "short"))
+		p.Pause("until lifted")
+		assert.True(t, p.PausedUntil().IsZero(), "Pause lasts until Resume")
+		assert.Equal(t, "paused manually: until lifted", p.ThrottleReason())
+		sleepWait(2 * time.Hour)
+		assert.True(t, p.IsThrottled(), "the replaced end does not resume")
+
+		require.NoError(t, p.PauseFor(time.Hour, "longer"))
+		require.NoError(t, p.PauseFor(2*time.Hour, "longer"))
+		sleepWait(time.Hour)
+		assert.True(t, p.IsThrottled(), "the second PauseFor set a new end")
+		sleepWait(time.Hour)
+		assert.False(t, p.IsThrottled())
+
+		require.NoError(t, p.PauseFor(time.Hour, "lifted early"))
+		p.Resume()
+		assert.False(t, p.IsThrottled())
+		p.Pause("again")
+		sleepWait(2 * time.Hour)
+		assert.True(t, p.IsThrottled(), "the resumed PauseFor's end does not end a later Pause")
+	})
+}
+
+func TestPauseForRejectsBadDurations(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newTestPause(t, PauseConfig{})
+		require.NoError(t, p.Open(context.Background()))
+		require.NoError(t, p.PauseFor(time.Hour, "kept"))
+		until := p.PausedUntil()
+		for _, d := range []time.Duration{0, -time.Second, 7*24*time.Hour + time.Nanosecond} {
+			err := p.PauseFor(d, "bad")
+			assert.ErrorIs(t, err, ErrInvalidConfig, "%v", d)
+			assert.ErrorContains(t, err, fmt.Sprintf("PauseFor(%v)", d))
+			assert.Equal(t, 1, strings.Count(err.Error(), ErrInvalidConfig.Error()), "wrapped once")
+		}
+		assert.Equal(t, until, p.PausedUntil(), "a bad PauseFor changes nothing")
+		assert.Contains(t, p.ThrottleReason(), "kept")
+		require.NoError(t, p.PauseFor(7*24*time.Hour, "a week is the most"))
+	})
+}
+
+func TestPauseForAfterClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newTestPause(t, PauseConfig{})
+		require.NoError(t, p.Open(context.Background()))
+		require.NoError(t, p.PauseFor(time.Hour, "cut short by Close"))
+		require.NoError(t, p.Close())
+		assert.False(t, p.IsThrottled())
+		require.NoError(t, p.PauseFor(time.Hour, "after close"))
+		assert.NotContains(t, p.ThrottleReason(), "after close")
+		assert.False(t, p.IsThrottled(), "no effect after Close")
+		sleepWait(2 * time.Hour) // Close disarmed the timer: nothing left to fire
+		assert.False(t, p.IsThrottled())
+		assert.True(t, p.Stats().Released)
+	})
 }

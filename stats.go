@@ -44,6 +44,13 @@ type Stats struct {
 	// Released is set once the throttler stopped (Close, or the end of
 	// Open's context).
 	Released bool
+	// Tolerated and Skipped are a set's (Multi, Discovery): Tolerated
+	// names each member that throttles while the set is clear, because it
+	// tolerates that many (WithTolerateMembers), as "<name>: <reason>";
+	// Skipped each member skipped for a while (Skip), as "<name> (until
+	// <time>)". Both are nil otherwise, and once released.
+	Tolerated []string
+	Skipped   []string
 }
 
 // StatsReporter is implemented by every throttler of this package.
