@@ -67,8 +67,9 @@ type Discovery struct {
 	primary   *sql.DB
 	cfg       DiscoveryConfig
 	tmpl      *template.Template
-	tolerance time.Duration
-	opts      []Option // for every member, before its WithName
+	tolerance atomic.Int64 // nanoseconds, for new members; SetTolerance changes it
+	tolMu     sync.Mutex   // serialises giving the members a new tolerance
+	opts      []Option     // for every member, before its WithName
 	o         options
 	name      string
 	log       *slog.Logger // the Discovery's own lines
@@ -194,18 +195,18 @@ func NewDiscovery(primary *sql.DB, lagTolerance time.Duration, cfg DiscoveryConf
 		return nil, err
 	}
 	d := &Discovery{
-		primary:   primary,
-		cfg:       cfg,
-		tmpl:      tmpl,
-		tolerance: lagTolerance,
-		opts:      slices.Clip(append(slices.Clone(opts), withoutSetOptions())),
-		o:         o,
-		name:      o.name,
-		baseLog:   logger,
-		members:   make(map[replicaKey]*discoveryMember),
-		stmts:     spellings{stmts: discoveryStatements},
-		rule:      newMemberRule(o.tolerate),
+		primary: primary,
+		cfg:     cfg,
+		tmpl:    tmpl,
+		opts:    slices.Clip(append(slices.Clone(opts), withoutSetOptions())),
+		o:       o,
+		name:    o.name,
+		baseLog: logger,
+		members: make(map[replicaKey]*discoveryMember),
+		stmts:   spellings{stmts: discoveryStatements},
+		rule:    newMemberRule(o.tolerate),
 	}
+	d.tolerance.Store(int64(lagTolerance))
 	d.rule.watch(d.refresh)
 	if d.name == "" {
 		d.name = "replica discovery"
@@ -291,7 +292,7 @@ func (d *Discovery) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("throttler: open: %w", err) // Close shuts the members down
 	}
-	d.log.Info("throttler: open", "replicas", d.Replicas(), "tolerance", d.tolerance, "every", d.cfg.Every)
+	d.log.Info("throttler: open", "replicas", d.Replicas(), "tolerance", d.Tolerance(), "every", d.cfg.Every)
 	return nil
 }
 

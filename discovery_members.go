@@ -252,7 +252,7 @@ func (d *Discovery) openMember(mctx context.Context, m *discoveryMember) {
 	}
 	if m.r == nil {
 		opts := append(d.opts, WithName(m.host.name()), withoutOnChange())
-		r, err := NewReplicationThrottler(m.db, d.tolerance, d.baseLog, opts...)
+		r, err := NewReplicationThrottler(m.db, d.Tolerance(), d.baseLog, opts...)
 		if err != nil {
 			m.err = err
 			return
@@ -317,6 +317,7 @@ func (d *Discovery) publish() {
 			time.Since(d.lastListed).Round(time.Second), d.listErr)})
 	}
 
+	defer d.syncTolerance(s) // once s is published: see SetTolerance
 	d.pubMu.Lock()
 	defer d.pubMu.Unlock()
 	old := d.cur.Load()

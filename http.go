@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -40,9 +40,8 @@ import (
 // Most callers need only NewHTTP (often with FrenoURL), Open, BlockWait
 // before each chunk, and Close.
 type HTTP struct {
-	name      string // WithName's, or ""
-	url       string // as given; requests use it
-	shown     string // the URL with any password redacted, for reasons and logs
+	name      string                     // WithName's, or ""
+	target    atomic.Pointer[httpTarget] // the URL the next request goes to
 	method    string
 	client    *http.Client
 	ownClient bool // built by NewHTTP: Close closes its idle connections
@@ -50,6 +49,25 @@ type HTTP struct {
 	host      string // a Host header, which net/http takes from Request.Host
 	log       *slog.Logger
 	polling
+}
+
+// httpTarget is a URL to ask: as given (requests use it), and with any
+// password redacted, for reasons and logs.
+type httpTarget struct{ url, shown string }
+
+// httpParseURL checks what may be a check URL; field names it in errors.
+func httpParseURL(field, s string) (*httpTarget, error) {
+	if s == "" {
+		return nil, fmt.Errorf("%s is empty", field)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", field, s, err)
+	}
+	if problem := httpURLProblem(u); problem != "" {
+		return nil, fmt.Errorf("%s %q%s", field, u.Redacted(), problem)
+	}
+	return &httpTarget{url: s, shown: u.Redacted()}, nil
 }
 
 // HTTPConfig says which endpoint an HTTP throttler asks and how.
@@ -134,15 +152,9 @@ const (
 // option out of range) is an error wrapping ErrInvalidConfig.
 func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error) {
 	var errs []error
-	var u *url.URL
-	if cfg.URL == "" {
-		errs = append(errs, errors.New("HTTPConfig.URL is empty"))
-	} else if pu, err := url.Parse(cfg.URL); err != nil {
-		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q: %w", cfg.URL, err))
-	} else if problem := httpURLProblem(pu); problem != "" {
-		errs = append(errs, fmt.Errorf("HTTPConfig.URL %q%s", pu.Redacted(), problem))
-	} else {
-		u = pu
+	target, err := httpParseURL("HTTPConfig.URL", cfg.URL)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	method := strings.ToUpper(cfg.Method)
 	switch method {
@@ -157,7 +169,8 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 		return nil, err
 	}
 	logger = o.logger(logger) // WithName's name on every line
-	h := &HTTP{name: o.name, url: cfg.URL, shown: u.Redacted(), method: method, client: cfg.Client, header: cfg.Header.Clone()}
+	h := &HTTP{name: o.name, method: method, client: cfg.Client, header: cfg.Header.Clone()}
+	h.target.Store(target)
 	if h.client == nil {
 		h.ownClient = true
 		h.client = &http.Client{Transport: httpNewTransport()}
@@ -166,7 +179,7 @@ func NewHTTP(cfg HTTPConfig, logger *slog.Logger, opts ...Option) (*HTTP, error)
 		h.host = host
 		h.header.Del("Host")
 	}
-	h.log = logger.With("url", h.shown)
+	h.log = logger.With("url", target.shown) // NewHTTP's: SetURL logs the new one
 	h.polling = polling{poll: poller.New(o.pollerConfig(h.log, "answer", "HTTP"), h.probe), updating: "update"}
 	return h, nil
 }
@@ -187,7 +200,8 @@ func (h *HTTP) Open(ctx context.Context) error {
 func (h *HTTP) probe(ctx context.Context) (poller.Verdict, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, h.method, h.url, nil)
+	target := h.target.Load()
+	req, err := http.NewRequestWithContext(ctx, h.method, target.url, nil)
 	if err != nil {
 		return poller.Verdict{}, fmt.Errorf("HTTP check: %w", err)
 	}
@@ -226,7 +240,7 @@ func (h *HTTP) probe(ctx context.Context) (poller.Verdict, error) {
 	return poller.Verdict{
 		Throttled: true,
 		Kind:      "HTTP " + strconv.Itoa(resp.StatusCode),
-		Reason:    "HTTP check " + h.shown + ": " + httpStatusReason(resp.StatusCode, body),
+		Reason:    "HTTP check " + target.shown + ": " + httpStatusReason(resp.StatusCode, body),
 	}, nil
 }
 
@@ -317,6 +331,27 @@ func httpNewTransport() *http.Transport {
 	}
 	return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
 }
+
+// SetURL changes the URL asked, validated as NewHTTP validates
+// HTTPConfig.URL; a bad one is an error wrapping ErrInvalidConfig and
+// changes nothing. There is no reading to judge again for a new URL: the
+// throttler asks the new one at once instead, and its answer is published
+// when it arrives (within WithQueryTimeout); until then the old URL's
+// answer stands. A request to the old URL in flight meanwhile is published
+// when it lands, then the new URL's. Before Open, Open asks the new URL.
+func (h *HTTP) SetURL(rawURL string) error {
+	target, err := httpParseURL("SetURL: the URL", rawURL)
+	if err != nil {
+		return configError([]error{err})
+	}
+	old := h.target.Swap(target)
+	h.poll.Kick()
+	h.log.Info("throttler: URL changed", "to", target.shown, "was", old.shown)
+	return nil
+}
+
+// URL is the URL asked now, with any password redacted.
+func (h *HTTP) URL() string { return h.target.Load().shown }
 
 // Close also closes the idle connections of the client NewHTTP built.
 func (h *HTTP) Close() error {

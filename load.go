@@ -53,8 +53,10 @@ import (
 type Load struct {
 	db     *sql.DB
 	name   string
-	limits []LoadLimit
-	stmt   string // SHOW GLOBAL STATUS for exactly the limits' variables
+	limits []LoadLimit // the variables and whether each is a Rate, fixed; levels has the levels now
+	levels atomic.Pointer[loadLevels]
+	last   atomic.Pointer[loadReading] // the last successful reading
+	stmt   string                      // SHOW GLOBAL STATUS for exactly the limits' variables
 	log    *slog.Logger
 	polling
 	values []atomic.Uint64 // math.Float64bits of the last value (or rate) per limit, in limits' order
@@ -71,11 +73,27 @@ type Load struct {
 	// throttler, or one whose Open context ended, is never critical.
 	critical atomic.Pointer[string]
 	critMu   sync.Mutex // serialises critical changes and their log lines
-	// criticalFor is LoadConfig.CriticalFor; critSince is the first
-	// reading of the current run of critical readings (zero when the last
-	// successful reading was not critical), guarded by critMu.
-	criticalFor time.Duration
-	critSince   time.Time
+	// critSince is the first reading of the current run of critical
+	// readings (zero when the last successful reading was not critical),
+	// guarded by critMu.
+	critSince time.Time
+}
+
+// loadLevels are the levels a Load judges its readings against: NewLoad's
+// LoadConfig's, or the last SetLimits's, in the order of Load.limits.
+type loadLevels struct {
+	limits      []LoadLimit
+	criticalFor time.Duration // LoadConfig.CriticalFor
+}
+
+// loadReading is one successful reading: per limit, the value (or rate),
+// as shown in reasons (with its unit), and whether it is known (a Rate
+// limit has none until a second reading).
+type loadReading struct {
+	at    time.Time
+	vals  []float64
+	shown []string
+	known []bool
 }
 
 // LoadConfig says which status variables Load watches and at which levels.
@@ -168,16 +186,16 @@ func NewLoad(db *sql.DB, cfg LoadConfig, logger *slog.Logger, opts ...Option) (*
 	}
 	logger = o.logger(logger)
 	l := &Load{
-		db:          db,
-		name:        o.name,
-		limits:      limits,
-		stmt:        loadStatement(limits),
-		log:         logger,
-		values:      make([]atomic.Uint64, len(limits)),
-		rates:       make([]loadRate, len(limits)),
-		rateWindow:  o.interval / 2,
-		criticalFor: cfg.CriticalFor,
+		db:         db,
+		name:       o.name,
+		limits:     limits,
+		stmt:       loadStatement(limits),
+		log:        logger,
+		values:     make([]atomic.Uint64, len(limits)),
+		rates:      make([]loadRate, len(limits)),
+		rateWindow: o.interval / 2,
 	}
+	l.levels.Store(&loadLevels{limits: limits, criticalFor: cfg.CriticalFor})
 	l.polling = polling{poll: poller.New(o.pollerConfig(logger, "status reading", "load"), l.probe), updating: "update load"}
 	return l, nil
 }
@@ -308,32 +326,114 @@ func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
 		return poller.Verdict{}, err
 	}
 	now := time.Now() // the monotonic reading rates are measured on
-	var reason, critical []string
+	n := len(l.limits)
+	rd := &loadReading{at: now, vals: make([]float64, n), shown: make([]string, n), known: make([]bool, n)}
 	for i, lim := range l.limits {
-		v, shown, unit := vals[i].f, vals[i].raw, ""
+		v, shown, ok := vals[i].f, vals[i].raw, true
 		if lim.Rate {
-			var ok bool
-			v, ok = l.rates[i].next(vals[i], now, l.rateWindow)
-			l.values[i].Store(math.Float64bits(v))
-			if !ok {
-				continue // no rate yet: see LoadLimit.Rate
-			}
-			shown, unit = loadFormatRate(v), "/s"
-		} else {
-			l.values[i].Store(math.Float64bits(v))
+			v, ok = l.rates[i].next(vals[i], now, l.rateWindow) // no rate yet: see LoadLimit.Rate
+			shown = loadFormatRate(v) + "/s"
 		}
-		if v >= lim.Threshold {
-			reason = append(reason, lim.Variable+" "+shown+unit+" >= "+loadFormat(lim.Threshold)+unit)
+		l.values[i].Store(math.Float64bits(v))
+		rd.vals[i], rd.shown[i], rd.known[i] = v, shown, ok
+	}
+	l.last.Store(rd) // before judging: see poller.Rejudge
+	v, critical := l.judge(rd, l.levels.Load())
+	l.readCritical(critical, now)
+	return v, nil
+}
+
+// judge is what reading rd calls for against levels lv, and its critical
+// reason ("" for none): the probe's verdict, and SetLimits's.
+func (l *Load) judge(rd *loadReading, lv *loadLevels) (poller.Verdict, string) {
+	var reason, critical []string
+	for i, lim := range lv.limits {
+		if !rd.known[i] {
+			continue
 		}
-		if lim.Critical > 0 && v >= lim.Critical {
-			critical = append(critical, lim.Variable+" "+shown+unit+" >= "+loadFormat(lim.Critical)+unit)
+		unit := ""
+		if lim.Rate {
+			unit = "/s"
+		}
+		if rd.vals[i] >= lim.Threshold {
+			reason = append(reason, lim.Variable+" "+rd.shown[i]+" >= "+loadFormat(lim.Threshold)+unit)
+		}
+		if lim.Critical > 0 && rd.vals[i] >= lim.Critical {
+			critical = append(critical, lim.Variable+" "+rd.shown[i]+" >= "+loadFormat(lim.Critical)+unit)
 		}
 	}
-	l.readCritical(strings.Join(critical, ", "), now)
 	if len(reason) == 0 {
-		return poller.Verdict{}, nil
+		return poller.Verdict{}, strings.Join(critical, ", ")
 	}
-	return poller.Verdict{Throttled: true, Kind: "load", Reason: strings.Join(reason, ", ")}, nil
+	return poller.Verdict{Throttled: true, Kind: "load", Reason: strings.Join(reason, ", ")}, strings.Join(critical, ", ")
+}
+
+// judgeLast judges the last reading against the levels now, critical level
+// included (see poller.Rejudge).
+func (l *Load) judgeLast() poller.Verdict {
+	rd := l.last.Load()
+	if rd == nil {
+		return poller.Verdict{}
+	}
+	v, critical := l.judge(rd, l.levels.Load())
+	l.readCritical(critical, rd.at)
+	return v
+}
+
+// SetLimits changes the levels: each watched variable's Threshold and
+// Critical, and CriticalFor. cfg is validated as NewLoad validates it, and
+// must watch the same variables, each a Rate or not as before (the
+// statement and the rates are built for them; watching others is another
+// Load). The last reading is judged at once against the new levels, the
+// critical level included, as ToleranceSetter says of a tolerance.
+func (l *Load) SetLimits(cfg LoadConfig) error {
+	limits, err := loadLimits(cfg)
+	if err != nil {
+		return configError([]error{fmt.Errorf("SetLimits: %w", err)})
+	}
+	lv := &loadLevels{limits: make([]LoadLimit, len(l.limits)), criticalFor: cfg.CriticalFor}
+	set := make([]bool, len(l.limits))
+	var errs []error
+	for _, lim := range limits {
+		i := slices.IndexFunc(l.limits, func(w LoadLimit) bool { return strings.EqualFold(w.Variable, lim.Variable) })
+		switch {
+		case i < 0:
+			errs = append(errs, fmt.Errorf("SetLimits: %s is not watched by this Load: the variables are NewLoad's", lim.Variable))
+			continue
+		case lim.Rate != l.limits[i].Rate:
+			errs = append(errs, fmt.Errorf("SetLimits: %s has Rate %v, and NewLoad's %v", lim.Variable, lim.Rate, l.limits[i].Rate))
+		}
+		lim.Variable = l.limits[i].Variable
+		lv.limits[i], set[i] = lim, true
+	}
+	for i, ok := range set {
+		if !ok {
+			errs = append(errs, fmt.Errorf("SetLimits: %s is watched by this Load but given no levels", l.limits[i].Variable))
+		}
+	}
+	if err := configError(errs); err != nil {
+		return err
+	}
+	l.levels.Store(lv)
+	l.poll.Rejudge(l.judgeLast)
+	l.log.Info("throttler: load levels changed", "load", l.describe())
+	return nil
+}
+
+// Utilization is the largest of the watched values (or rates) over its
+// threshold; see Utilizer.
+func (l *Load) Utilization() float64 {
+	if !l.poll.Live() {
+		return 0
+	}
+	u := 0.0
+	for i, lim := range l.levels.Load().limits {
+		u = max(u, math.Float64frombits(l.values[i].Load())/lim.Threshold)
+	}
+	if l.poll.Throttled() {
+		u = max(u, 1)
+	}
+	return u
 }
 
 // statusReadingError is a reading the server gave that cannot be used
@@ -490,7 +590,7 @@ func (l *Load) readCritical(reason string, at time.Time) {
 	} else if l.critSince.IsZero() {
 		l.critSince = at
 	}
-	if reason == "" || at.Sub(l.critSince) >= l.criticalFor {
+	if reason == "" || at.Sub(l.critSince) >= l.levels.Load().criticalFor {
 		l.setCriticalLocked(reason, false)
 	}
 }
@@ -574,8 +674,9 @@ func (l *Load) String() string {
 // describe is the configuration for the open log line, for example
 // "Threads_running>=25 (critical 100), Innodb_rows_inserted>=5000/s".
 func (l *Load) describe() string {
-	parts := make([]string, len(l.limits))
-	for i, lim := range l.limits {
+	limits := l.levels.Load().limits
+	parts := make([]string, len(limits))
+	for i, lim := range limits {
 		unit := ""
 		if lim.Rate {
 			unit = "/s"
@@ -593,5 +694,6 @@ var (
 	_ Reasoner         = (*Load)(nil)
 	_ Waiter           = (*Load)(nil)
 	_ CriticalReporter = (*Load)(nil)
+	_ Utilizer         = (*Load)(nil)
 	_ fmt.Stringer     = (*Load)(nil)
 )

@@ -151,8 +151,8 @@ func WithLagSource(s LagSource) Option {
 // replica is measured to apply, a little faster while the replica's lag is
 // under target and slower above it, so that a copier faster than the replica
 // holds the lag near target instead of overrunning the tolerance before lag
-// can show it. target 0 means half the lag tolerance; it must be below the
-// tolerance. Any number of goroutines may call BlockWait: they share one
+// can show it. target 0 means half the lag tolerance (which follows
+// SetTolerance); it must be below the tolerance. Any number of goroutines may call BlockWait: they share one
 // rate. It applies to NewReplicationThrottler, NewReplicasThrottler (one rate
 // for the set, the slowest replica's) and NewDiscovery. Without it an
 // unthrottled BlockWait is one atomic load.

@@ -236,6 +236,13 @@ func (p *pacer) observe(c *paceController, at time.Time, d time.Duration, thrott
 	}
 }
 
+// retarget sets the lag c steers to (the tolerance changed).
+func (p *pacer) retarget(c *paceController, target time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c.target = target
+}
+
 // rate is the shared rate in calls per second (for tests and status).
 func (p *pacer) rate() float64 { return float64(p.lim.Limit()) }
 

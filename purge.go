@@ -132,6 +132,18 @@ func (p *PurgeLag) Close() error {
 // Length is the last history list length read; 0 before the first reading.
 func (p *PurgeLag) Length() int64 { return p.length.Load() }
 
+// Utilization is the last length over the threshold; see Utilizer.
+func (p *PurgeLag) Utilization() float64 {
+	if !p.poll.Live() {
+		return 0
+	}
+	u := float64(p.Length()) / float64(p.max)
+	if p.poll.Throttled() {
+		u = max(u, 1)
+	}
+	return u
+}
+
 // String is the name given with WithName, or "purge lag".
 func (p *PurgeLag) String() string {
 	if p.name != "" {
@@ -144,5 +156,6 @@ var (
 	_ Throttler    = (*PurgeLag)(nil)
 	_ Reasoner     = (*PurgeLag)(nil)
 	_ Waiter       = (*PurgeLag)(nil)
+	_ Utilizer     = (*PurgeLag)(nil)
 	_ fmt.Stringer = (*PurgeLag)(nil)
 )

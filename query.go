@@ -50,7 +50,7 @@ type Query struct {
 	name        string
 	query       string
 	args        []any
-	threshold   float64
+	threshold   atomic.Uint64 // math.Float64bits; SetThreshold changes it
 	killTimeout time.Duration
 	log         *slog.Logger
 	polling
@@ -85,8 +85,8 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 	if strings.TrimSpace(cfg.SQL) == "" {
 		errs = append(errs, fmt.Errorf("QueryConfig.SQL %q is empty", cfg.SQL))
 	}
-	if !(cfg.Threshold > 0) || math.IsInf(cfg.Threshold, 1) {
-		errs = append(errs, fmt.Errorf("QueryConfig.Threshold %v must be a positive number", cfg.Threshold))
+	if err := queryCheckThreshold("QueryConfig.Threshold", cfg.Threshold); err != nil {
+		errs = append(errs, err)
 	}
 	o, problems := buildOptions(opts, "a Query throttler", pollingOptions)
 	if err := configError(append(errs, problems...)); err != nil {
@@ -98,10 +98,10 @@ func NewQuery(db *sql.DB, cfg QueryConfig, logger *slog.Logger, opts ...Option) 
 		name:        o.name,
 		query:       cfg.SQL,
 		args:        append([]any(nil), cfg.Args...),
-		threshold:   cfg.Threshold,
 		killTimeout: o.queryTimeout,
 		log:         logger,
 	}
+	q.threshold.Store(math.Float64bits(cfg.Threshold))
 	q.polling = polling{poll: poller.New(o.pollerConfig(logger, "throttle query result", "query"), q.probe), updating: "update query"}
 	return q, nil
 }
@@ -111,7 +111,7 @@ func (q *Query) Open(ctx context.Context) error {
 	if err := q.poll.Open(ctx); err != nil {
 		return fmt.Errorf("throttler: open: %w", err)
 	}
-	q.log.Info("throttler: open", "query", queryTruncate(q.query, 200), "value", q.Value(), "threshold", q.threshold)
+	q.log.Info("throttler: open", "query", queryTruncate(q.query, 200), "value", q.Value(), "threshold", q.Threshold())
 	return nil
 }
 
@@ -126,11 +126,58 @@ func (q *Query) probe(ctx context.Context) (poller.Verdict, error) {
 		}
 		return poller.Verdict{}, err
 	}
-	q.value.Store(math.Float64bits(v))
-	if v >= q.threshold {
-		return poller.Verdict{Throttled: true, Kind: "value", Reason: "throttle query value " + queryFormat(v) + " >= " + queryFormat(q.threshold)}, nil
+	q.value.Store(math.Float64bits(v)) // before judging: see poller.Rejudge
+	return q.judge(v, q.Threshold()), nil
+}
+
+// judge is what value v calls for against threshold: the probe's verdict,
+// and SetThreshold's.
+func (q *Query) judge(v, threshold float64) poller.Verdict {
+	if v >= threshold {
+		return poller.Verdict{Throttled: true, Kind: "value", Reason: "throttle query value " + queryFormat(v) + " >= " + queryFormat(threshold)}
 	}
-	return poller.Verdict{}, nil
+	return poller.Verdict{}
+}
+
+// judgeLast judges the last value against the threshold now.
+func (q *Query) judgeLast() poller.Verdict { return q.judge(q.Value(), q.Threshold()) }
+
+func queryCheckThreshold(what string, f float64) error {
+	if !(f > 0) || math.IsInf(f, 1) {
+		return fmt.Errorf("%s %v must be a positive number", what, f)
+	}
+	return nil
+}
+
+// Threshold is the level now: QueryConfig.Threshold, or the last
+// SetThreshold's.
+func (q *Query) Threshold() float64 { return math.Float64frombits(q.threshold.Load()) }
+
+// SetThreshold changes the level at and above which the query's value
+// throttles (positive and finite, as QueryConfig.Threshold), judged at once
+// against the last value as ToleranceSetter says of a tolerance.
+func (q *Query) SetThreshold(threshold float64) error {
+	if err := queryCheckThreshold("SetThreshold: the threshold", threshold); err != nil {
+		return configError([]error{err})
+	}
+	old := math.Float64frombits(q.threshold.Swap(math.Float64bits(threshold)))
+	q.poll.Rejudge(q.judgeLast)
+	if old != threshold {
+		q.log.Info("throttler: threshold changed", "threshold", threshold, "was", old)
+	}
+	return nil
+}
+
+// Utilization is the last value over the threshold; see Utilizer.
+func (q *Query) Utilization() float64 {
+	if !q.poll.Live() {
+		return 0
+	}
+	u := max(q.Value()/q.Threshold(), 0) // a negative value is as idle as 0
+	if q.poll.Throttled() {
+		u = max(u, 1)
+	}
+	return u
 }
 
 // queryAnswerError is an answer the server gave that is not one number.
@@ -282,5 +329,6 @@ var (
 	_ Throttler    = (*Query)(nil)
 	_ Reasoner     = (*Query)(nil)
 	_ Waiter       = (*Query)(nil)
+	_ Utilizer     = (*Query)(nil)
 	_ fmt.Stringer = (*Query)(nil)
 )

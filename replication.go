@@ -35,7 +35,7 @@ import (
 type Replication struct {
 	db        *sql.DB
 	name      string
-	tolerance time.Duration
+	tolerance atomic.Int64 // nanoseconds; SetTolerance changes it
 	maxWait   time.Duration
 	queueMax  int64 // WithGroupApplierQueueLimit; 0: none
 	log       *slog.Logger
@@ -57,12 +57,19 @@ type Replication struct {
 	ctl    *paceController
 	paces  bool
 	unpace func() bool // while steering: stops the AfterFunc that stops it when Open's context ends
+	// paceTarget is WithPacing's target; 0: half the tolerance, which
+	// follows SetTolerance.
+	paceTarget time.Duration
+
+	setMu   sync.Mutex            // serialises SetTolerance
+	rejudge func() poller.Verdict // judges the last measurement against the tolerance now
 }
 
-// measured is a measurement and when it was taken.
+// measured is a measurement, when it was taken, and by which source.
 type measured struct {
-	m  Measurement
-	at time.Time
+	m   Measurement
+	at  time.Time
+	src LagSource
 }
 
 // NewReplicationThrottler returns a throttler that watches replica and
@@ -93,7 +100,9 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 		return nil, err
 	}
 	logger = o.logger(logger)
-	r := &Replication{db: replica, name: o.name, tolerance: lagTolerance, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: source, configure: o.lagSource}
+	r := &Replication{db: replica, name: o.name, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: source, configure: o.lagSource, paceTarget: o.pacingTarget}
+	r.tolerance.Store(int64(lagTolerance))
+	r.rejudge = r.judgeLast
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement", "replication"), r.probe), updating: "update lag"}
 	if o.pacing {
 		r.ctl = newPaceController(target)
@@ -119,7 +128,7 @@ func (r *Replication) Open(ctx context.Context) error {
 		}
 		r.mu.Unlock()
 	}
-	r.log.Info("throttler: open", "source", r.Source().String(), "lag", r.Lag(), "tolerance", r.tolerance)
+	r.log.Info("throttler: open", "source", r.Source().String(), "lag", r.Lag(), "tolerance", r.Tolerance())
 	return nil
 }
 
@@ -159,28 +168,48 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 	}
 	r.rates.update(&m, at)
 	r.lag.Store(int64(m.Lag))
-	r.last.Store(&measured{m: m, at: at})
-	delay := m.Lag
-	if predictionKnown(m) {
-		// Sub-second where Lag may be whole seconds, and a step ahead.
-		delay = m.Predicted
+	r.last.Store(&measured{m: m, at: at, src: src}) // before judging: see poller.Rejudge
+	v := r.judge(m, src, r.Tolerance())
+	if r.ctl != nil {
+		delay := m.Lag
+		if predictionKnown(m) {
+			// Sub-second where Lag may be whole seconds, and a step ahead.
+			delay = m.Predicted
+		}
+		r.pace.observe(r.ctl, at, delay, v.Throttled)
 	}
-	v := r.verdict(m)
+	return v, nil
+}
+
+// judgeLast judges the last measurement against the tolerance now (for
+// SetTolerance; see poller.Rejudge).
+func (r *Replication) judgeLast() poller.Verdict {
+	p := r.last.Load()
+	if p == nil {
+		return poller.Verdict{}
+	}
+	return r.judge(p.m, p.src, r.Tolerance())
+}
+
+// judge is the state a successful measurement m, taken from src, calls for
+// against tolerance: the probe's verdict, and SetTolerance's.
+func (r *Replication) judge(m Measurement, src LagSource, tolerance time.Duration) poller.Verdict {
+	v := r.verdict(m, tolerance)
 	if h, ok := src.(lagHinter); ok && v.Kind == "lag" {
 		if hint := h.lagHint(m.Lag); hint != "" {
 			v.Reason += " (" + hint + ")"
 		}
 	}
-	v.Fast = v.Throttled || max(m.Lag, delay) >= r.tolerance/2
-	if r.ctl != nil {
-		r.pace.observe(r.ctl, at, delay, v.Throttled)
-		v.Fast = true // steering needs fresh measurements
+	delay := m.Lag
+	if predictionKnown(m) {
+		delay = m.Predicted
 	}
-	return v, nil
+	v.Fast = v.Throttled || max(m.Lag, delay) >= tolerance/2 || r.ctl != nil // steering needs fresh measurements
+	return v
 }
 
 // verdict is the state a successful measurement calls for.
-func (r *Replication) verdict(m Measurement) poller.Verdict {
+func (r *Replication) verdict(m Measurement, tolerance time.Duration) poller.Verdict {
 	where := ""
 	if m.Channel != "" {
 		where = fmt.Sprintf(" (channel %q)", m.Channel)
@@ -188,12 +217,12 @@ func (r *Replication) verdict(m Measurement) poller.Verdict {
 	switch {
 	case m.NotFlowing != "":
 		return poller.Verdict{Throttled: true, Kind: "not flowing", Reason: "replication not flowing" + where + ": " + m.NotFlowing}
-	case m.Lag >= r.tolerance:
-		return poller.Verdict{Throttled: true, Kind: "lag", Reason: fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), r.tolerance, where)}
+	case m.Lag >= tolerance:
+		return poller.Verdict{Throttled: true, Kind: "lag", Reason: fmt.Sprintf("replica lag %v >= %v%s", roundLag(m.Lag), tolerance, where)}
 	case r.queueMax > 0 && m.groupApplierQueue() >= r.queueMax:
 		return poller.Verdict{Throttled: true, Kind: "applier queue", Reason: fmt.Sprintf("group replication applier queue %d transactions >= %d", m.GroupReplication.ApplierQueue, r.queueMax)}
-	case predictionKnown(m) && m.Predicted >= r.tolerance:
-		return poller.Verdict{Throttled: true, Kind: "backlog", Reason: fmt.Sprintf("replica backlog: predicted lag %v >= %v (%s to apply%s)", roundLag(m.Predicted), r.tolerance, m.Backlog.size(), where)}
+	case predictionKnown(m) && m.Predicted >= tolerance:
+		return poller.Verdict{Throttled: true, Kind: "backlog", Reason: fmt.Sprintf("replica backlog: predicted lag %v >= %v (%s to apply%s)", roundLag(m.Predicted), tolerance, m.Backlog.size(), where)}
 	}
 	return poller.Verdict{}
 }
@@ -324,6 +353,71 @@ func (r *Replication) Source() LagSource {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.source
+}
+
+// Tolerance is the lag tolerance now: the constructor's, or the last
+// SetTolerance's.
+func (r *Replication) Tolerance() time.Duration { return time.Duration(r.tolerance.Load()) }
+
+// SetTolerance changes the lag tolerance, as ToleranceSetter says. With
+// WithPacing(0) the pacing target follows it (half of it).
+func (r *Replication) SetTolerance(d time.Duration) error {
+	if err := r.checkTolerance(d); err != nil {
+		return toleranceError(err)
+	}
+	r.setTolerance(d)
+	return nil
+}
+
+// checkTolerance says why d cannot be the tolerance, or nil.
+func (r *Replication) checkTolerance(d time.Duration) error {
+	switch {
+	case d <= 0:
+		return fmt.Errorf("the lag tolerance %v must be positive", d)
+	case r.ctl != nil && r.paceTarget >= d:
+		return fmt.Errorf("the lag tolerance %v must stay above the WithPacing target %v", d, r.paceTarget)
+	}
+	return nil
+}
+
+// setTolerance sets a tolerance checkTolerance accepted, and judges the last
+// measurement against it at once.
+func (r *Replication) setTolerance(d time.Duration) {
+	r.setMu.Lock()
+	defer r.setMu.Unlock()
+	old := time.Duration(r.tolerance.Swap(int64(d)))
+	if r.ctl != nil && r.paceTarget == 0 {
+		r.pace.retarget(r.ctl, d/2)
+	}
+	r.poll.Rejudge(r.rejudge)
+	if old != d {
+		r.log.Info("throttler: lag tolerance changed", "tolerance", d, "was", old)
+	}
+}
+
+// Utilization is the last measured lag over the tolerance (the backlog's
+// predicted lag, where the source sees it and it is larger, since that
+// throttles too), or the Group Replication applier queue over its limit
+// when that is larger; see Utilizer.
+func (r *Replication) Utilization() float64 {
+	if !r.poll.Live() {
+		return 0
+	}
+	u := 0.0
+	if p := r.last.Load(); p != nil {
+		lag := p.m.Lag
+		if predictionKnown(p.m) {
+			lag = max(lag, p.m.Predicted)
+		}
+		u = float64(lag) / float64(r.Tolerance())
+		if g := p.m.GroupReplication; r.queueMax > 0 && g != nil {
+			u = max(u, float64(g.ApplierQueue)/float64(r.queueMax))
+		}
+	}
+	if r.poll.Throttled() {
+		u = max(u, 1)
+	}
+	return u
 }
 
 // String is the name given with WithName, or "replication".

@@ -64,7 +64,8 @@ import (
 
 // Throttler is the interface every throttler implements. Its method set is
 // fixed; further capabilities are optional interfaces (Reasoner, LagReporter,
-// Waiter) that callers discover with a type assertion.
+// Waiter, Utilizer, ToleranceSetter, ...) that callers discover with a type
+// assertion.
 type Throttler interface {
 	// Open measures once, returns that measurement's error, and then starts
 	// watching in the background until Close is called or ctx is done.
@@ -117,6 +118,47 @@ type CriticalReporter interface {
 	CriticalReason() string
 }
 
+// Utilizer is implemented by throttlers that can say how close their signal
+// is to throttling, so that a copier can slow down before it has to stop
+// (Spirit's GradualThrottler): for example, sleep in proportion, or shrink
+// its chunks, once Utilization passes 0.8.
+type Utilizer interface {
+	// Utilization is the last reading over its threshold: 0 idle, 1.0 at
+	// the throttle point, above it when over. It is at least 1 while the
+	// throttler is throttled, for whatever reason (a stale reading, a
+	// stopped replication thread), and 0 before Open and once the
+	// throttler stopped. Like IsThrottled it takes no lock and does no
+	// I/O.
+	Utilization() float64
+}
+
+// ToleranceSetter is implemented by throttlers whose lag tolerance can
+// change while they run (an operator loosens it for the night, or tightens
+// it at peak). Other throttlers have setters of their own for their
+// thresholds: Load.SetLimits, Query.SetThreshold, and HTTP.SetURL.
+//
+// Every such setter keeps one contract, stated here once:
+//
+//   - A bad value is an error wrapping ErrInvalidConfig, naming the
+//     problem, and changes nothing.
+//   - A good value is judged at once against the last successful reading,
+//     with no wait for the next poll: loosening it releases the waiters
+//     that only it held, tightening it throttles at once. A measurement in
+//     flight meanwhile is judged against the new value too, never published
+//     under the old one. While the reading is stale the stale verdict
+//     stands, and the next reading is judged against the new value.
+//   - Before Open it sets what Open will judge against; after the throttler
+//     stopped it changes the value and nothing else.
+//   - Stats keep counting across a change: a change of verdict that it
+//     causes is one more change, booked like any other.
+type ToleranceSetter interface {
+	// SetTolerance sets the lag at and above which the throttler
+	// throttles, as the constructor's lagTolerance. It must be positive,
+	// and above the WithPacing target when one was given (a target of 0
+	// follows the tolerance: half of it).
+	SetTolerance(d time.Duration) error
+}
+
 // Sentinel errors, for callers that branch on a condition. Errors returned by
 // this package wrap them (and their cause) with %w: test with errors.Is.
 var (
@@ -147,5 +189,8 @@ var (
 	_ Throttler = (*Mock)(nil)
 	_ Throttler = (*Replication)(nil)
 	_ Waiter    = (*Replication)(nil)
-	_ Waiter    = (*Mock)(nil)
+	_ Utilizer  = (*Replication)(nil)
+
+	_ ToleranceSetter = (*Replication)(nil)
+	_ Waiter          = (*Mock)(nil)
 )

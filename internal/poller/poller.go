@@ -36,6 +36,10 @@ type Verdict struct {
 	// change matters now. A failed probe always waits the full interval:
 	// a server that does not answer is not asked more often.
 	Fast bool
+
+	// gen is the Poller's rejudge generation when the probe that returned
+	// the verdict started (see Rejudge).
+	gen uint64
 }
 
 // Probe reads the signal once. It returns:
@@ -95,19 +99,37 @@ type Poller struct {
 	okCount int64 // successful probes
 	errors  int64 // failed probes
 
+	// judgeable: the published verdict is a successful reading's (not the
+	// stale one, nor an observation that came with an error), so Rejudge
+	// may judge that reading again. Guarded by stateMu.
+	judgeable bool
+	// gen counts Rejudge calls, and rejudge is the last one's judge:
+	// a probe that started before the last Rejudge may have judged its
+	// reading against the old threshold. Guarded by stateMu.
+	gen     uint64
+	rejudge func() Verdict
+
 	fast atomic.Bool // the last verdict asked for a fast probe
 	// hurry wakes the monitor when a verdict it did not probe itself (Open's,
 	// UpdateLag's) asks for fast probes while it waits out a full interval.
 	hurry chan struct{}
+	// kick asks the monitor for a probe now, one that starts after the
+	// kick (see Kick); kicks counts the Kicks, and flight.kicks is the
+	// count when a probe started.
+	kick  chan struct{}
+	kicks atomic.Uint64
+	// live: a successful Open published its first verdict (see Live).
+	live atomic.Bool
 }
 
 const kindStale = "stale"
 
 // flight is one probe in flight; its outcome is set before done closes.
 type flight struct {
-	done chan struct{}
-	v    Verdict
-	err  error
+	done  chan struct{}
+	v     Verdict
+	err   error
+	kicks uint64 // Poller.kicks when the probe started
 	// abandoned: the probe's caller left (its context ended) before the
 	// probe ended, so the outcome says nothing about the signal and was not
 	// published: whoever shared it probes anew.
@@ -116,7 +138,7 @@ type flight struct {
 
 // New returns an unopened Poller.
 func New(cfg Config, probe Probe) *Poller {
-	p := &Poller{cfg: cfg, probe: probe, hurry: make(chan struct{}, 1)}
+	p := &Poller{cfg: cfg, probe: probe, hurry: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	p.life.Gate = &p.gate
 	if !cfg.Owned {
 		p.life.Log = cfg.Logger
@@ -150,6 +172,7 @@ func (p *Poller) Open(ctx context.Context) error {
 		p.stale = time.AfterFunc(p.cfg.StaleAfter, p.checkStale)
 		p.stateMu.Unlock()
 		p.apply(v, nil, time.Now())
+		p.live.Store(true)
 	}, p.monitor)
 }
 
@@ -163,6 +186,13 @@ func (p *Poller) Open(ctx context.Context) error {
 // must stop when the Poller stops pass a ctx that ends with it (Update);
 // once the Poller is released, run starts no probe that would publish.
 func (p *Poller) run(ctx context.Context, publish bool) (Verdict, error) {
+	_, v, err := p.runFlight(ctx, publish)
+	return v, err
+}
+
+// runFlight is run that also returns the flight whose outcome it returns
+// (nil when none).
+func (p *Poller) runFlight(ctx context.Context, publish bool) (*flight, Verdict, error) {
 	for {
 		p.flightMu.Lock()
 		f := p.flight
@@ -170,25 +200,26 @@ func (p *Poller) run(ctx context.Context, publish bool) (Verdict, error) {
 			// Stopped: checked here, not only through ctx, whose end
 			// after a stop comes a goroutine switch later (AfterFunc).
 			p.flightMu.Unlock()
-			return Verdict{}, sentinel.ErrClosed
+			return nil, Verdict{}, sentinel.ErrClosed
 		}
 		if f == nil {
-			f = &flight{done: make(chan struct{})}
+			f = &flight{done: make(chan struct{}), kicks: p.kicks.Load()}
 			p.flight = f
 			p.flightMu.Unlock()
-			return p.fly(ctx, f, publish)
+			v, err := p.fly(ctx, f, publish)
+			return f, v, err
 		}
 		p.flightMu.Unlock()
 		select {
 		case <-f.done:
 		case <-ctx.Done():
-			return Verdict{}, ctx.Err()
+			return nil, Verdict{}, ctx.Err()
 		}
 		if !f.abandoned {
-			return f.v, f.err
+			return f, f.v, f.err
 		}
 		if err := ctx.Err(); err != nil {
-			return Verdict{}, err
+			return nil, Verdict{}, err
 		}
 	}
 }
@@ -203,7 +234,11 @@ func (p *Poller) fly(ctx context.Context, f *flight, publish bool) (Verdict, err
 	}()
 	qctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
 	defer cancel()
+	p.stateMu.Lock()
+	gen := p.gen
+	p.stateMu.Unlock()
 	f.v, f.err = p.probe(qctx)
+	f.v.gen = gen
 	if ctx.Err() != nil {
 		// The caller left, or the Poller stopped: not the signal's doing,
 		// and nothing to publish after a stop.
@@ -228,6 +263,12 @@ func (p *Poller) monitor(ctx context.Context) {
 			return
 		case <-p.hurry:
 			t.Reset(p.next(true))
+		case <-p.kick:
+			err := p.probeFresh(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			t.Reset(p.next(err == nil && p.fast.Load()))
 		case <-t.C:
 			_, err := p.run(ctx, true)
 			if ctx.Err() != nil {
@@ -238,6 +279,19 @@ func (p *Poller) monitor(ctx context.Context) {
 			default:
 			}
 			t.Reset(p.next(err == nil && p.fast.Load()))
+		}
+	}
+}
+
+// probeFresh probes until a probe that started after the last Kick has
+// landed: one in flight when Kick came (an Update's, which the monitor
+// would share) may have read the old target.
+func (p *Poller) probeFresh(ctx context.Context) error {
+	for {
+		want := p.kicks.Load()
+		f, _, err := p.runFlight(ctx, true)
+		if f == nil || f.kicks >= want || ctx.Err() != nil {
+			return err
 		}
 	}
 }
@@ -283,6 +337,7 @@ func (p *Poller) apply(v Verdict, err error, now time.Time) {
 		p.errors++
 		if v.Throttled {
 			p.publish(v) // an observation: throttle now, not after the stale window
+			p.judgeable = false
 		}
 		return // otherwise the last verdict stands until checkStale
 	}
@@ -291,15 +346,27 @@ func (p *Poller) apply(v Verdict, err error, now time.Time) {
 	if p.stale != nil {
 		p.stale.Reset(p.cfg.StaleAfter)
 	}
-	if v.Fast && !p.fast.Swap(true) {
+	if v.gen != p.gen && p.rejudge != nil {
+		// The threshold changed while the probe ran, which may have
+		// judged its reading against the old one: judge it again.
+		v = p.rejudge()
+	}
+	p.judgeable = true
+	p.setFast(v.Fast)
+	p.publish(v)
+}
+
+// setFast records whether the published verdict asks for fast probes, and
+// wakes the monitor when it newly does. Caller holds stateMu.
+func (p *Poller) setFast(fast bool) {
+	if fast && !p.fast.Swap(true) {
 		select {
 		case p.hurry <- struct{}{}:
 		default:
 		}
-	} else if !v.Fast {
+	} else if !fast {
 		p.fast.Store(false)
 	}
-	p.publish(v)
 }
 
 // checkStale runs on the stale timer, StaleAfter after the last success.
@@ -324,6 +391,7 @@ func (p *Poller) checkStale() {
 		reason += ": a measurement is still in flight"
 	}
 	p.publish(Verdict{Throttled: true, Kind: kindStale, Reason: reason})
+	p.judgeable = false
 	// Keep the reason's age and error current while nothing succeeds.
 	p.stale.Reset(p.cfg.Interval)
 }
@@ -332,18 +400,54 @@ func (p *Poller) checkStale() {
 // Caller holds stateMu.
 func (p *Poller) publish(v Verdict) { p.gate.Set(v.Throttled, v.Kind, v.Reason) }
 
-// Republish publishes v as if a probe had just returned it, without probing:
-// an owner whose threshold changed judges its last reading again. It does
-// nothing while the reading is stale (the stale verdict stands) or once the
-// Poller is released.
-func (p *Poller) Republish(v Verdict) {
+// Rejudge publishes what judge returns, as if a probe had just returned it,
+// without probing: an owner whose threshold changed judges its last
+// reading again, at once. judge must read the reading a successful probe
+// stored before it returned, and the threshold now; it runs under the lock
+// that publishing takes, so that two changes, or a change and a probe,
+// publish in order. It publishes nothing before the first reading is
+// published, while the last reading is stale (the stale verdict stands), or
+// while the last probe's error came with an observation (a replica that
+// lost its source: no reading to judge again), nor once the Poller is
+// released; the next probe's reading is judged against the new threshold
+// either way.
+//
+// A probe in flight during Rejudge may have judged its reading against the
+// old threshold: the Poller then publishes the last judge's verdict in its
+// place, which judges that probe's reading (stored before it returned).
+func (p *Poller) Rejudge(judge func() Verdict) {
 	p.stateMu.Lock()
 	defer p.stateMu.Unlock()
-	if p.gate.Released() || p.gate.Kind() == kindStale {
+	p.gen++
+	p.rejudge = judge
+	if !p.judgeable || p.gate.Released() {
 		return
 	}
+	v := judge()
+	p.setFast(v.Fast)
 	p.publish(v)
 }
+
+// Kick asks the monitor for a probe now, one that starts after Kick (a
+// probe in flight may have read an old target; its outcome is published,
+// then the fresh probe's): an owner whose target changed (a URL) has no
+// reading to judge again. It returns at once, and does nothing before Open
+// or once the Poller is released.
+func (p *Poller) Kick() {
+	if !p.Live() {
+		return // Open's probe reads the target anew
+	}
+	p.kicks.Add(1)
+	select {
+	case p.kick <- struct{}{}:
+	default: // a kick is pending: it probes after this one too
+	}
+}
+
+// Live reports whether the Poller is open and not released: a successful
+// Open published its first verdict, and neither Close nor the end of Open's
+// context has released it. It takes no lock.
+func (p *Poller) Live() bool { return p.live.Load() && !p.gate.Released() }
 
 // Counts are the probes that succeeded and failed, and when the last
 // success was.

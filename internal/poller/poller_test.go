@@ -271,3 +271,156 @@ func TestAbandonedProbeIsNotShared(t *testing.T) {
 		assert.True(t, p.Throttled())
 	})
 }
+
+// owner is a probe that stores its reading and judges it against a threshold
+// the test changes, as a throttler with a SetTolerance does.
+type owner struct {
+	reading   atomic.Int64
+	stored    atomic.Int64 // the reading the last successful probe stored
+	threshold atomic.Int64
+	err       atomic.Pointer[error]
+	// hold, when set, blocks the probe after it judged, until closed.
+	hold atomic.Pointer[chan struct{}]
+}
+
+func (o *owner) judge() Verdict {
+	if o.stored.Load() >= o.threshold.Load() {
+		return Verdict{Throttled: true, Kind: "over", Reason: "over"}
+	}
+	return Verdict{}
+}
+
+func (o *owner) probe(ctx context.Context) (Verdict, error) {
+	if e := o.err.Load(); e != nil && *e != nil {
+		return Verdict{}, *e
+	}
+	o.stored.Store(o.reading.Load())
+	v := o.judge()
+	if h := o.hold.Load(); h != nil {
+		select {
+		case <-*h:
+		case <-ctx.Done():
+			return Verdict{}, ctx.Err()
+		}
+	}
+	return v, nil
+}
+
+func (o *owner) fail(err error) { o.err.Store(&err) }
+
+// newOwned returns an unopened Poller on a new owner reading 5 against a
+// threshold of 10.
+func newOwned() (*Poller, *owner) {
+	o := &owner{}
+	o.reading.Store(5)
+	o.threshold.Store(10)
+	p := newPoller(&script{}, time.Hour)
+	p.probe = o.probe
+	return p, o
+}
+
+func TestRejudgeJudgesTheLastReadingAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, o := newOwned()
+		p.Rejudge(o.judge) // before Open: nothing to judge
+		assert.False(t, p.Throttled())
+		require.NoError(t, p.Open(context.Background()))
+		defer p.Close()
+		require.False(t, p.Throttled())
+
+		o.threshold.Store(5)
+		p.Rejudge(o.judge)
+		assert.True(t, p.Throttled(), "tightened: throttled at once, no probe")
+		o.threshold.Store(6)
+		p.Rejudge(o.judge)
+		assert.False(t, p.Throttled(), "loosened: clear at once")
+
+		// An observation that came with an error is not a reading.
+		o.fail(errRead)
+		p.gate.Set(true, "gone", "source gone")
+		p.stateMu.Lock()
+		p.judgeable = false
+		p.stateMu.Unlock()
+		p.Rejudge(o.judge)
+		assert.Equal(t, "source gone", p.Reason(), "an observation stands")
+	})
+}
+
+func TestRejudgeLeavesStaleVerdictStanding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, o := newOwned()
+		require.NoError(t, p.Open(context.Background()))
+		defer p.Close()
+		o.fail(errRead)
+		time.Sleep(3*time.Hour + time.Second)
+		synctest.Wait()
+		require.True(t, p.Throttled())
+		require.Contains(t, p.Reason(), "no reading for")
+
+		o.threshold.Store(100)
+		p.Rejudge(o.judge)
+		assert.Contains(t, p.Reason(), "no reading for", "the stale verdict stands")
+
+		o.fail(nil)
+		o.threshold.Store(5)
+		require.NoError(t, p.Update(context.Background()))
+		assert.Equal(t, "over", p.Reason(), "the next reading is judged against the new threshold")
+	})
+}
+
+// A probe that judged against the old threshold and lands after Rejudge
+// does not publish that judgement: its reading is judged again.
+func TestRejudgeOutrunsAProbeInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, o := newOwned()
+		require.NoError(t, p.Open(context.Background()))
+		defer p.Close()
+
+		hold := make(chan struct{})
+		o.hold.Store(&hold)
+		o.reading.Store(7)
+		errs := updates(p, context.Background(), 1)
+		synctest.Wait() // the probe stored 7 and judged it clear against 10
+
+		o.threshold.Store(6)
+		p.Rejudge(o.judge)
+		assert.True(t, p.Throttled(), "the stored reading 7 >= 6 at once")
+		close(hold)
+		require.NoError(t, <-errs)
+		assert.True(t, p.Throttled(), "the probe's clear verdict, judged against 10, is not published")
+	})
+}
+
+// Kick probes at once, and again when the probe it would share started
+// before it.
+func TestKickProbesFreshAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, o := newOwned()
+		o.reading.Store(0)
+		p.Kick() // before Open: nothing
+		require.NoError(t, p.Open(context.Background()))
+		defer p.Close()
+		synctest.Wait()
+		require.False(t, p.Throttled())
+
+		o.reading.Store(20)
+		p.Kick()
+		synctest.Wait()
+		assert.True(t, p.Throttled(), "probed at once, no clock advance")
+
+		hold := make(chan struct{})
+		o.hold.Store(&hold)
+		o.reading.Store(1)
+		errs := updates(p, context.Background(), 1)
+		synctest.Wait() // an update's probe read 1 and holds
+		o.reading.Store(30)
+		p.Kick()
+		synctest.Wait()
+		o.hold.Store(nil)
+		close(hold)
+		require.NoError(t, <-errs)
+		synctest.Wait()
+		assert.True(t, p.Throttled(), "the kick probed again after the probe it shared")
+		assert.Equal(t, int64(30), o.stored.Load())
+	})
+}
