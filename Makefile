@@ -1,7 +1,8 @@
 # make test: vet, the race-enabled unit and integration tests (against a real
 # local MariaDB primary + replica and a 3-node Galera cluster that it
 # starts), the MySQL 8
-# performance_schema emulation tests of the nested module, and a short fuzzing
+# performance_schema emulation tests of the nested module, the Doorman
+# module's tests (against an in-process Doorman server), and a short fuzzing
 # pass over every parser of server output (make fuzz FUZZTIME=5m for longer).
 # make demo: the example copier, throttled by real replica lag.
 # make bench-pacing: the lag each throttler mode holds against a replica with
@@ -23,6 +24,7 @@ FUZZTIME ?= 2s
 test: vet replica-up
 	THROTTLER_TESTENV_REQUIRED=1 $(GO) test -race -count=1 ./...
 	cd internal/mysql8test && $(GO) test -race -count=1 ./...
+	cd doorman && $(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
 # fuzz runs each target for FUZZTIME; a failure leaves its input in
@@ -42,15 +44,18 @@ fuzz:
 # unit runs what needs no server; integration tests skip with a message.
 unit:
 	THROTTLER_TESTENV_DIR= $(GO) test -race -count=1 ./...
+	cd doorman && $(GO) test -race -count=1 ./...
 
 vet:
 	$(GO) vet ./...
 	cd internal/mysql8test && $(GO) vet ./...
+	cd doorman && $(GO) vet ./...
 
 lint: vet $(BIN)/staticcheck
 	@out=$$(gofmt -l . ); if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
 	$(BIN)/staticcheck ./...
 	cd internal/mysql8test && $(BIN)/staticcheck ./...
+	cd doorman && $(BIN)/staticcheck ./...
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
