@@ -170,6 +170,7 @@ type Throttler struct {
 	connMu   sync.Mutex
 	conn     *grpc.ClientConn
 	connAddr string
+	connDone bool // closed for good: released
 
 	flightMu sync.Mutex
 	flight   *flight // the request in flight, shared by whoever wants one
@@ -303,7 +304,7 @@ func (t *Throttler) Open(ctx context.Context) error {
 func (t *Throttler) Close() error {
 	t.life.Close()
 	t.stopExpiry()
-	t.dropConn(nil) // after a failed Open, or Close before Open
+	t.closeConn() // also after a failed Open, or Close before Open
 	return nil
 }
 

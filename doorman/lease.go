@@ -350,6 +350,9 @@ func (t *Throttler) stopExpiry() {
 func (t *Throttler) client() (*grpc.ClientConn, string, error) {
 	t.connMu.Lock()
 	defer t.connMu.Unlock()
+	if t.connDone {
+		return nil, "", throttler.ErrClosed
+	}
 	if t.conn != nil {
 		return t.conn, t.connAddr, nil
 	}
@@ -371,6 +374,9 @@ func (t *Throttler) redirect(c *grpc.ClientConn, master string) {
 	}
 	_ = c.Close()
 	t.conn, t.connAddr = nil, ""
+	if t.connDone {
+		return
+	}
 	nc, err := grpc.NewClient(master, t.dialOpt...)
 	if err != nil {
 		t.log.Warn("doorman: cannot dial the master named by a redirect", "master", master, "err", err)
@@ -391,12 +397,21 @@ func (t *Throttler) dropConn(c *grpc.ClientConn) {
 	t.conn, t.connAddr = nil, ""
 }
 
+// closeConn closes the connection for good: a request that straggles
+// after the release dials nothing.
+func (t *Throttler) closeConn() {
+	t.dropConn(nil)
+	t.connMu.Lock()
+	defer t.connMu.Unlock()
+	t.connDone = true
+}
+
 // releaseCapacity gives the lease back when the life ends, so that other
 // clients get it at their next refresh instead of at its expiry.
 func (t *Throttler) releaseCapacity() {
 	t.pace.release()
 	t.stopExpiry()
-	defer t.dropConn(nil)
+	defer t.closeConn()
 	req := &pb.ReleaseCapacityRequest{ClientId: proto.String(t.cfg.ClientID), ResourceId: []string{t.cfg.ResourceID}}
 	var err error
 	for redirects := 0; ; redirects++ {
