@@ -101,6 +101,25 @@ type multiOpening struct {
 	err  error
 }
 
+// Pacer is implemented by a throttler whose waits also pace its callers to
+// a rate it is given, such as a Doorman grant (the nested module
+// github.com/throttlekit/throttler/doorman): a Multi holding one makes
+// each call wait for its turn with it, once no child is throttled, as it
+// does for a replica with WithPacing.
+type Pacer interface {
+	// PaceWait waits for one call's turn at the rate, and only for that:
+	// nil, ErrClosed once the throttler stopped, ErrMaxWait when its
+	// per-call cap elapsed first, or ctx's error. Wait waits for a
+	// throttle to clear first.
+	PaceWait(ctx context.Context) error
+}
+
+// pacerKid is a Pacer as a Multi's pacing child.
+type pacerKid struct{ Pacer }
+
+func (k pacerKid) paced() bool                        { return true }
+func (k pacerKid) paceWait(ctx context.Context) error { return k.PaceWait(ctx) }
+
 // pacedThrottler is a throttler whose waits may also pace (WithPacing).
 type pacedThrottler interface {
 	// paced reports whether its waits pace; paceWait waits for one call's
@@ -134,6 +153,8 @@ func NewMulti(ts ...Throttler) *Multi {
 		}
 		if p, ok := t.(pacedThrottler); ok && p.paced() {
 			m.pacedKids = append(m.pacedKids, p)
+		} else if p, ok := t.(Pacer); ok {
+			m.pacedKids = append(m.pacedKids, pacerKid{p})
 		}
 		m.names[i] = fmt.Sprintf("throttler %d", i+1)
 		if s, ok := t.(fmt.Stringer); ok {

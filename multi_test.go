@@ -336,3 +336,36 @@ func TestMultiNamesEveryKindOfChild(t *testing.T) {
 	m := NewMulti(p, named, s, h, Noop{})
 	assert.Equal(t, []string{"pause", "operator", "schedule", "HTTP", "throttler 5"}, m.names)
 }
+
+// fakePacer is a throttler of another module that paces (Pacer).
+type fakePacer struct {
+	Mock
+	paces int
+	err   error
+}
+
+func (p *fakePacer) PaceWait(context.Context) error { p.paces++; return p.err }
+
+// TestMultiPacesWithAPacerChild: once no child is throttled, every call
+// waits for its turn with a Pacer child, and its error ends the wait.
+func TestMultiPacesWithAPacerChild(t *testing.T) {
+	lag, p := &Mock{}, &fakePacer{}
+	lag.SetThrottled(false)
+	p.SetThrottled(false)
+	m := NewMulti(lag, p)
+	require.NoError(t, m.Open(context.Background()))
+	defer m.Close()
+	m.BlockWait(context.Background())
+	assert.Equal(t, 1, p.paces)
+
+	lag.SetThrottled(true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, m.Wait(ctx), context.DeadlineExceeded)
+	assert.Equal(t, 1, p.paces, "no turn is taken while a child is throttled")
+
+	lag.SetThrottled(false)
+	p.err = ErrMaxWait
+	assert.ErrorIs(t, m.Wait(context.Background()), ErrMaxWait)
+	assert.Equal(t, 2, p.paces)
+}
