@@ -154,6 +154,9 @@ throttler_measurements_total{throttler="multi"} 1
 # TYPE throttler_throttled gauge
 throttler_throttled{throttler="ops"} 0
 throttler_throttled{throttler="multi"} 0
+# HELP throttler_utilization The throttler's signal as a fraction of its threshold: 1 or more throttles.
+# TYPE throttler_utilization gauge
+throttler_utilization{throttler="multi"} 0
 # HELP throttler_wait_seconds_total Time BlockWait and Wait calls spent blocked, summed.
 # TYPE throttler_wait_seconds_total counter
 throttler_wait_seconds_total{throttler="ops"} 0
@@ -211,6 +214,9 @@ throttler_throttled_seconds_total{kind="flag file unreadable",throttler="ops"} 1
 throttler_throttled_seconds_total{kind="flag file unreadable",throttler="multi"} 1
 throttler_throttled_seconds_total{kind="paused",throttler="ops"} 2.5
 throttler_throttled_seconds_total{kind="paused",throttler="multi"} 2.5
+# HELP throttler_utilization The throttler's signal as a fraction of its threshold: 1 or more throttles.
+# TYPE throttler_utilization gauge
+throttler_utilization{throttler="multi"} 1
 # HELP throttler_wait_seconds_total Time BlockWait and Wait calls spent blocked, summed.
 # TYPE throttler_wait_seconds_total counter
 throttler_wait_seconds_total{throttler="ops"} 2
