@@ -169,8 +169,11 @@ func NewMulti(ts ...Throttler) *Multi {
 	}
 	if m.invalid == nil {
 		for _, t := range ts {
-			if o, ok := t.(observable); ok {
+			switch o := t.(type) {
+			case observable:
 				o.stateGate().Watch(m.refresh)
+			case StateWatcher:
+				o.WatchState(m.refresh)
 			}
 		}
 		m.rule.watch(m.refresh)
@@ -183,11 +186,20 @@ func NewMulti(ts ...Throttler) *Multi {
 // keep its own state (Stats, OnChange) without polling.
 type observable interface{ stateGate() *gate.Gate }
 
+// StateWatcher is implemented by a throttler of another module (Doorman's)
+// that can say when its state changes, so that a Multi holding it keeps its
+// own Stats and Changes current without polling.
+type StateWatcher interface {
+	// WatchState adds f, called after every change of the throttler's
+	// state, on the goroutine that made it; f must not block.
+	WatchState(f func())
+}
+
 // SetOnChange calls f once per change of the Multi's combined state, as
 // WithOnChange does for the other throttlers (name is the Multi's name in
 // each Change; "" keeps "multi"). The Multi follows its children of this
-// package as they change; a child of another kind is looked at when a
-// change, a wait or Stats comes. Call it before Open.
+// package, and those that are a StateWatcher, as they change; another child
+// is looked at when a change, a wait or Stats comes. Call it before Open.
 func (m *Multi) SetOnChange(name string, f func(Change)) {
 	if name != "" {
 		m.name = name

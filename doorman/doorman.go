@@ -385,6 +385,10 @@ func (t *Throttler) UpdateLag(ctx context.Context) error {
 // there was no safe capacity to fall back on).
 func (t *Throttler) ThrottleReason() string { return t.gate.Reason() }
 
+// WatchState calls f after every change of state (throttler.StateWatcher):
+// a Multi holding the throttler follows it with it.
+func (t *Throttler) WatchState(f func()) { t.gate.Watch(f) }
+
 // Stats is what the throttler has done since Open (see throttler.Stats):
 // Measurements and Errors count its GetCapacity requests.
 func (t *Throttler) Stats() throttler.Stats {
@@ -414,4 +418,5 @@ var (
 	_ throttler.Reasoner      = (*Throttler)(nil)
 	_ throttler.Pacer         = (*Throttler)(nil)
 	_ throttler.StatsReporter = (*Throttler)(nil)
+	_ throttler.StateWatcher  = (*Throttler)(nil)
 )

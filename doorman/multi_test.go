@@ -89,3 +89,30 @@ func TestLoopback(t *testing.T) {
 	assert.False(t, d.IsThrottled(), "not recovered: %s", d.ThrottleReason())
 	assert.Less(t, time.Since(back), 1500*time.Millisecond, "recovered within about a refresh interval")
 }
+
+// A Multi follows its Doorman child as it changes (throttler.StateWatcher):
+// the share going to 0 at a refresh is a Change of the Multi's at once, with
+// no wait or Stats call to look.
+func TestMultiFollowsTheShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newNetwork()
+		srv := fakedoorman.New(fairShare(1000))
+		n.serve(t, addr, srv)
+		d, err := doorman.New(n.config(addr, "a", 50), nil)
+		require.NoError(t, err)
+		m := throttler.NewMulti(d)
+		var changes []throttler.Change
+		m.SetOnChange("fleet", func(c throttler.Change) { changes = append(changes, c) })
+		require.NoError(t, m.Open(context.Background()))
+		defer m.Close()
+
+		srv.SetConfig(fairShare(0))
+		time.Sleep(2 * time.Second) // a refresh interval and then some
+		synctest.Wait()
+		require.True(t, d.IsThrottled())
+		require.Len(t, changes, 1, "the Multi saw the child change by itself")
+		assert.True(t, changes[0].Throttled)
+		assert.Equal(t, "fleet", changes[0].Throttler)
+		assert.Contains(t, changes[0].Reason, "capacity 0")
+	})
+}
