@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -370,12 +371,7 @@ func (g *Galera) Status() GaleraStatus {
 }
 
 // String is the name given with WithName, or "galera".
-func (g *Galera) String() string {
-	if g.name != "" {
-		return g.name
-	}
-	return "galera"
-}
+func (g *Galera) String() string { return cmp.Or(g.name, "galera") }
 
 var (
 	_ Throttler    = (*Galera)(nil)

@@ -2,6 +2,7 @@ package throttler
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -370,9 +371,4 @@ var (
 
 // String is the name given with WithName, or "HTTP", which names it in the
 // reasons of a Multi that holds it (its own reason names the URL).
-func (h *HTTP) String() string {
-	if h.name != "" {
-		return h.name
-	}
-	return "HTTP"
-}
+func (h *HTTP) String() string { return cmp.Or(h.name, "HTTP") }

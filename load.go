@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -664,12 +665,7 @@ func (l *Load) ValueOf(variable string) (float64, bool) {
 }
 
 // String is the name given with WithName, or "load".
-func (l *Load) String() string {
-	if l.name != "" {
-		return l.name
-	}
-	return "load"
-}
+func (l *Load) String() string { return cmp.Or(l.name, "load") }
 
 // describe is the configuration for the open log line, for example
 // "Threads_running>=25 (critical 100), Innodb_rows_inserted>=5000/s".

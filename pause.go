@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -321,9 +322,4 @@ var (
 
 // String is the name given with WithName, or "pause", which names it in the
 // reasons of a Multi that holds it.
-func (p *Pause) String() string {
-	if p.name != "" {
-		return p.name
-	}
-	return "pause"
-}
+func (p *Pause) String() string { return cmp.Or(p.name, "pause") }

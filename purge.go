@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -145,12 +146,7 @@ func (p *PurgeLag) Utilization() float64 {
 }
 
 // String is the name given with WithName, or "purge lag".
-func (p *PurgeLag) String() string {
-	if p.name != "" {
-		return p.name
-	}
-	return "purge lag"
-}
+func (p *PurgeLag) String() string { return cmp.Or(p.name, "purge lag") }
 
 var (
 	_ Throttler    = (*PurgeLag)(nil)

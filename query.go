@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -318,12 +319,7 @@ func (q *Query) Close() error {
 func (q *Query) Value() float64 { return math.Float64frombits(q.value.Load()) }
 
 // String is the name given with WithName, or "query".
-func (q *Query) String() string {
-	if q.name != "" {
-		return q.name
-	}
-	return "query"
-}
+func (q *Query) String() string { return cmp.Or(q.name, "query") }
 
 var (
 	_ Throttler    = (*Query)(nil)

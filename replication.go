@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -421,9 +422,4 @@ func (r *Replication) Utilization() float64 {
 }
 
 // String is the name given with WithName, or "replication".
-func (r *Replication) String() string {
-	if r.name != "" {
-		return r.name
-	}
-	return "replication"
-}
+func (r *Replication) String() string { return cmp.Or(r.name, "replication") }

@@ -1,6 +1,7 @@
 package throttler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -444,9 +445,4 @@ var (
 
 // String is the name given with WithName, or "schedule", which names it in the
 // reasons of a Multi that holds it.
-func (s *Schedule) String() string {
-	if s.name != "" {
-		return s.name
-	}
-	return "schedule"
-}
+func (s *Schedule) String() string { return cmp.Or(s.name, "schedule") }
