@@ -137,16 +137,8 @@ func (c *Cluster) create(ctx context.Context) (err error) {
 	p := c.p
 	specs := galeraSpecs()
 	for _, sp := range specs {
-		n := p.node(sp.name)
-		if old, err := n.server(); err == nil {
-			if err := stopServer(old); err != nil {
-				return err
-			}
-		}
-		if orphan, ok := orphanServer(p.Dir, sp.name); ok {
-			if err := stopServer(orphan); err != nil {
-				return err
-			}
+		if err := p.node(sp.name).stopLeftovers(); err != nil {
+			return err
 		}
 		p.setRecord(sp.name, nil)
 	}

@@ -106,15 +106,8 @@ func (p *Pair) locked(ctx context.Context, held bool, fn func() error) error {
 // On error nothing of it is left running. The caller holds the dir lock.
 func (n *Node) create(ctx context.Context) (err error) {
 	p, sp := n.p, n.spec
-	if old, err := n.server(); err == nil {
-		if err := stopServer(old); err != nil {
-			return err
-		}
-	}
-	if orphan, ok := orphanServer(p.Dir, sp.name); ok {
-		if err := stopServer(orphan); err != nil {
-			return err
-		}
+	if err := n.stopLeftovers(); err != nil {
+		return err
 	}
 	bins, err := findBinaries()
 	if err != nil {
@@ -628,6 +621,22 @@ func (p *Pair) Healthy(ctx context.Context) error {
 	}
 	if galera {
 		return (&Cluster{p: p}).waitHealthy(ctx)
+	}
+	return nil
+}
+
+// stopLeftovers stops what an earlier server n left running: the one its
+// record names, and an orphan of its directory that no record names.
+func (n *Node) stopLeftovers() error {
+	if old, err := n.server(); err == nil {
+		if err := stopServer(old); err != nil {
+			return err
+		}
+	}
+	if orphan, ok := orphanServer(n.p.Dir, n.spec.name); ok {
+		if err := stopServer(orphan); err != nil {
+			return err
+		}
 	}
 	return nil
 }
