@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"math"
-	"sort"
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/throttlekit/throttler/internal/pace"
 )
 
 // Pacing (WithPacing) admits a copier's chunks at the rate the replica is
@@ -63,44 +62,25 @@ const (
 	paceAdmissions = 1 << 14
 )
 
-// errPaceStopped ends a paced wait when pacing stops (every replica that
-// steered it was closed, or its Open context ended); errPaceRaised sends a
-// waiter back for an earlier slot when the rate rises.
-var (
-	errPaceStopped = errors.New("pacing stopped")
-	errPaceRaised  = errors.New("pacing rate raised")
-)
-
 // pacer is the rate shared by every caller of one throttler: the slowest of
-// its controllers' rates (one controller per replica).
+// its controllers' rates (one controller per replica), on while one steers.
 type pacer struct {
-	lim *rate.Limiter
+	pace *pace.Pacer
 
 	mu    sync.Mutex
 	ctrls map[*paceController]struct{} // the open replicas' controllers
-	stop  chan struct{}                // closed when the last controller leaves
-	// raised is closed (and replaced) when the rate rises by more than
-	// paceRaise.
-	raised chan struct{}
-	times  [paceAdmissions]int64 // admission times (Unix ns), a ring
-	n      int64                 // admissions so far; times[(n-1)%len] is the newest
-	held   time.Time             // when a caller last had to wait for its turn
-	// waiting is how many callers wait for their turn now.
-	waiting int
 }
 
 func newPacer() *pacer {
-	return &pacer{lim: rate.NewLimiter(paceStartRate, 1), ctrls: map[*paceController]struct{}{}, raised: make(chan struct{})}
+	return &pacer{pace: pace.New(paceStartRate, paceAdmissions, "paced to the replica's apply rate"), ctrls: map[*paceController]struct{}{}}
 }
 
 // add starts steering by c (its replica opened).
 func (p *pacer) add(c *paceController) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.ctrls) == 0 {
-		p.stop = make(chan struct{})
-	}
 	p.ctrls[c] = struct{}{}
+	p.pace.Start()
 	p.setLimitLocked()
 }
 
@@ -114,13 +94,14 @@ func (p *pacer) remove(c *paceController) {
 	}
 	delete(p.ctrls, c)
 	if len(p.ctrls) == 0 {
-		close(p.stop)
+		p.pace.Stop()
 	} else {
 		p.setLimitLocked()
 	}
 }
 
-// setLimitLocked sets the shared rate to the slowest controller's.
+// setLimitLocked sets the shared rate to the slowest controller's; waiters
+// queue again when it rises by more than paceRaise (after a stall).
 func (p *pacer) setLimitLocked() {
 	r := math.Inf(1)
 	for c := range p.ctrls {
@@ -129,92 +110,21 @@ func (p *pacer) setLimitLocked() {
 	if math.IsInf(r, 1) {
 		return
 	}
-	if old := float64(p.lim.Limit()); r > old*paceRaise {
-		close(p.raised)
-		p.raised = make(chan struct{})
+	raised := r > p.pace.Rate()*paceRaise
+	p.pace.Set(r)
+	if raised {
+		p.pace.Requeue()
 	}
-	p.lim.SetLimit(rate.Limit(r))
 }
 
-// wait admits one call: at once when the rate allows, otherwise at its slot.
-// It returns ctx's error (the slot is given back), ErrMaxWait when max
-// elapsed first (max > 0; the call is not admitted), or errPaceStopped when
-// pacing stops meanwhile. A rate that rises while the caller waits takes it
-// back to the queue for an earlier slot: a slot taken at a low rate (after a
-// stall) would otherwise hold the copier long after the replica recovered.
+// wait admits one call (pace.Pacer.Wait), capped at max > 0.
 func (p *pacer) wait(ctx context.Context, max time.Duration) error {
-	var capped <-chan time.Time
-	if max > 0 {
-		t := time.NewTimer(max)
-		defer t.Stop()
-		capped = t.C
-	}
+	var deadline time.Time
 	for {
-		p.mu.Lock()
-		if len(p.ctrls) == 0 {
-			p.mu.Unlock()
-			return nil
-		}
-		stop, raised := p.stop, p.raised
-		now := time.Now()
-		res := p.lim.ReserveN(now, 1)
-		delay := res.DelayFrom(now)
-		if delay == 0 {
-			p.admitLocked(now)
-			p.mu.Unlock()
-			return nil
-		}
-		p.held = now
-		p.waiting++
-		p.mu.Unlock()
-
-		t := time.NewTimer(delay)
-		var err error
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-capped:
-			err = ErrMaxWait
-		case <-stop:
-			err = errPaceStopped
-		case <-raised:
-			err = errPaceRaised
-		}
-		t.Stop()
-		p.mu.Lock()
-		p.waiting--
-		switch {
-		case err == nil:
-			p.admitLocked(time.Now())
-		case !errors.Is(err, errPaceStopped):
-			res.CancelAt(time.Now()) // give the slot back
-		}
-		p.mu.Unlock()
-		if !errors.Is(err, errPaceRaised) {
+		if err := p.pace.Wait(ctx, max, &deadline); !errors.Is(err, pace.ErrRequeue) {
 			return err
 		}
 	}
-}
-
-func (p *pacer) admitLocked(at time.Time) {
-	p.times[p.n%paceAdmissions] = at.UnixNano()
-	p.n++
-}
-
-// admittedBy is how many calls were admitted at or before t. Before the
-// oldest remembered admission it is the count up to there: an estimate that
-// errs low, as a replica further behind than the ring reaches is throttled
-// by its lag anyway.
-func (p *pacer) admittedBy(t time.Time) int64 {
-	kept := min(p.n, paceAdmissions)
-	first := p.n - kept
-	tn := t.UnixNano()
-	// The ring is in admission order, which is time order.
-	i := sort.Search(int(kept), func(i int) bool {
-		return p.times[(first+int64(i))%paceAdmissions] > tn
-	})
-	return first + int64(i)
 }
 
 // observe feeds one measurement of c's replica, taken at, that reads the
@@ -225,11 +135,11 @@ func (p *pacer) admittedBy(t time.Time) int64 {
 func (p *pacer) observe(c *paceController, at time.Time, d time.Duration, throttled bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	held := p.waiting > 0 || !p.held.Before(c.last)
+	applied := p.pace.AdmittedBy(at.Add(-d))
 	if throttled {
-		c.hold(at, p.admittedBy(at.Add(-d)))
+		c.hold(at, applied)
 	} else {
-		c.observe(at, d, p.admittedBy(at.Add(-d)), held)
+		c.observe(at, d, applied, p.pace.HeldSince(c.last))
 	}
 	if _, ok := p.ctrls[c]; ok {
 		p.setLimitLocked()
@@ -244,7 +154,7 @@ func (p *pacer) retarget(c *paceController, target time.Duration) {
 }
 
 // rate is the shared rate in calls per second (for tests and status).
-func (p *pacer) rate() float64 { return float64(p.lim.Limit()) }
+func (p *pacer) rate() float64 { return p.pace.Rate() }
 
 // paceController turns one replica's measurements into a rate. It is
 // guarded by its pacer's mutex.

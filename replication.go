@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/throttlekit/throttler/internal/pace"
 	"github.com/throttlekit/throttler/internal/poller"
 )
 
@@ -310,14 +311,11 @@ func (r *Replication) Wait(ctx context.Context) error {
 // paceError maps a paced wait's error: pacing that stopped because the
 // throttler stopped (closed says whether that is why) is ErrClosed.
 func paceError(err error, closed bool) error {
-	switch {
-	case errors.Is(err, errPaceStopped):
+	if errors.Is(err, pace.ErrStopped) {
 		if closed {
 			return ErrClosed
 		}
 		return nil
-	case errors.Is(err, ErrMaxWait):
-		return fmt.Errorf("%w: paced to the replica's apply rate", ErrMaxWait)
 	}
 	return err
 }

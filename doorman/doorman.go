@@ -71,6 +71,7 @@ import (
 	"github.com/throttlekit/throttler"
 	"github.com/throttlekit/throttler/internal/gate"
 	"github.com/throttlekit/throttler/internal/lifecycle"
+	"github.com/throttlekit/throttler/internal/pace"
 )
 
 // Config says which server to ask, for what, and how.
@@ -160,7 +161,7 @@ type Throttler struct {
 
 	gate gate.Gate
 	life lifecycle.Runner
-	pace pace
+	pace *pace.Pacer // the granted rate; on from the first grant
 
 	// conn is the connection to the server asked last (the master, once
 	// a redirect named it); nil until the first request and after a
@@ -241,9 +242,9 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Throttler, error) {
 	if len(t.dialOpt) == 0 {
 		t.dialOpt = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	t.pace.init()
+	t.pace = pace.New(math.Inf(1), 0, "paced to the granted rate")
 	t.life.Gate, t.life.Log, t.life.Subject = &t.gate, t.log, "doorman"
-	t.life.OnEnd = t.pace.release // paced waiters return with the gate's waiters
+	t.life.OnEnd = t.pace.Release // paced waiters return with the gate's waiters
 	t.gate.Observe(t.log, notifier(t.String(), o.onChange))
 	return t, nil
 }
@@ -329,9 +330,9 @@ func (t *Throttler) Wait(ctx context.Context) error {
 				return err
 			}
 		}
-		err := t.pace.wait(ctx, t.maxWait, &deadline)
-		if !errors.Is(err, errPaceChanged) {
-			if errors.Is(err, errPaceStopped) || err == nil && t.gate.Released() {
+		err := t.pace.Wait(ctx, t.maxWait, &deadline)
+		if !errors.Is(err, pace.ErrRequeue) {
+			if errors.Is(err, pace.ErrStopped) || err == nil && t.gate.Released() {
 				return throttler.ErrClosed
 			}
 			return err
@@ -347,11 +348,11 @@ func (t *Throttler) Wait(ctx context.Context) error {
 func (t *Throttler) PaceWait(ctx context.Context) error {
 	var deadline time.Time
 	for {
-		err := t.pace.wait(ctx, t.maxWait, &deadline)
+		err := t.pace.Wait(ctx, t.maxWait, &deadline)
 		switch {
-		case errors.Is(err, errPaceChanged):
+		case errors.Is(err, pace.ErrRequeue):
 			continue
-		case errors.Is(err, errPaceStopped):
+		case errors.Is(err, pace.ErrStopped):
 			return throttler.ErrClosed
 		}
 		return err

@@ -252,13 +252,18 @@ func (t *Throttler) apply(g grant) {
 func (t *Throttler) publish(throttled bool, kind, reason string, r float64) {
 	if throttled {
 		t.gate.Set(true, kind, reason)
-		t.pace.set(0) // waiters in the queue go back to the gate
-		t.rate.Store(0)
-		return
+		r = 0
 	}
-	t.pace.set(r)
+	// Any change of the grant sends the waiters back: to queue at the new
+	// rate, or to the gate.
+	t.pace.Start()
+	if t.pace.Set(r) || throttled {
+		t.pace.Requeue()
+	}
 	t.rate.Store(math.Float64bits(r))
-	t.gate.Set(false, "", "")
+	if !throttled {
+		t.gate.Set(false, "", "")
+	}
 }
 
 // failed books a failed request: the lease stands until it expires, and
@@ -409,7 +414,7 @@ func (t *Throttler) closeConn() {
 // releaseCapacity gives the lease back when the life ends, so that other
 // clients get it at their next refresh instead of at its expiry.
 func (t *Throttler) releaseCapacity() {
-	t.pace.release()
+	t.pace.Release()
 	t.stopExpiry()
 	defer t.closeConn()
 	req := &pb.ReleaseCapacityRequest{ClientId: proto.String(t.cfg.ClientID), ResourceId: []string{t.cfg.ResourceID}}
