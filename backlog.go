@@ -16,8 +16,12 @@ import (
 // and counts only when every reading in it found a backlog; a window with an
 // empty backlog in it measured the arrival rate instead, which serves until
 // a busy window has been seen, never after (transactions differ in cost, and
-// a burst of cheap ones would read as a capacity the applier lacks). A window
-// is long enough that one applied transaction more or less does not swing it.
+// a burst of cheap ones would read as a capacity the applier lacks). Exact
+// bytes are work done, not a count: any window's bytes raise a lower byte
+// rate, so that a busy window measured in a lull (the applier restarting, a
+// trickle of work) does not stand for ever below what the applier has since
+// shown it does. A window is long enough that one applied transaction more
+// or less does not swing it.
 //
 // An applier that applies nothing while work waits (stopped by a lock, or
 // applying one long transaction) keeps its last rate, and the time it has
@@ -43,6 +47,7 @@ type rateReading struct {
 	at      time.Time
 	applied int64
 	pending int64
+	delayed bool // the applier waited on a configured delay
 }
 
 // update fills m's rates, ApplyTime and Predicted from m.Backlog, read at at.
@@ -55,12 +60,12 @@ func (a *applyRate) update(m *Measurement, at time.Time) {
 	txOK := b.Transactions >= 0
 	bytesOK := b.Bytes >= 0 && b.appliedBytes >= 0
 	if txOK {
-		a.tx.add(at, b.appliedTransactions, b.Transactions, "")
+		a.tx.add(at, b.appliedTransactions, b.Transactions, "", b.delayed, false)
 	} else {
 		a.tx = rateMeter{}
 	}
 	if bytesOK {
-		a.bytes.add(at, b.appliedBytes, b.Bytes, b.appliedFile)
+		a.bytes.add(at, b.appliedBytes, b.Bytes, b.appliedFile, b.delayed, b.bytesExact)
 	} else {
 		a.bytes = rateMeter{}
 	}
@@ -93,7 +98,15 @@ func (a *applyRate) predict(m *Measurement, at time.Time, ok bool, pending int64
 
 // add records a reading and re-reads the rate. file, when not "", is what
 // the counter is a position in: a reading in another file starts afresh.
-func (r *rateMeter) add(at time.Time, applied, pending int64, file string) {
+// delayed says the applier waits on a configured delay: a window with such
+// a reading is not busy, as it applies what has aged past the delay, at the
+// pace it arrived, not at its capacity (an estimate taken so would stand,
+// far too low, long after the delay is lifted). floor says the counter
+// measures work exactly (bytes of row events): what the applier did in any
+// window is then a capacity it has, and raises an estimate that is lower,
+// busy window or not; a count of transactions is not (a burst of cheap ones
+// would read as a capacity the applier lacks).
+func (r *rateMeter) add(at time.Time, applied, pending int64, file string, delayed, floor bool) {
 	if n := len(r.readings); n > 0 {
 		switch last := r.readings[n-1]; {
 		case applied < last.applied || file != r.file:
@@ -107,7 +120,7 @@ func (r *rateMeter) add(at time.Time, applied, pending int64, file string) {
 	if len(r.readings) == 0 || pending == 0 || applied > r.readings[len(r.readings)-1].applied {
 		r.moved = at
 	}
-	r.readings = append(r.readings, rateReading{at: at, applied: applied, pending: pending})
+	r.readings = append(r.readings, rateReading{at: at, applied: applied, pending: pending, delayed: delayed})
 	r.file = file
 	for len(r.readings) > 2 && at.Sub(r.readings[1].at) >= rateWindow {
 		r.readings = r.readings[1:]
@@ -119,14 +132,18 @@ func (r *rateMeter) add(at time.Time, applied, pending int64, file string) {
 	}
 	rate := float64(applied-first.applied) / span.Seconds()
 	busy := true
-	for _, x := range r.readings[:len(r.readings)-1] {
-		busy = busy && x.pending > 0
+	for i, x := range r.readings {
+		// Work queued when each interval began; a delay at either end of
+		// one (a setting, not a moment) held the applier through it.
+		busy = busy && (x.pending > 0 || i == len(r.readings)-1) && !x.delayed
 	}
 	switch {
 	case busy && rate > 0:
 		r.est, r.busyEst = rate, true
-	case !r.busyEst && rate > r.est:
-		r.est = rate // the arrival rate, until a busy window is seen
+	case (floor || !r.busyEst) && rate > r.est:
+		// The arrival rate, until a busy window is seen; exact work
+		// done, always.
+		r.est = rate
 	}
 }
 

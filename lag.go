@@ -120,6 +120,10 @@ type Backlog struct {
 	appliedFile         string
 	// bytesExact says Bytes is exact, not an upper bound (Relay_Log_Space).
 	bytesExact bool
+	// delayed is set when a counted channel has a configured delay
+	// (SQL_Delay): its applier waits on the delay, so its pace says
+	// nothing of its capacity.
+	delayed bool
 }
 
 // Flavor is what the server says it is, from @@version and @@version_comment

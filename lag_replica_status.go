@@ -194,6 +194,7 @@ func replicaStatusBacklog(rows []statusRow) Backlog {
 	applied := map[string]int64{}
 	files := make([]string, 0, len(rows))
 	for _, r := range rows {
+		b.delayed = b.delayed || sqlDelay(r) > 0
 		txns, ok := channelTransactions(r, applied)
 		if !ok {
 			return unknownBacklog()

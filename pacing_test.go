@@ -416,6 +416,26 @@ func TestApplyRate(t *testing.T) {
 		assert.Equal(t, want, m.Predicted, "exact bytes %v", exact)
 	}
 
+	// A configured delay: the applier applies what has aged past it, at the
+	// pace it arrived; those windows are not its capacity.
+	var d applyRate
+	delayedRead := func(at time.Duration, pending, applied int64, delayed bool) Measurement {
+		m := Measurement{Backlog: Backlog{Known: true, Transactions: pending, Bytes: -1, appliedTransactions: applied, appliedBytes: -1, delayed: delayed}}
+		d.update(&m, t0.Add(at))
+		return m
+	}
+	delayedRead(0, 30, 0, false)
+	m = delayedRead(time.Second, 30, 50, false)
+	assert.Equal(t, 50.0, m.Backlog.TransactionsPerSecond, "a busy window")
+	for i := 2; i <= 5; i++ {
+		m = delayedRead(time.Duration(i)*time.Second, 30, 50+int64(i-1)*2, true)
+	}
+	assert.Equal(t, 50.0, m.Backlog.TransactionsPerSecond, "2 a second while delayed is not the capacity")
+	m = delayedRead(6*time.Second, 30, 60, false)
+	assert.Equal(t, 50.0, m.Backlog.TransactionsPerSecond, "a window that began delayed is not busy either")
+	m = delayedRead(7*time.Second, 30, 100, false)
+	assert.Equal(t, 40.0, m.Backlog.TransactionsPerSecond, "the delay lifted: busy windows count again")
+
 	// Bytes, where transactions cannot be counted (GTIDs off).
 	var b applyRate
 	bytesRead := func(at time.Duration, pending, pos int64, file string) Measurement {
@@ -430,6 +450,24 @@ func TestApplyRate(t *testing.T) {
 	m = bytesRead(2*time.Second, 4000, 10, "b.2")
 	assert.Equal(t, 2000.0, m.Backlog.BytesPerSecond, "positions in another file are not compared")
 	assert.Equal(t, 2*time.Second, m.Predicted, "the counter moved (to a new file)")
+
+	// Exact bytes applied in a window that was not busy are work done: they
+	// raise a lower estimate. Transactions do not.
+	var f applyRate
+	floorRead := func(at time.Duration, pending, pos, txPending, txApplied int64) Measurement {
+		m := Measurement{Backlog: Backlog{Known: true, Transactions: txPending, appliedTransactions: txApplied,
+			Bytes: pending, appliedBytes: pos, appliedFile: "b.1", bytesExact: true}}
+		f.update(&m, t0.Add(at))
+		return m
+	}
+	floorRead(0, 5000, 0, 5, 0)
+	m = floorRead(time.Second, 5000, 1000, 5, 1)
+	assert.Equal(t, 1000.0, m.Backlog.BytesPerSecond, "a busy window in a lull")
+	assert.Equal(t, 1.0, m.Backlog.TransactionsPerSecond)
+	floorRead(1500*time.Millisecond, 0, 6000, 0, 6)
+	m = floorRead(2*time.Second, 0, 11000, 0, 11)
+	assert.Equal(t, 10000.0, m.Backlog.BytesPerSecond, "10,000 bytes applied in the last second: the applier can")
+	assert.Equal(t, 4.0, m.Backlog.TransactionsPerSecond, "a count of transactions is no capacity: the last busy window (0 to 1.5s) stands")
 }
 
 // A backlog that will take the tolerance to apply throttles before the lag
