@@ -151,10 +151,8 @@ func NewMulti(ts ...Throttler) *Multi {
 			}
 			continue
 		}
-		if p, ok := t.(pacedThrottler); ok && p.paced() {
+		if p := childPacer(t); p != nil {
 			m.pacedKids = append(m.pacedKids, p)
-		} else if p, ok := t.(Pacer); ok {
-			m.pacedKids = append(m.pacedKids, pacerKid{p})
 		}
 		m.names[i] = fmt.Sprintf("throttler %d", i+1)
 		if s, ok := t.(fmt.Stringer); ok {
@@ -169,12 +167,7 @@ func NewMulti(ts ...Throttler) *Multi {
 	}
 	if m.invalid == nil {
 		for _, t := range ts {
-			switch o := t.(type) {
-			case observable:
-				o.stateGate().Watch(m.refresh)
-			case StateWatcher:
-				o.WatchState(m.refresh)
-			}
+			watchChild(t, m.refresh)
 		}
 		m.rule.watch(m.refresh)
 	}
@@ -185,6 +178,29 @@ func NewMulti(ts ...Throttler) *Multi {
 // observable is a throttler of this package: a Multi watches its gate to
 // keep its own state (Stats, OnChange) without polling.
 type observable interface{ stateGate() *gate.Gate }
+
+// watchChild makes f run after every change of child t's state, where t can
+// say (see observable, StateWatcher).
+func watchChild(t Throttler, f func()) {
+	switch o := t.(type) {
+	case observable:
+		o.stateGate().Watch(f)
+	case StateWatcher:
+		o.WatchState(f)
+	}
+}
+
+// childPacer is child t as a pacing child of a Multi (a call waits for its
+// turn with it too), or nil when its waits do not pace.
+func childPacer(t Throttler) pacedThrottler {
+	if p, ok := t.(pacedThrottler); ok && p.paced() {
+		return p
+	}
+	if p, ok := t.(Pacer); ok {
+		return pacerKid{p}
+	}
+	return nil
+}
 
 // StateWatcher is implemented by a throttler of another module (Doorman's)
 // that can say when its state changes, so that a Multi holding it keeps its

@@ -295,7 +295,7 @@ func (m *Multi) Only(names ...string) (*Multi, error) {
 	for _, i := range idx {
 		v.children = append(v.children, m.children[i])
 		v.names = append(v.names, m.names[i])
-		if p, ok := m.children[i].(pacedThrottler); ok && p.paced() {
+		if p := childPacer(m.children[i]); p != nil {
 			v.pacedKids = append(v.pacedKids, p)
 		}
 	}
@@ -306,9 +306,7 @@ func (m *Multi) Only(names ...string) (*Multi, error) {
 	// gate reads released (Stats, OnChange).
 	v.unparent = context.AfterFunc(m.kidsCtx, func() { v.life.Close() })
 	for _, t := range v.children {
-		if o, ok := t.(observable); ok {
-			o.stateGate().Watch(v.refresh)
-		}
+		watchChild(t, v.refresh)
 	}
 	m.rule.watch(v.refresh)
 	return v, nil

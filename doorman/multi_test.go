@@ -116,3 +116,37 @@ func TestMultiFollowsTheShare(t *testing.T) {
 		assert.Contains(t, changes[0].Reason, "capacity 0")
 	})
 }
+
+// A view of the Multi (Only) that holds the Doorman child paces with it, as
+// the Multi does.
+func TestMultiViewPacesToTheShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newNetwork()
+		n.serve(t, addr, fakedoorman.New(fairShare(1000)))
+		d, err := doorman.New(n.config(addr, "a", 50), nil)
+		require.NoError(t, err)
+		replicas := &throttler.Mock{}
+		replicas.SetThrottled(false)
+		m := throttler.NewMulti(replicas, d)
+		require.NoError(t, m.Open(context.Background()))
+		defer m.Close()
+		v, err := m.Only(d.String())
+		require.NoError(t, err)
+		require.NoError(t, v.Open(context.Background()))
+		defer v.Close()
+
+		ctx := context.Background()
+		require.NoError(t, v.Wait(ctx), "the first call goes at once")
+		done := make(chan error, 1)
+		go func() { done <- v.Wait(ctx) }()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("the second call was not paced")
+		default:
+		}
+		time.Sleep(20 * time.Millisecond) // one call's slot at 50/s
+		synctest.Wait()
+		assert.NoError(t, <-done)
+	})
+}
