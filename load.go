@@ -466,40 +466,24 @@ func (l *Load) read(ctx context.Context) ([]loadValue, error) {
 }
 
 func (l *Load) readOn(ctx context.Context, db querier) ([]loadValue, error) {
-	rows, err := db.QueryContext(ctx, l.stmt)
+	status, err := showStatus(ctx, db, l.stmt)
 	if err != nil {
 		return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
 	}
-	defer rows.Close()
 	vals := make([]loadValue, len(l.limits))
-	found := make([]bool, len(l.limits))
-	for rows.Next() {
-		var name, value string
-		if err := rows.Scan(&name, &value); err != nil {
-			return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
-		}
-		for i, lim := range l.limits {
-			// The server compares names case-insensitively; so do we.
-			if !strings.EqualFold(name, lim.Variable) {
-				continue
-			}
-			v, err := loadParseValue(value)
-			if err != nil {
-				return nil, &statusReadingError{msg: fmt.Sprintf("status variable %s = %q: %v", name, loadTruncate(value), err)}
-			}
-			vals[i], found[i] = v, true
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("SHOW GLOBAL STATUS: %w", err)
-	}
-	for i, ok := range found {
+	for i, lim := range l.limits {
+		value, ok := status[strings.ToLower(lim.Variable)]
 		if !ok {
 			return nil, &statusReadingError{
-				msg:   fmt.Sprintf("the server has no global status variable %q (see SHOW GLOBAL STATUS)", l.limits[i].Variable),
+				msg:   fmt.Sprintf("the server has no global status variable %q (see SHOW GLOBAL STATUS)", lim.Variable),
 				cause: ErrUnavailable,
 			}
 		}
+		v, err := loadParseValue(value)
+		if err != nil {
+			return nil, &statusReadingError{msg: fmt.Sprintf("status variable %s = %q: %v", lim.Variable, loadTruncate(value), err)}
+		}
+		vals[i] = v
 	}
 	return vals, nil
 }
