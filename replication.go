@@ -63,8 +63,7 @@ type Replication struct {
 	// follows SetTolerance.
 	paceTarget time.Duration
 
-	setMu   sync.Mutex            // serialises SetTolerance
-	rejudge func() poller.Verdict // judges the last measurement against the tolerance now
+	setMu sync.Mutex // serialises SetTolerance
 }
 
 // measured is a measurement, when it was taken, and by which source.
@@ -104,7 +103,6 @@ func NewReplicationThrottler(replica *sql.DB, lagTolerance time.Duration, logger
 	logger = o.logger(logger)
 	r := &Replication{db: replica, name: o.name, maxWait: o.maxWait, queueMax: o.groupQueue, log: logger, source: source, configure: o.lagSource, paceTarget: o.pacingTarget}
 	r.tolerance.Store(int64(lagTolerance))
-	r.rejudge = r.judgeLast
 	r.polling = polling{poll: poller.New(o.pollerConfig(logger, "lag measurement", "replication"), r.probe), updating: "update lag"}
 	if o.pacing {
 		r.ctl = newPaceController(target)
@@ -173,12 +171,7 @@ func (r *Replication) probe(ctx context.Context) (poller.Verdict, error) {
 	r.last.Store(&measured{m: m, at: at, src: src}) // before judging: see poller.Rejudge
 	v := r.judge(m, src, r.Tolerance())
 	if r.ctl != nil {
-		delay := m.Lag
-		if predictionKnown(m) {
-			// Sub-second where Lag may be whole seconds, and a step ahead.
-			delay = m.Predicted
-		}
-		r.pace.observe(r.ctl, at, delay, v.Throttled)
+		r.pace.observe(r.ctl, at, replicaDelay(m), v.Throttled)
 	}
 	return v, nil
 }
@@ -202,12 +195,18 @@ func (r *Replication) judge(m Measurement, src LagSource, tolerance time.Duratio
 			v.Reason += " (" + hint + ")"
 		}
 	}
-	delay := m.Lag
-	if predictionKnown(m) {
-		delay = m.Predicted
-	}
-	v.Fast = v.Throttled || max(m.Lag, delay) >= tolerance/2 || r.ctl != nil // steering needs fresh measurements
+	v.Fast = v.Throttled || max(m.Lag, replicaDelay(m)) >= tolerance/2 || r.ctl != nil // steering needs fresh measurements
 	return v
+}
+
+// replicaDelay is how far behind m says the replica is, as pacing steers on
+// it: the backlog's predicted lag where known (sub-second where Lag may be
+// whole seconds, and a step ahead), else the lag.
+func replicaDelay(m Measurement) time.Duration {
+	if predictionKnown(m) {
+		return m.Predicted
+	}
+	return m.Lag
 }
 
 // verdict is the state a successful measurement calls for.
@@ -388,7 +387,7 @@ func (r *Replication) setTolerance(d time.Duration) {
 	if r.ctl != nil && r.paceTarget == 0 {
 		r.pace.retarget(r.ctl, d/2)
 	}
-	r.poll.Rejudge(r.rejudge)
+	r.poll.Rejudge(r.judgeLast)
 	if old != d {
 		r.log.Info("throttler: lag tolerance changed", "tolerance", d, "was", old)
 	}
