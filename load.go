@@ -424,17 +424,11 @@ func (l *Load) SetLimits(cfg LoadConfig) error {
 // Utilization is the largest of the watched values (or rates) over its
 // threshold; see Utilizer.
 func (l *Load) Utilization() float64 {
-	if !l.poll.Live() {
-		return 0
-	}
 	u := 0.0
 	for i, lim := range l.levels.Load().limits {
 		u = max(u, math.Float64frombits(l.values[i].Load())/lim.Threshold)
 	}
-	if l.poll.Throttled() {
-		u = max(u, 1)
-	}
-	return u
+	return l.utilization(u)
 }
 
 // statusReadingError is a reading the server gave that cannot be used

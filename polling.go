@@ -53,5 +53,17 @@ func (p *polling) Stats() Stats {
 	return statsOf(p.poll.Gate().Ledger(), ok, failed, last)
 }
 
+// utilization is Utilizer's rule applied to ratio, the signal over its
+// threshold: 0 unless open, and at least 1 while throttled for any reason.
+func (p *polling) utilization(ratio float64) float64 {
+	switch {
+	case !p.poll.Live():
+		return 0
+	case p.poll.Throttled():
+		return max(ratio, 1)
+	}
+	return ratio
+}
+
 // stateGate is the gate a Multi or Discovery holding the throttler watches.
 func (p *polling) stateGate() *gate.Gate { return p.poll.Gate() }

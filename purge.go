@@ -135,14 +135,7 @@ func (p *PurgeLag) Length() int64 { return p.length.Load() }
 
 // Utilization is the last length over the threshold; see Utilizer.
 func (p *PurgeLag) Utilization() float64 {
-	if !p.poll.Live() {
-		return 0
-	}
-	u := float64(p.Length()) / float64(p.max)
-	if p.poll.Throttled() {
-		u = max(u, 1)
-	}
-	return u
+	return p.utilization(float64(p.Length()) / float64(p.max))
 }
 
 // String is the name given with WithName, or "purge lag".

@@ -171,14 +171,7 @@ func (q *Query) SetThreshold(threshold float64) error {
 
 // Utilization is the last value over the threshold; see Utilizer.
 func (q *Query) Utilization() float64 {
-	if !q.poll.Live() {
-		return 0
-	}
-	u := max(q.Value()/q.Threshold(), 0) // a negative value is as idle as 0
-	if q.poll.Throttled() {
-		u = max(u, 1)
-	}
-	return u
+	return q.utilization(max(q.Value()/q.Threshold(), 0)) // a negative value is as idle as 0
 }
 
 // queryAnswerError is an answer the server gave that is not one number.

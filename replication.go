@@ -398,9 +398,6 @@ func (r *Replication) setTolerance(d time.Duration) {
 // throttles too), or the Group Replication applier queue over its limit
 // when that is larger; see Utilizer.
 func (r *Replication) Utilization() float64 {
-	if !r.poll.Live() {
-		return 0
-	}
 	u := 0.0
 	if p := r.last.Load(); p != nil {
 		lag := p.m.Lag
@@ -412,10 +409,7 @@ func (r *Replication) Utilization() float64 {
 			u = max(u, float64(g.ApplierQueue)/float64(r.queueMax))
 		}
 	}
-	if r.poll.Throttled() {
-		u = max(u, 1)
-	}
-	return u
+	return r.utilization(u)
 }
 
 // String is the name given with WithName, or "replication".
