@@ -150,11 +150,7 @@ func (g *Gate) Set(throttled bool, kind, reason string) (flipped bool) {
 	default:
 		g.cur.Store(&state{throttled: true, reason: reason, ep: &epoch{wake: make(chan struct{})}})
 	}
-	watchers := g.obs.watchers
-	g.mu.Unlock()
-	for _, f := range watchers {
-		f()
-	}
+	g.unlockWatched()
 	return old.throttled != throttled
 }
 
@@ -172,12 +168,18 @@ func (g *Gate) Release() bool {
 	if old != nil && old.ep != nil {
 		old.ep.end()
 	}
+	g.unlockWatched()
+	return true
+}
+
+// unlockWatched unlocks mu, then runs the watchers of the change just made
+// (see Watch): outside the lock, so that a watcher may read the gate.
+func (g *Gate) unlockWatched() {
 	watchers := g.obs.watchers
 	g.mu.Unlock()
 	for _, f := range watchers {
 		f()
 	}
-	return true
 }
 
 // end wakes the epoch's waiters: its wake channel, and every cap's channel,
