@@ -317,14 +317,7 @@ func (l *Load) Open(ctx context.Context) error {
 func (l *Load) probe(ctx context.Context) (poller.Verdict, error) {
 	vals, err := l.read(ctx)
 	if err != nil {
-		var bad *statusReadingError
-		if errors.As(err, &bad) {
-			// The server answered, and its answer cannot be used: that
-			// is a new reading of "unknown", not a missing one, so the
-			// last good verdict no longer stands.
-			return poller.Verdict{Throttled: true, Kind: "unreadable", Reason: "load unknown: " + err.Error()}, err
-		}
-		return poller.Verdict{}, err
+		return unreadable("load", err)
 	}
 	now := time.Now() // the monotonic reading rates are measured on
 	n := len(l.limits)
@@ -442,6 +435,19 @@ type statusReadingError struct {
 }
 
 func (e *statusReadingError) Error() string { return e.msg }
+
+// unreadable is a probe's outcome for err, a failed reading of what. A
+// statusReadingError means the server answered, and its answer cannot be
+// used: that is a new reading of "unknown", not a missing one, so the last
+// good verdict no longer stands and it throttles at once. Any other error
+// is a missing reading, which the stale window covers.
+func unreadable(what string, err error) (poller.Verdict, error) {
+	var bad *statusReadingError
+	if errors.As(err, &bad) {
+		return poller.Verdict{Throttled: true, Kind: "unreadable", Reason: what + " unknown: " + err.Error()}, err
+	}
+	return poller.Verdict{}, err
+}
 func (e *statusReadingError) Unwrap() error { return e.cause }
 
 // loadValue is one status value as read: its text, its float64 value, and,

@@ -87,11 +87,7 @@ func (p *PurgeLag) Open(ctx context.Context) error {
 func (p *PurgeLag) probe(ctx context.Context) (poller.Verdict, error) {
 	n, err := onSession(ctx, p.db, p.read)
 	if err != nil {
-		var bad *statusReadingError
-		if errors.As(err, &bad) {
-			return poller.Verdict{Throttled: true, Kind: "unreadable", Reason: "history list length unknown: " + err.Error()}, err
-		}
-		return poller.Verdict{}, err
+		return unreadable("history list length", err)
 	}
 	p.length.Store(n)
 	if n >= p.max {
