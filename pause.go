@@ -217,10 +217,10 @@ func (p *Pause) refreshLocked() {
 		reason, kind = p.manualReason(), "paused"
 	}
 	if p.poll != nil {
-		if f := p.poll.Reason(); f != "" {
+		// The flag file's state read at once, as a Multi reads a child's.
+		if flagged, k, f := p.poll.Gate().State(); flagged {
 			if reason == "" {
-				kind = p.poll.Gate().Kind()
-				reason = f
+				reason, kind = f, k
 			} else {
 				reason += "; " + f
 			}
