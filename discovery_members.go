@@ -251,7 +251,7 @@ func (d *Discovery) openMember(mctx context.Context, m *discoveryMember) {
 		m.db = db
 	}
 	if m.r == nil {
-		opts := append(d.opts, WithName(m.host.name()), withoutOnChange())
+		opts := append(d.opts, WithName(m.host.name()))
 		r, err := NewReplicationThrottler(m.db, d.Tolerance(), d.baseLog, opts...)
 		if err != nil {
 			m.err = err

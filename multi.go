@@ -712,9 +712,6 @@ func NewReplicasThrottler(replicas map[string]*sql.DB, lagTolerance time.Duratio
 		pace = newPacer()
 		opts = append(opts[:len(opts):len(opts)], withSharedPacer(pace))
 	}
-	if o.onChange != nil { // the set's changes, not each replica's
-		opts = append(opts[:len(opts):len(opts)], withoutOnChange())
-	}
 	for _, name := range names {
 		r, err := NewReplicationThrottler(replicas[name], lagTolerance, logger, append(opts[:len(opts):len(opts)], WithName(name))...)
 		if err != nil {

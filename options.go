@@ -320,10 +320,6 @@ func configError(problems []error) error {
 	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(problems...))
 }
 
-// withoutOnChange drops WithOnChange's callback: the members of a replica
-// set report nothing of their own, the set does.
-func withoutOnChange() Option { return func(o *options) { o.onChange = nil } }
-
 // logger is l (a discard logger when nil) with the throttler's name attached.
 func (o options) logger(l *slog.Logger) *slog.Logger {
 	if l == nil {

@@ -33,9 +33,10 @@ func WithTolerateMembers(n int) Option {
 
 // withoutSetOptions drops the options of a set from the options its
 // members are built with: the set applies them, a member has no use for
-// them (and would reject them by name).
+// them (and would reject them by name). WithOnChange is the set's too: its
+// callback hears the set's changes, not each member's.
 func withoutSetOptions() Option {
-	return func(o *options) { o.tolerate, o.given = 0, o.given&^optTolerate }
+	return func(o *options) { o.tolerate, o.onChange, o.given = 0, nil, o.given&^optTolerate }
 }
 
 // memberRule is how a set of members (a Multi, a Discovery) judges them:
